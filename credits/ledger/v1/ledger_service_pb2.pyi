@@ -1,0 +1,627 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class AccountStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACCOUNT_STATUS_UNSPECIFIED: _ClassVar[AccountStatus]
+    ACCOUNT_STATUS_ACTIVE: _ClassVar[AccountStatus]
+    ACCOUNT_STATUS_ANONYMIZED: _ClassVar[AccountStatus]
+
+class TransactionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRANSACTION_KIND_UNSPECIFIED: _ClassVar[TransactionKind]
+    TRANSACTION_KIND_PURCHASE: _ClassVar[TransactionKind]
+    TRANSACTION_KIND_SPEND: _ClassVar[TransactionKind]
+    TRANSACTION_KIND_GRANT: _ClassVar[TransactionKind]
+    TRANSACTION_KIND_REFUND: _ClassVar[TransactionKind]
+    TRANSACTION_KIND_CHARGEBACK: _ClassVar[TransactionKind]
+    TRANSACTION_KIND_CHARGEBACK_REVERSAL: _ClassVar[TransactionKind]
+    TRANSACTION_KIND_ADMIN_ADJUSTMENT: _ClassVar[TransactionKind]
+    TRANSACTION_KIND_HOLD_CAPTURE: _ClassVar[TransactionKind]
+
+class PaymentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PAYMENT_STATUS_UNSPECIFIED: _ClassVar[PaymentStatus]
+    PAYMENT_STATUS_INIT: _ClassVar[PaymentStatus]
+    PAYMENT_STATUS_PAID: _ClassVar[PaymentStatus]
+    PAYMENT_STATUS_CREDITED: _ClassVar[PaymentStatus]
+    PAYMENT_STATUS_REFUNDED: _ClassVar[PaymentStatus]
+    PAYMENT_STATUS_CHARGEBACK: _ClassVar[PaymentStatus]
+    PAYMENT_STATUS_FAILED: _ClassVar[PaymentStatus]
+
+class DisputeStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DISPUTE_STATUS_UNSPECIFIED: _ClassVar[DisputeStatus]
+    DISPUTE_STATUS_WARNING_NEEDS_RESPONSE: _ClassVar[DisputeStatus]
+    DISPUTE_STATUS_WARNING_UNDER_REVIEW: _ClassVar[DisputeStatus]
+    DISPUTE_STATUS_WARNING_CLOSED: _ClassVar[DisputeStatus]
+    DISPUTE_STATUS_NEEDS_RESPONSE: _ClassVar[DisputeStatus]
+    DISPUTE_STATUS_UNDER_REVIEW: _ClassVar[DisputeStatus]
+    DISPUTE_STATUS_WON: _ClassVar[DisputeStatus]
+    DISPUTE_STATUS_LOST: _ClassVar[DisputeStatus]
+
+class EventOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVENT_OUTCOME_UNSPECIFIED: _ClassVar[EventOutcome]
+    EVENT_OUTCOME_APPLIED: _ClassVar[EventOutcome]
+    EVENT_OUTCOME_IGNORED: _ClassVar[EventOutcome]
+    EVENT_OUTCOME_REFUSED: _ClassVar[EventOutcome]
+
+class HoldStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HOLD_STATUS_UNSPECIFIED: _ClassVar[HoldStatus]
+    HOLD_STATUS_ACTIVE: _ClassVar[HoldStatus]
+    HOLD_STATUS_CAPTURED: _ClassVar[HoldStatus]
+    HOLD_STATUS_RELEASED: _ClassVar[HoldStatus]
+    HOLD_STATUS_EXPIRED: _ClassVar[HoldStatus]
+ACCOUNT_STATUS_UNSPECIFIED: AccountStatus
+ACCOUNT_STATUS_ACTIVE: AccountStatus
+ACCOUNT_STATUS_ANONYMIZED: AccountStatus
+TRANSACTION_KIND_UNSPECIFIED: TransactionKind
+TRANSACTION_KIND_PURCHASE: TransactionKind
+TRANSACTION_KIND_SPEND: TransactionKind
+TRANSACTION_KIND_GRANT: TransactionKind
+TRANSACTION_KIND_REFUND: TransactionKind
+TRANSACTION_KIND_CHARGEBACK: TransactionKind
+TRANSACTION_KIND_CHARGEBACK_REVERSAL: TransactionKind
+TRANSACTION_KIND_ADMIN_ADJUSTMENT: TransactionKind
+TRANSACTION_KIND_HOLD_CAPTURE: TransactionKind
+PAYMENT_STATUS_UNSPECIFIED: PaymentStatus
+PAYMENT_STATUS_INIT: PaymentStatus
+PAYMENT_STATUS_PAID: PaymentStatus
+PAYMENT_STATUS_CREDITED: PaymentStatus
+PAYMENT_STATUS_REFUNDED: PaymentStatus
+PAYMENT_STATUS_CHARGEBACK: PaymentStatus
+PAYMENT_STATUS_FAILED: PaymentStatus
+DISPUTE_STATUS_UNSPECIFIED: DisputeStatus
+DISPUTE_STATUS_WARNING_NEEDS_RESPONSE: DisputeStatus
+DISPUTE_STATUS_WARNING_UNDER_REVIEW: DisputeStatus
+DISPUTE_STATUS_WARNING_CLOSED: DisputeStatus
+DISPUTE_STATUS_NEEDS_RESPONSE: DisputeStatus
+DISPUTE_STATUS_UNDER_REVIEW: DisputeStatus
+DISPUTE_STATUS_WON: DisputeStatus
+DISPUTE_STATUS_LOST: DisputeStatus
+EVENT_OUTCOME_UNSPECIFIED: EventOutcome
+EVENT_OUTCOME_APPLIED: EventOutcome
+EVENT_OUTCOME_IGNORED: EventOutcome
+EVENT_OUTCOME_REFUSED: EventOutcome
+HOLD_STATUS_UNSPECIFIED: HoldStatus
+HOLD_STATUS_ACTIVE: HoldStatus
+HOLD_STATUS_CAPTURED: HoldStatus
+HOLD_STATUS_RELEASED: HoldStatus
+HOLD_STATUS_EXPIRED: HoldStatus
+
+class Transaction(_message.Message):
+    __slots__ = ("id", "user_id", "delta", "balance_after", "kind", "idempotency_key", "reason", "reference", "payment_id", "admin_action_id", "hold_id", "create_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_AFTER_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_ACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    HOLD_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    user_id: str
+    delta: int
+    balance_after: int
+    kind: TransactionKind
+    idempotency_key: str
+    reason: str
+    reference: str
+    payment_id: int
+    admin_action_id: int
+    hold_id: int
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[int] = ..., user_id: _Optional[str] = ..., delta: _Optional[int] = ..., balance_after: _Optional[int] = ..., kind: _Optional[_Union[TransactionKind, str]] = ..., idempotency_key: _Optional[str] = ..., reason: _Optional[str] = ..., reference: _Optional[str] = ..., payment_id: _Optional[int] = ..., admin_action_id: _Optional[int] = ..., hold_id: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetBalanceRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class GetBalanceResponse(_message.Message):
+    __slots__ = ("user_id", "balance", "status", "update_time", "held", "available")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    balance: int
+    status: AccountStatus
+    update_time: _timestamp_pb2.Timestamp
+    held: int
+    available: int
+    def __init__(self, user_id: _Optional[str] = ..., balance: _Optional[int] = ..., status: _Optional[_Union[AccountStatus, str]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., held: _Optional[int] = ..., available: _Optional[int] = ...) -> None: ...
+
+class CreditRequest(_message.Message):
+    __slots__ = ("user_id", "amount", "idempotency_key", "reason", "reference", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    amount: int
+    idempotency_key: str
+    reason: str
+    reference: str
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, user_id: _Optional[str] = ..., amount: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., reason: _Optional[str] = ..., reference: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class CreditResponse(_message.Message):
+    __slots__ = ("transaction", "replayed")
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    transaction: Transaction
+    replayed: bool
+    def __init__(self, transaction: _Optional[_Union[Transaction, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class DebitRequest(_message.Message):
+    __slots__ = ("user_id", "amount", "idempotency_key", "reason", "reference", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    amount: int
+    idempotency_key: str
+    reason: str
+    reference: str
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, user_id: _Optional[str] = ..., amount: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., reason: _Optional[str] = ..., reference: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class DebitResponse(_message.Message):
+    __slots__ = ("transaction", "replayed")
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    transaction: Transaction
+    replayed: bool
+    def __init__(self, transaction: _Optional[_Union[Transaction, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class ListTransactionsRequest(_message.Message):
+    __slots__ = ("user_id", "page_size", "page_token")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, user_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListTransactionsResponse(_message.Message):
+    __slots__ = ("transactions", "next_page_token")
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    transactions: _containers.RepeatedCompositeFieldContainer[Transaction]
+    next_page_token: str
+    def __init__(self, transactions: _Optional[_Iterable[_Union[Transaction, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class AdminAdjustRequest(_message.Message):
+    __slots__ = ("user_id", "amount", "idempotency_key", "actor", "reason")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    amount: int
+    idempotency_key: str
+    actor: str
+    reason: str
+    def __init__(self, user_id: _Optional[str] = ..., amount: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class AdminAdjustResponse(_message.Message):
+    __slots__ = ("transaction", "replayed", "admin_action_id")
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_ACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    transaction: Transaction
+    replayed: bool
+    admin_action_id: int
+    def __init__(self, transaction: _Optional[_Union[Transaction, _Mapping]] = ..., replayed: _Optional[bool] = ..., admin_action_id: _Optional[int] = ...) -> None: ...
+
+class AnonymizeRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class AnonymizeResponse(_message.Message):
+    __slots__ = ("user_id", "already_anonymized", "payments_scrubbed_count", "metadata_erased_count", "balance")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_ANONYMIZED_FIELD_NUMBER: _ClassVar[int]
+    PAYMENTS_SCRUBBED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    METADATA_ERASED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    already_anonymized: bool
+    payments_scrubbed_count: int
+    metadata_erased_count: int
+    balance: int
+    def __init__(self, user_id: _Optional[str] = ..., already_anonymized: _Optional[bool] = ..., payments_scrubbed_count: _Optional[int] = ..., metadata_erased_count: _Optional[int] = ..., balance: _Optional[int] = ...) -> None: ...
+
+class Payment(_message.Message):
+    __slots__ = ("id", "user_id", "checkout_session_id", "payment_intent_id", "charge_id", "package_id", "credits", "amount_minor", "currency_code", "status", "amount_refunded_minor", "credits_clawed_back", "dispute_status", "dispute_id", "credit_transaction_id", "create_time", "update_time", "credit_time", "anonymized")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    CHECKOUT_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_INTENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CHARGE_ID_FIELD_NUMBER: _ClassVar[int]
+    PACKAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    CREDITS_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_REFUNDED_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CREDITS_CLAWED_BACK_FIELD_NUMBER: _ClassVar[int]
+    DISPUTE_STATUS_FIELD_NUMBER: _ClassVar[int]
+    DISPUTE_ID_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_TIME_FIELD_NUMBER: _ClassVar[int]
+    ANONYMIZED_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    user_id: str
+    checkout_session_id: str
+    payment_intent_id: str
+    charge_id: str
+    package_id: str
+    credits: int
+    amount_minor: int
+    currency_code: str
+    status: PaymentStatus
+    amount_refunded_minor: int
+    credits_clawed_back: int
+    dispute_status: DisputeStatus
+    dispute_id: str
+    credit_transaction_id: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    credit_time: _timestamp_pb2.Timestamp
+    anonymized: bool
+    def __init__(self, id: _Optional[int] = ..., user_id: _Optional[str] = ..., checkout_session_id: _Optional[str] = ..., payment_intent_id: _Optional[str] = ..., charge_id: _Optional[str] = ..., package_id: _Optional[str] = ..., credits: _Optional[int] = ..., amount_minor: _Optional[int] = ..., currency_code: _Optional[str] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., amount_refunded_minor: _Optional[int] = ..., credits_clawed_back: _Optional[int] = ..., dispute_status: _Optional[_Union[DisputeStatus, str]] = ..., dispute_id: _Optional[str] = ..., credit_transaction_id: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., credit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., anonymized: _Optional[bool] = ...) -> None: ...
+
+class EventSource(_message.Message):
+    __slots__ = ("event_id", "event_type", "payload_sha256")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_SHA256_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    event_type: str
+    payload_sha256: bytes
+    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., payload_sha256: _Optional[bytes] = ...) -> None: ...
+
+class PaymentDetails(_message.Message):
+    __slots__ = ("user_id", "checkout_session_id", "payment_intent_id", "charge_id", "package_id", "credits", "amount_minor", "currency_code", "customer_email", "customer_id")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    CHECKOUT_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_INTENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CHARGE_ID_FIELD_NUMBER: _ClassVar[int]
+    PACKAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    CREDITS_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_EMAIL_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    checkout_session_id: str
+    payment_intent_id: str
+    charge_id: str
+    package_id: str
+    credits: int
+    amount_minor: int
+    currency_code: str
+    customer_email: str
+    customer_id: str
+    def __init__(self, user_id: _Optional[str] = ..., checkout_session_id: _Optional[str] = ..., payment_intent_id: _Optional[str] = ..., charge_id: _Optional[str] = ..., package_id: _Optional[str] = ..., credits: _Optional[int] = ..., amount_minor: _Optional[int] = ..., currency_code: _Optional[str] = ..., customer_email: _Optional[str] = ..., customer_id: _Optional[str] = ...) -> None: ...
+
+class OpenPaymentRequest(_message.Message):
+    __slots__ = ("details",)
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    details: PaymentDetails
+    def __init__(self, details: _Optional[_Union[PaymentDetails, _Mapping]] = ...) -> None: ...
+
+class OpenPaymentResponse(_message.Message):
+    __slots__ = ("payment", "replayed")
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    payment: Payment
+    replayed: bool
+    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class SettlePaymentRequest(_message.Message):
+    __slots__ = ("details", "source")
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    details: PaymentDetails
+    source: EventSource
+    def __init__(self, details: _Optional[_Union[PaymentDetails, _Mapping]] = ..., source: _Optional[_Union[EventSource, _Mapping]] = ...) -> None: ...
+
+class SettlePaymentResponse(_message.Message):
+    __slots__ = ("payment", "credited", "transaction", "duplicate_event")
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    CREDITED_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_EVENT_FIELD_NUMBER: _ClassVar[int]
+    payment: Payment
+    credited: bool
+    transaction: Transaction
+    duplicate_event: bool
+    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ..., credited: _Optional[bool] = ..., transaction: _Optional[_Union[Transaction, _Mapping]] = ..., duplicate_event: _Optional[bool] = ...) -> None: ...
+
+class FailPaymentRequest(_message.Message):
+    __slots__ = ("details", "source")
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    details: PaymentDetails
+    source: EventSource
+    def __init__(self, details: _Optional[_Union[PaymentDetails, _Mapping]] = ..., source: _Optional[_Union[EventSource, _Mapping]] = ...) -> None: ...
+
+class FailPaymentResponse(_message.Message):
+    __slots__ = ("payment", "duplicate_event")
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_EVENT_FIELD_NUMBER: _ClassVar[int]
+    payment: Payment
+    duplicate_event: bool
+    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ..., duplicate_event: _Optional[bool] = ...) -> None: ...
+
+class ApplyRefundRequest(_message.Message):
+    __slots__ = ("details", "amount_refunded_minor", "source")
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_REFUNDED_MINOR_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    details: PaymentDetails
+    amount_refunded_minor: int
+    source: EventSource
+    def __init__(self, details: _Optional[_Union[PaymentDetails, _Mapping]] = ..., amount_refunded_minor: _Optional[int] = ..., source: _Optional[_Union[EventSource, _Mapping]] = ...) -> None: ...
+
+class ApplyRefundResponse(_message.Message):
+    __slots__ = ("payment", "credits_clawed_back", "duplicate_event")
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    CREDITS_CLAWED_BACK_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_EVENT_FIELD_NUMBER: _ClassVar[int]
+    payment: Payment
+    credits_clawed_back: int
+    duplicate_event: bool
+    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ..., credits_clawed_back: _Optional[int] = ..., duplicate_event: _Optional[bool] = ...) -> None: ...
+
+class ApplyDisputeRequest(_message.Message):
+    __slots__ = ("details", "dispute_id", "dispute_status", "source")
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    DISPUTE_ID_FIELD_NUMBER: _ClassVar[int]
+    DISPUTE_STATUS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    details: PaymentDetails
+    dispute_id: str
+    dispute_status: DisputeStatus
+    source: EventSource
+    def __init__(self, details: _Optional[_Union[PaymentDetails, _Mapping]] = ..., dispute_id: _Optional[str] = ..., dispute_status: _Optional[_Union[DisputeStatus, str]] = ..., source: _Optional[_Union[EventSource, _Mapping]] = ...) -> None: ...
+
+class ApplyDisputeResponse(_message.Message):
+    __slots__ = ("payment", "credits_delta", "duplicate_event")
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    CREDITS_DELTA_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_EVENT_FIELD_NUMBER: _ClassVar[int]
+    payment: Payment
+    credits_delta: int
+    duplicate_event: bool
+    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ..., credits_delta: _Optional[int] = ..., duplicate_event: _Optional[bool] = ...) -> None: ...
+
+class RecordEventRequest(_message.Message):
+    __slots__ = ("source", "outcome", "detail", "user_id", "payment_intent_id")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_INTENT_ID_FIELD_NUMBER: _ClassVar[int]
+    source: EventSource
+    outcome: EventOutcome
+    detail: str
+    user_id: str
+    payment_intent_id: str
+    def __init__(self, source: _Optional[_Union[EventSource, _Mapping]] = ..., outcome: _Optional[_Union[EventOutcome, str]] = ..., detail: _Optional[str] = ..., user_id: _Optional[str] = ..., payment_intent_id: _Optional[str] = ...) -> None: ...
+
+class RecordEventResponse(_message.Message):
+    __slots__ = ("duplicate_event", "outcome")
+    DUPLICATE_EVENT_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    duplicate_event: bool
+    outcome: EventOutcome
+    def __init__(self, duplicate_event: _Optional[bool] = ..., outcome: _Optional[_Union[EventOutcome, str]] = ...) -> None: ...
+
+class GetPaymentRequest(_message.Message):
+    __slots__ = ("payment_id", "checkout_session_id", "payment_intent_id", "charge_id")
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CHECKOUT_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_INTENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CHARGE_ID_FIELD_NUMBER: _ClassVar[int]
+    payment_id: int
+    checkout_session_id: str
+    payment_intent_id: str
+    charge_id: str
+    def __init__(self, payment_id: _Optional[int] = ..., checkout_session_id: _Optional[str] = ..., payment_intent_id: _Optional[str] = ..., charge_id: _Optional[str] = ...) -> None: ...
+
+class GetPaymentResponse(_message.Message):
+    __slots__ = ("payment",)
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    payment: Payment
+    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ...) -> None: ...
+
+class ListPaymentsRequest(_message.Message):
+    __slots__ = ("user_id", "create_time_start", "create_time_end", "page_size", "page_token", "payment_intent_ids")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_START_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_END_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_INTENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    create_time_start: _timestamp_pb2.Timestamp
+    create_time_end: _timestamp_pb2.Timestamp
+    page_size: int
+    page_token: str
+    payment_intent_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, user_id: _Optional[str] = ..., create_time_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., payment_intent_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListPaymentsResponse(_message.Message):
+    __slots__ = ("payments", "next_page_token")
+    PAYMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    payments: _containers.RepeatedCompositeFieldContainer[Payment]
+    next_page_token: str
+    def __init__(self, payments: _Optional[_Iterable[_Union[Payment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class Hold(_message.Message):
+    __slots__ = ("id", "user_id", "amount", "captured_amount", "status", "idempotency_key", "reason", "create_time", "expire_time", "end_time", "capture_transaction_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    CAPTURED_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    user_id: str
+    amount: int
+    captured_amount: int
+    status: HoldStatus
+    idempotency_key: str
+    reason: str
+    create_time: _timestamp_pb2.Timestamp
+    expire_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    capture_transaction_id: int
+    def __init__(self, id: _Optional[int] = ..., user_id: _Optional[str] = ..., amount: _Optional[int] = ..., captured_amount: _Optional[int] = ..., status: _Optional[_Union[HoldStatus, str]] = ..., idempotency_key: _Optional[str] = ..., reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., capture_transaction_id: _Optional[int] = ...) -> None: ...
+
+class ReserveCreditsRequest(_message.Message):
+    __slots__ = ("user_id", "amount", "idempotency_key", "reason", "ttl_seconds")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    amount: int
+    idempotency_key: str
+    reason: str
+    ttl_seconds: int
+    def __init__(self, user_id: _Optional[str] = ..., amount: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., reason: _Optional[str] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class ReserveCreditsResponse(_message.Message):
+    __slots__ = ("hold", "replayed")
+    HOLD_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    hold: Hold
+    replayed: bool
+    def __init__(self, hold: _Optional[_Union[Hold, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class CaptureHoldRequest(_message.Message):
+    __slots__ = ("user_id", "hold_id", "amount", "idempotency_key")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    HOLD_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    hold_id: int
+    amount: int
+    idempotency_key: str
+    def __init__(self, user_id: _Optional[str] = ..., hold_id: _Optional[int] = ..., amount: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class CaptureHoldResponse(_message.Message):
+    __slots__ = ("hold", "transaction", "replayed")
+    HOLD_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    hold: Hold
+    transaction: Transaction
+    replayed: bool
+    def __init__(self, hold: _Optional[_Union[Hold, _Mapping]] = ..., transaction: _Optional[_Union[Transaction, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class ReleaseHoldRequest(_message.Message):
+    __slots__ = ("user_id", "hold_id")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    HOLD_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    hold_id: int
+    def __init__(self, user_id: _Optional[str] = ..., hold_id: _Optional[int] = ...) -> None: ...
+
+class ReleaseHoldResponse(_message.Message):
+    __slots__ = ("hold", "replayed")
+    HOLD_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    hold: Hold
+    replayed: bool
+    def __init__(self, hold: _Optional[_Union[Hold, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class GetHoldRequest(_message.Message):
+    __slots__ = ("user_id", "hold_id")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    HOLD_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    hold_id: int
+    def __init__(self, user_id: _Optional[str] = ..., hold_id: _Optional[int] = ...) -> None: ...
+
+class GetHoldResponse(_message.Message):
+    __slots__ = ("hold",)
+    HOLD_FIELD_NUMBER: _ClassVar[int]
+    hold: Hold
+    def __init__(self, hold: _Optional[_Union[Hold, _Mapping]] = ...) -> None: ...
+
+class ListHoldsRequest(_message.Message):
+    __slots__ = ("user_id", "page_size", "page_token", "active_only")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    page_size: int
+    page_token: str
+    active_only: bool
+    def __init__(self, user_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., active_only: _Optional[bool] = ...) -> None: ...
+
+class ListHoldsResponse(_message.Message):
+    __slots__ = ("holds", "next_page_token")
+    HOLDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    holds: _containers.RepeatedCompositeFieldContainer[Hold]
+    next_page_token: str
+    def __init__(self, holds: _Optional[_Iterable[_Union[Hold, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""The credits suite's services: ledger (gRPC), webhook gateway (aiohttp) and reconciler."""

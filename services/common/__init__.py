@@ -1,0 +1,1 @@
+"""Code shared by every service: structured logging, Prometheus metrics and OpenTelemetry tracing."""

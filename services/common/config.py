@@ -1,0 +1,76 @@
+"""Environment parsing shared by the services.
+
+Each service builds one frozen settings object at start-up from these helpers; a missing or
+malformed value raises ConfigError with one line naming the variable and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def require(environ: Mapping[str, str], name: str, expected: str) -> str:
+    value = environ.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name}: not set; expected {expected}")
+    return value
+
+
+def optional(environ: Mapping[str, str], name: str) -> str | None:
+    value = environ.get(name, "").strip()
+    return value or None
+
+
+def integer(environ: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected an integer from {minimum} to {maximum}, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name}: expected an integer from {minimum} to {maximum}, got {value}")
+    return value
+
+
+def number(environ: Mapping[str, str], name: str, default: float, minimum: float, maximum: float) -> float:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number from {minimum} to {maximum}, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name}: expected a number from {minimum} to {maximum}, got {value}")
+    return value
+
+
+def json_value(environ: Mapping[str, str], name: str, expected: str) -> Any:
+    raw = require(environ, name, expected)
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{name}: not valid JSON ({exc.msg} at position {exc.pos}); expected {expected}") from None
+
+
+def database_url(environ: Mapping[str, str]) -> str:
+    value = require(environ, "DATABASE_URL", "postgresql://user@host:port/db")
+    if not value.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("DATABASE_URL: expected a postgresql://user@host:port/db URL")
+    return value
+
+
+def listen_address(environ: Mapping[str, str], name: str, default: str) -> str:
+    value = environ.get(name, "").strip() or default
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{name}: expected host:port (for example {default}), got {value!r}")
+    return value

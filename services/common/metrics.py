@@ -1,0 +1,156 @@
+"""Prometheus helpers shared by the services.
+
+- `start_metrics_server(port)`: serve the default registry on its own port (`METRICS_PORT`).
+- `metrics_handler`: an aiohttp handler for `GET /metrics` on a service's main port.
+- `MetricsServerInterceptor`: a grpc.aio server interceptor counting unary-unary RPCs by method and
+  status code and timing them.
+
+Metric objects are module-level: prometheus-client refuses to register a name twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+import grpc
+import grpc.aio
+from aiohttp import web
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client.exposition import choose_encoder
+
+PORT_MAX = 65535
+METRICS_SERVER_SHUTDOWN_TIMEOUT_SECONDS = 5.0
+# From half a millisecond (a replayed idempotent call) to five seconds (a slow database).
+RPC_DURATION_BUCKETS_SECONDS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+
+RPC_REQUESTS = Counter(
+    "ledger_rpc_requests_total",
+    "Unary RPCs handled, by method and gRPC status code.",
+    ["method", "code"],
+)
+RPC_DURATION = Histogram(
+    "ledger_rpc_duration_seconds",
+    "Time spent handling a unary RPC, by method.",
+    ["method"],
+    buckets=RPC_DURATION_BUCKETS_SECONDS,
+)
+
+
+@dataclass(frozen=True)
+class MetricsServer:
+    """A running `/metrics` HTTP server on its own thread."""
+
+    port: int
+    server: WSGIServer
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=METRICS_SERVER_SHUTDOWN_TIMEOUT_SECONDS)
+
+
+def start_metrics_server(port: int | None, address: str = "0.0.0.0") -> MetricsServer | None:
+    """Serve the default registry on `address:port`; None (not configured) starts nothing.
+
+    Port 0 binds a free port (read it from the result). The server runs on a daemon thread.
+    """
+    if port is None:
+        return None
+    if not 0 <= port <= PORT_MAX:
+        raise ValueError(f"METRICS_PORT: expected a port from 0 to {PORT_MAX}, got {port}")
+    server, thread = start_http_server(port, addr=address)
+    return MetricsServer(port=server.server_port, server=server, thread=thread)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    """`GET /metrics`: the default registry, in the format the scraper's Accept header asks for."""
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return web.Response(body=encoder(REGISTRY), headers={"Content-Type": content_type})
+
+
+def method_label(full_method: str) -> str:
+    """`/credits.ledger.v1.LedgerService/Credit` → `Credit`."""
+    return full_method.rsplit("/", 1)[-1]
+
+
+def status_code_name(context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None) -> str:
+    """The status the client receives, as grpc.aio decides it.
+
+    `context.abort()` records its code on the context before raising, so reading `context.code()`
+    covers aborts and `set_code()` alike. An unhandled exception is UNKNOWN unless the handler set
+    a non-OK code first; a cancelled handler (client gone, deadline passed) is CANCELLED.
+    """
+    if isinstance(error, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED.name
+    code = context.code()
+    if not isinstance(code, grpc.StatusCode):
+        code = grpc.StatusCode.OK  # None: nothing was set.
+    if error is not None and code is grpc.StatusCode.OK:
+        return grpc.StatusCode.UNKNOWN.name
+    return code.name
+
+
+# grpc-stubs type handler contexts as the sync ServicerContext; grpc.aio passes its own kind.
+UnaryBehavior = Callable[[Any, Any], Any]
+
+
+def _measured(behavior: UnaryBehavior, method: str) -> UnaryBehavior:
+    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        started = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            response = behavior(request, context)
+            # grpc.aio also accepts plain functions as handlers; they run inline here.
+            return await response if inspect.isawaitable(response) else response
+        except BaseException as exc:  # Includes grpc.aio's AbortError and CancelledError; re-raised.
+            error = exc
+            raise
+        finally:
+            RPC_DURATION.labels(method=method).observe(time.perf_counter() - started)
+            RPC_REQUESTS.labels(method=method, code=status_code_name(context, error)).inc()
+
+    return handle
+
+
+class MetricsServerInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
+    """Counts and times unary-unary RPCs; streaming and unknown methods pass through untouched.
+
+    Unknown methods are not counted, so a caller cannot grow the label set with made-up names.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = method_label(handler_call_details.method)
+        return grpc.unary_unary_rpc_method_handler(
+            _measured(handler.unary_unary, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

@@ -1,0 +1,224 @@
+"""OpenTelemetry tracing: provider set-up from the standard OTEL_* variables, and instrumentation.
+
+Export is opt-in: spans leave the process only when `OTEL_TRACES_EXPORTER` names an exporter or an
+OTLP endpoint is set. `OTEL_SDK_DISABLED=true` turns tracing off (no provider). Samplers, batch
+sizes and exporter options keep the SDK's own OTEL_* variables (`OTEL_TRACES_SAMPLER`,
+`OTEL_BSP_*`, `OTEL_EXPORTER_OTLP_HEADERS`, ...).
+
+    provider = configure_tracing("ledger")
+    server = grpc.aio.server(interceptors=[*grpc_server_interceptors(), MetricsServerInterceptor()])
+    channel = grpc.aio.insecure_channel(target, interceptors=grpc_client_interceptors())
+    app = web.Application(middlewares=[aiohttp_tracing_middleware()])
+    ...
+    if provider is not None:
+        provider.shutdown()  # flushes spans still queued for export
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Any
+
+import grpc.aio
+from aiohttp import web
+from opentelemetry import trace
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor, filters
+from opentelemetry.propagate import extract
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from .config import ConfigError
+
+logger = logging.getLogger(__name__)
+
+TRACER_NAME = "services.common.tracing"
+HTTP_SERVER_ERROR_STATUS_MIN = 500
+# Probes and scrapes arrive every few seconds; a span for each would drown the real traffic.
+UNTRACED_GRPC_SERVICES = (
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+)
+UNTRACED_HTTP_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+OTLP_PROTOCOL_DEFAULT = "grpc"  # The Python SDK's default for the "otlp" exporter.
+OTLP_EXPORTER_MODULES = {
+    "grpc": "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+    "http/protobuf": "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+}
+EXPORTER_NAMES = ("otlp", "console", "none")
+
+
+def configure_tracing(
+    service_name: str,
+    environ: Mapping[str, str] | None = None,
+    set_global: bool = True,
+) -> TracerProvider | None:
+    """Build the service's TracerProvider (and make it the global one); None when the SDK is disabled.
+
+    `OTEL_SERVICE_NAME`, when set, overrides `service_name`: it is the operator's word.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    name = env.get("OTEL_SERVICE_NAME", "").strip() or service_name
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
+    for exporter_name in _exporter_names(env):
+        exporter = _build_exporter(exporter_name, env)
+        if exporter is None:
+            continue
+        # Console output is for debugging and must appear at once; real exports are batched.
+        processor = SimpleSpanProcessor(exporter) if exporter_name == "console" else BatchSpanProcessor(exporter)
+        provider.add_span_processor(processor)
+    if set_global:
+        trace.set_tracer_provider(provider)
+    return provider
+
+
+def _exporter_names(env: Mapping[str, str]) -> list[str]:
+    raw = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if not raw:
+        return ["otlp"] if any(env.get(variable, "").strip() for variable in OTLP_ENDPOINT_VARIABLES) else []
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    for name in names:
+        if name not in EXPORTER_NAMES:
+            raise ConfigError(f"OTEL_TRACES_EXPORTER: expected {', '.join(EXPORTER_NAMES)}, got {name!r}")
+    return [name for name in names if name != "none"]
+
+
+def _build_exporter(name: str, env: Mapping[str, str]) -> SpanExporter | None:
+    if name == "console":
+        return ConsoleSpanExporter()
+    variable, protocol = _otlp_protocol(env)
+    module_name = OTLP_EXPORTER_MODULES.get(protocol)
+    if module_name is None:
+        raise ConfigError(f"{variable}: expected {' or '.join(OTLP_EXPORTER_MODULES)}, got {protocol!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        logger.warning(
+            "OTLP trace export requested but %s is not installed (package opentelemetry-exporter-otlp); "
+            "spans are not exported",
+            module_name,
+        )
+        return None
+    exporter: SpanExporter = module.OTLPSpanExporter()  # Reads its OTEL_EXPORTER_OTLP_* options itself.
+    return exporter
+
+
+def _otlp_protocol(env: Mapping[str, str]) -> tuple[str, str]:
+    """The OTLP protocol and the variable it came from (the traces-specific one wins)."""
+    for variable in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        value = env.get(variable, "").strip()
+        if value:
+            return variable, value
+    return "OTEL_EXPORTER_OTLP_PROTOCOL", OTLP_PROTOCOL_DEFAULT
+
+
+def in_memory_tracing() -> tuple[TracerProvider, InMemorySpanExporter]:
+    """A provider that keeps finished spans in memory, for tests. It is not made global."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: "test"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def _traced_grpc_filter(untraced_services: Collection[str]) -> Callable[[Any], bool] | None:
+    if not untraced_services:
+        return None
+    return filters.negate(filters.any_of(*(filters.service_name(name) for name in untraced_services)))
+
+
+def grpc_server_interceptors(
+    tracer_provider: trace.TracerProvider | None = None,
+    untraced_services: Collection[str] = UNTRACED_GRPC_SERVICES,
+) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
+    """Server spans for incoming RPCs, continuing the caller's trace from the request metadata."""
+    interceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
+        tracer_provider=tracer_provider, filter_=_traced_grpc_filter(untraced_services)
+    )
+    return [interceptor]
+
+
+def grpc_client_interceptors(
+    tracer_provider: trace.TracerProvider | None = None,
+    untraced_services: Collection[str] = UNTRACED_GRPC_SERVICES,
+) -> list[grpc.aio.ClientInterceptor]:
+    """Client spans for outgoing RPCs, with the trace context injected into the metadata."""
+    interceptors: list[grpc.aio.ClientInterceptor] = aio_client_interceptors(  # type: ignore[no-untyped-call]
+        tracer_provider=tracer_provider, filter_=_traced_grpc_filter(untraced_services)
+    )
+    return interceptors
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def aiohttp_tracing_middleware(
+    tracer_provider: trace.TracerProvider | None = None,
+    untraced_paths: Collection[str] = UNTRACED_HTTP_PATHS,
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """A per-application server-span middleware; put it first in the app's middleware list.
+
+    Written here because opentelemetry-instrumentation-aiohttp-server's own per-app middleware
+    (`create_aiohttp_middleware`) only works after the global `AioHttpServerInstrumentor().instrument()`,
+    which also replaces `aiohttp.web.Application` process-wide.
+    """
+    tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
+
+    @web.middleware
+    async def tracing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in untraced_paths:
+            return await handler(request)
+        route = _route_template(request)
+        with tracer.start_as_current_span(
+            f"{request.method} {route}" if route else request.method,
+            context=extract(request.headers),
+            kind=SpanKind.SERVER,
+            attributes=_request_attributes(request, route),
+            record_exception=False,  # aiohttp raises its 4xx responses; those are not errors.
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                _record_status(span, exc.status)
+                raise
+            except Exception as exc:  # aiohttp answers an unhandled exception with a 500.
+                span.record_exception(exc)
+                _record_status(span, web.HTTPInternalServerError.status_code)
+                raise
+            _record_status(span, response.status)
+            return response
+
+    return tracing_middleware
+
+
+def _route_template(request: web.Request) -> str | None:
+    """The matched route (`/users/{id}`), never the raw path: span names must stay low-cardinality."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else None
+
+
+def _request_attributes(request: web.Request, route: str | None) -> dict[str, str]:
+    attributes = {"http.request.method": request.method, "url.path": request.path, "url.scheme": request.scheme}
+    if route:
+        attributes["http.route"] = route
+    return attributes
+
+
+def _record_status(span: trace.Span, status: int) -> None:
+    span.set_attribute("http.response.status_code", status)
+    if status >= HTTP_SERVER_ERROR_STATUS_MIN:
+        span.set_status(Status(StatusCode.ERROR))

@@ -1,0 +1,1 @@
+"""The ledger: a grpc.aio service that alone owns the credits database."""

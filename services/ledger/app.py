@@ -1,0 +1,118 @@
+"""Builds, runs and stops the ledger's gRPC server: servicers, interceptors, health, reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from credits.ledger.v1 import ledger_service_pb2 as pb
+from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+from services.ledger import errors
+from services.ledger.auth import Authenticator, AuthInterceptor
+from services.ledger.config import LedgerSettings
+from services.ledger.server import AccountsServicer
+from services.ledger.status import abort
+from services.ledger.store import PoolSettings, Store
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LedgerService"].full_name
+HEALTH_PROBE_INTERVAL_SECONDS = 1.0
+GRPC_MESSAGE_BYTES_MAX = 1024 * 1024
+GRPC_CONCURRENT_RPCS_MAX = 2048
+
+
+class LedgerServicer(AccountsServicer):
+    """The whole LedgerService: one class composed of the per-area servicers."""
+
+
+@dataclass
+class LedgerServer:
+    """A running ledger: the gRPC server, its store and its health probe."""
+
+    server: grpc.aio.Server
+    store: Store
+    health: health.aio.HealthServicer
+    port: int
+    settings: LedgerSettings
+    _probe: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def stop(self, grace_seconds: float | None = None) -> None:
+        """Stops accepting calls, lets in-flight ones finish within the grace period, closes the pool."""
+        grace = self.settings.shutdown_grace_seconds if grace_seconds is None else grace_seconds
+        await self._set_serving(False)
+        if self._probe is not None:
+            self._probe.cancel()
+        await self.server.stop(grace)
+        await self.store.close()
+
+    async def probe_forever(self) -> None:
+        """Keeps health SERVING exactly while the database answers."""
+        serving: bool | None = None
+        while True:
+            try:
+                await self.store.ping()
+                now_serving = True
+            except errors.LedgerError:
+                now_serving = False
+            if now_serving != serving:
+                log.info("database %s", "reachable" if now_serving else "unreachable")
+                await self._set_serving(now_serving)
+                serving = now_serving
+            await asyncio.sleep(HEALTH_PROBE_INTERVAL_SECONDS)
+
+    async def _set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+
+async def start(settings: LedgerSettings, extra_interceptors: tuple[grpc.aio.ServerInterceptor, ...] = ()) -> LedgerServer:
+    pool_settings = PoolSettings(
+        size_min=0,
+        size_max=settings.pool_size_max,
+        command_timeout_seconds=settings.command_timeout_seconds,
+        connect_timeout_seconds=min(settings.command_timeout_seconds, 5.0),
+    )
+    store = await Store.open(settings.database_url, pool_settings)
+    interceptors = (*extra_interceptors, AuthInterceptor(Authenticator(settings.callers), abort))
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        maximum_concurrent_rpcs=GRPC_CONCURRENT_RPCS_MAX,
+        options=[
+            ("grpc.max_receive_message_length", GRPC_MESSAGE_BYTES_MAX),
+            ("grpc.max_send_message_length", GRPC_MESSAGE_BYTES_MAX),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    pb_grpc.add_LedgerServiceServicer_to_server(LedgerServicer(store), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = _bind(server, settings)
+    await server.start()
+    ledger = LedgerServer(server=server, store=store, health=health_servicer, port=port, settings=settings)
+    await ledger._set_serving(False)
+    ledger._probe = asyncio.create_task(ledger.probe_forever())
+    log.info("ledger listening", extra={"listen": settings.listen, "port": port})
+    return ledger
+
+
+def _bind(server: grpc.aio.Server, settings: LedgerSettings) -> int:
+    if settings.tls is None:
+        port = server.add_insecure_port(settings.listen)
+    else:
+        credentials = grpc.ssl_server_credentials(
+            [(settings.tls.private_key, settings.tls.certificate_chain)],
+            root_certificates=settings.tls.client_ca,
+            require_client_auth=settings.tls.client_ca is not None,
+        )
+        port = server.add_secure_port(settings.listen, credentials)
+    if port == 0:
+        raise OSError(f"LEDGER_LISTEN: cannot bind {settings.listen}")
+    return port

@@ -1,0 +1,123 @@
+"""A small typed async client of LedgerService for internal callers (gateway, reconciler, tools).
+
+It adds the caller token, a deadline per call, retries on UNAVAILABLE / DEADLINE_EXCEEDED that
+resend the *same* request (so the same idempotency key: a retry can never apply twice), and
+raises the LedgerError subclasses of services.ledger.errors instead of grpc errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from credits.ledger.v1 import ledger_service_pb2 as pb
+from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+from services.ledger import errors
+from services.ledger.status import error_from_rpc_error
+
+Response = TypeVar("Response")
+
+RETRY_ATTEMPTS_MAX = 5
+RETRY_BACKOFF_SECONDS_BASE = 0.05
+RETRY_BACKOFF_SECONDS_MAX = 1.0
+DEADLINE_SECONDS_DEFAULT = 5.0
+_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTls:
+    root_certificates: bytes | None = None
+    private_key: bytes | None = None
+    certificate_chain: bytes | None = None
+
+
+class LedgerClient:
+    """One channel to the ledger; safe to share across tasks. Close it with `await close()`."""
+
+    def __init__(
+        self,
+        target: str,
+        token: str,
+        *,
+        deadline_seconds: float = DEADLINE_SECONDS_DEFAULT,
+        attempts_max: int = RETRY_ATTEMPTS_MAX,
+        tls: ClientTls | None = None,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    ) -> None:
+        options = [("grpc.max_receive_message_length", 4 * 1024 * 1024), ("grpc.enable_retries", 0)]
+        if tls is None:
+            self.channel = grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+        else:
+            credentials = grpc.ssl_channel_credentials(tls.root_certificates, tls.private_key, tls.certificate_chain)
+            self.channel = grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
+        self.stub = pb_grpc.LedgerServiceStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {token}"),)
+        self.deadline_seconds = deadline_seconds
+        self.attempts_max = attempts_max
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> LedgerClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def call(self, method: Callable[..., Awaitable[Response]], request: Any) -> Response:
+        """Calls one RPC with deadline and retries; raises errors.LedgerError subclasses."""
+        for attempt in range(1, self.attempts_max + 1):
+            try:
+                return await method(request, metadata=self.metadata, timeout=self.deadline_seconds)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in _RETRYABLE or attempt == self.attempts_max:
+                    raise error_from_rpc_error(exc) from exc
+            backoff = min(RETRY_BACKOFF_SECONDS_MAX, RETRY_BACKOFF_SECONDS_BASE * 2 ** (attempt - 1))
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+        raise AssertionError("unreachable: the last attempt raises")
+
+    async def serving(self, timeout_seconds: float = 2.0) -> bool:
+        """True when the ledger answers its health check with SERVING."""
+        try:
+            response = await self.health_stub.Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout_seconds
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return response.status == health_pb2.HealthCheckResponse.SERVING
+
+    async def get_balance(self, user_id: str) -> pb.GetBalanceResponse:
+        return await self.call(self.stub.GetBalance, pb.GetBalanceRequest(user_id=user_id))
+
+    async def credit(self, user_id: str, amount: int, idempotency_key: str, reason: str, **extra: Any) -> pb.CreditResponse:
+        request = pb.CreditRequest(user_id=user_id, amount=amount, idempotency_key=idempotency_key, reason=reason, **extra)
+        return await self.call(self.stub.Credit, request)
+
+    async def debit(self, user_id: str, amount: int, idempotency_key: str, reason: str, **extra: Any) -> pb.DebitResponse:
+        request = pb.DebitRequest(user_id=user_id, amount=amount, idempotency_key=idempotency_key, reason=reason, **extra)
+        return await self.call(self.stub.Debit, request)
+
+    async def list_transactions(self, user_id: str, page_size: int = 0, page_token: str = "") -> pb.ListTransactionsResponse:
+        request = pb.ListTransactionsRequest(user_id=user_id, page_size=page_size, page_token=page_token)
+        return await self.call(self.stub.ListTransactions, request)
+
+    async def admin_adjust(
+        self, user_id: str, amount: int, idempotency_key: str, actor: str, reason: str
+    ) -> pb.AdminAdjustResponse:
+        request = pb.AdminAdjustRequest(
+            user_id=user_id, amount=amount, idempotency_key=idempotency_key, actor=actor, reason=reason
+        )
+        return await self.call(self.stub.AdminAdjust, request)
+
+    async def anonymize(self, user_id: str) -> pb.AnonymizeResponse:
+        return await self.call(self.stub.Anonymize, pb.AnonymizeRequest(user_id=user_id))
+
+
+__all__ = ["ClientTls", "LedgerClient", "errors"]

@@ -1,0 +1,96 @@
+"""The ledger's settings, read from the environment once at start-up (SPEC §6)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common import config
+from services.common.config import ConfigError
+from services.ledger.auth import ROLES, Caller
+
+LISTEN_DEFAULT = "[::]:50051"
+CALLERS_EXPECTED = 'a JSON object {"name": {"token": "...", "roles": ["reader", ...]}}'
+TOKEN_CHARS_MIN = 16
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    certificate_chain: bytes
+    private_key: bytes
+    client_ca: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSettings:
+    database_url: str
+    listen: str
+    callers: tuple[Caller, ...]
+    pool_size_max: int
+    command_timeout_seconds: float
+    shutdown_grace_seconds: float
+    metrics_port: int | None
+    tls: TlsSettings | None
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> LedgerSettings:
+        metrics_port = config.integer(environ, "METRICS_PORT", 0, 0, 65535)
+        return cls(
+            database_url=config.database_url(environ),
+            listen=config.listen_address(environ, "LEDGER_LISTEN", LISTEN_DEFAULT),
+            callers=parse_callers(config.json_value(environ, "LEDGER_CALLERS", CALLERS_EXPECTED)),
+            pool_size_max=config.integer(environ, "LEDGER_DB_POOL_SIZE_MAX", 20, 1, 500),
+            command_timeout_seconds=config.number(environ, "LEDGER_DB_COMMAND_TIMEOUT_SECONDS", 5.0, 0.1, 300.0),
+            shutdown_grace_seconds=config.number(environ, "LEDGER_SHUTDOWN_GRACE_SECONDS", 10.0, 0.0, 300.0),
+            metrics_port=metrics_port or None,
+            tls=parse_tls(environ),
+            log_level=environ.get("LOG_LEVEL", "INFO").upper(),
+        )
+
+
+def parse_callers(value: object) -> tuple[Caller, ...]:
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"LEDGER_CALLERS: expected {CALLERS_EXPECTED}")
+    callers = []
+    for name, entry in value.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("token"), str):
+            raise ConfigError(f"LEDGER_CALLERS: caller {name!r} needs a string token")
+        token = entry["token"]
+        if len(token) < TOKEN_CHARS_MIN:
+            raise ConfigError(f"LEDGER_CALLERS: caller {name!r} token must be at least {TOKEN_CHARS_MIN} characters")
+        roles = entry.get("roles")
+        if not isinstance(roles, list) or not roles or not all(isinstance(r, str) for r in roles):
+            raise ConfigError(f"LEDGER_CALLERS: caller {name!r} needs a non-empty list of roles")
+        unknown = sorted(set(roles) - ROLES)
+        if unknown:
+            raise ConfigError(f"LEDGER_CALLERS: caller {name!r} has unknown roles {unknown}; known: {sorted(ROLES)}")
+        callers.append(Caller.from_token(name, token, frozenset(roles)))
+    if len({c.token_sha256 for c in callers}) != len(callers):
+        raise ConfigError("LEDGER_CALLERS: two callers share one token")
+    return tuple(callers)
+
+
+def parse_tls(environ: Mapping[str, str]) -> TlsSettings | None:
+    cert_path = config.optional(environ, "LEDGER_TLS_CERT_FILE")
+    key_path = config.optional(environ, "LEDGER_TLS_KEY_FILE")
+    ca_path = config.optional(environ, "LEDGER_TLS_CLIENT_CA_FILE")
+    if not cert_path and not key_path:
+        if ca_path:
+            raise ConfigError("LEDGER_TLS_CLIENT_CA_FILE: needs LEDGER_TLS_CERT_FILE and LEDGER_TLS_KEY_FILE")
+        return None
+    if not cert_path or not key_path:
+        raise ConfigError("LEDGER_TLS_CERT_FILE / LEDGER_TLS_KEY_FILE: set both or neither")
+    return TlsSettings(
+        certificate_chain=_read(cert_path, "LEDGER_TLS_CERT_FILE"),
+        private_key=_read(key_path, "LEDGER_TLS_KEY_FILE"),
+        client_ca=_read(ca_path, "LEDGER_TLS_CLIENT_CA_FILE") if ca_path else None,
+    )
+
+
+def _read(path: str, name: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {path!r} ({exc.strerror})") from None

@@ -1,0 +1,191 @@
+"""LedgerService over gRPC: translates protobuf <-> domain values, and nothing else.
+
+Validation lives in validation.py, SQL in store.py, refusals in errors.py. Every RPC goes
+through `rpc`, which turns a LedgerError into its status and an unexpected exception into
+INTERNAL (logged here, never sent to the caller).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from credits.ledger.v1 import ledger_service_pb2 as pb
+from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+from services.ledger import errors, validation
+from services.ledger.domain import Entry, Kind, Posting
+from services.ledger.status import abort
+from services.ledger.store import Store
+
+log = logging.getLogger(__name__)
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+
+KIND_TO_PROTO: dict[Kind, int] = {
+    Kind.PURCHASE: pb.TRANSACTION_KIND_PURCHASE,
+    Kind.SPEND: pb.TRANSACTION_KIND_SPEND,
+    Kind.GRANT: pb.TRANSACTION_KIND_GRANT,
+    Kind.REFUND: pb.TRANSACTION_KIND_REFUND,
+    Kind.CHARGEBACK: pb.TRANSACTION_KIND_CHARGEBACK,
+    Kind.CHARGEBACK_REVERSAL: pb.TRANSACTION_KIND_CHARGEBACK_REVERSAL,
+    Kind.ADMIN_ADJUSTMENT: pb.TRANSACTION_KIND_ADMIN_ADJUSTMENT,
+    Kind.HOLD_CAPTURE: pb.TRANSACTION_KIND_HOLD_CAPTURE,
+}
+PAGE_TOKEN_PREFIX = "t1:"
+
+
+def rpc(
+    method: Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]],
+) -> Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]:
+    """Answers LedgerErrors with their status; anything else is INTERNAL, logged, never echoed."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
+        try:
+            return await method(self, request, context)
+        except errors.LedgerError as error:
+            await abort(context, error)
+        except Exception:
+            log.exception("unexpected failure in %s", method.__name__)
+            await abort(context, errors.Internal("internal error; see the ledger's log"))
+        raise AssertionError("abort returned")  # context.abort always raises
+
+    return wrapper
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def transaction_proto(entry: Entry) -> pb.Transaction:
+    return pb.Transaction(
+        id=entry.id,
+        user_id=entry.user_id,
+        delta=entry.delta,
+        balance_after=entry.balance_after,
+        kind=KIND_TO_PROTO[entry.kind],  # type: ignore[arg-type]
+        idempotency_key=entry.idempotency_key,
+        reason=entry.reason,
+        reference=entry.reference or "",
+        payment_id=entry.payment_id or 0,
+        admin_action_id=entry.admin_action_id or 0,
+        hold_id=entry.hold_id or 0,
+        create_time=timestamp(entry.created_at),
+    )
+
+
+def encode_page_token(before_id: int | None) -> str:
+    if before_id is None:
+        return ""
+    return base64.urlsafe_b64encode(f"{PAGE_TOKEN_PREFIX}{before_id}".encode()).decode()
+
+
+def decode_page_token(token: str) -> int | None:
+    if not token:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(token.encode()).decode()
+        before_id = int(text.removeprefix(PAGE_TOKEN_PREFIX)) if text.startswith(PAGE_TOKEN_PREFIX) else -1
+    except (ValueError, UnicodeDecodeError):
+        before_id = -1
+    if before_id <= 0:
+        raise errors.InvalidArgument("page_token", "is not a token this service issued")
+    return before_id
+
+
+class AccountsServicer(pb_grpc.LedgerServiceServicer):
+    """Balances, Credit/Debit, history, admin adjustments and erasure."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @rpc
+    async def GetBalance(self, request: pb.GetBalanceRequest, context: grpc.aio.ServicerContext) -> pb.GetBalanceResponse:
+        balance = await self.store.balance(validation.user_id(request.user_id))
+        status = pb.ACCOUNT_STATUS_ANONYMIZED if balance.anonymized else pb.ACCOUNT_STATUS_ACTIVE
+        return pb.GetBalanceResponse(
+            user_id=balance.user_id,
+            balance=balance.balance,
+            status=status,
+            update_time=timestamp(balance.updated_at),
+            held=balance.held,
+            available=balance.available,
+        )
+
+    @rpc
+    async def Credit(self, request: pb.CreditRequest, context: grpc.aio.ServicerContext) -> pb.CreditResponse:
+        posting = self._posting(request, Kind.GRANT, validation.positive_amount(request.amount))
+        posted = await self.store.post(posting)
+        return pb.CreditResponse(transaction=transaction_proto(posted.entry), replayed=posted.replayed)
+
+    @rpc
+    async def Debit(self, request: pb.DebitRequest, context: grpc.aio.ServicerContext) -> pb.DebitResponse:
+        posting = self._posting(request, Kind.SPEND, -validation.positive_amount(request.amount))
+        posted = await self.store.post(posting)
+        return pb.DebitResponse(transaction=transaction_proto(posted.entry), replayed=posted.replayed)
+
+    @rpc
+    async def ListTransactions(
+        self, request: pb.ListTransactionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListTransactionsResponse:
+        user_id = validation.user_id(request.user_id)
+        page_size = validation.page_size(request.page_size)
+        page = await self.store.entries(user_id, decode_page_token(request.page_token), page_size)
+        return pb.ListTransactionsResponse(
+            transactions=[transaction_proto(entry) for entry in page.entries],
+            next_page_token=encode_page_token(page.next_before_id),
+        )
+
+    @rpc
+    async def AdminAdjust(
+        self, request: pb.AdminAdjustRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AdminAdjustResponse:
+        posting = Posting(
+            user_id=validation.user_id(request.user_id),
+            delta=validation.signed_amount(request.amount),
+            kind=Kind.ADMIN_ADJUSTMENT,
+            idempotency_key=validation.idempotency_key(request.idempotency_key),
+            reason=validation.reason(request.reason),
+            actor=validation.identifier("actor", request.actor, validation.ACTOR_CHARS_MAX),
+        )
+        posted = await self.store.post(posting)
+        return pb.AdminAdjustResponse(
+            transaction=transaction_proto(posted.entry),
+            replayed=posted.replayed,
+            admin_action_id=posted.entry.admin_action_id or 0,
+        )
+
+    @rpc
+    async def Anonymize(self, request: pb.AnonymizeRequest, context: grpc.aio.ServicerContext) -> pb.AnonymizeResponse:
+        erasure = await self.store.anonymize(validation.user_id(request.user_id))
+        return pb.AnonymizeResponse(
+            user_id=erasure.user_id,
+            already_anonymized=erasure.already_anonymized,
+            payments_scrubbed_count=erasure.payments_scrubbed_count,
+            metadata_erased_count=erasure.metadata_erased_count,
+            balance=erasure.balance,
+        )
+
+    @staticmethod
+    def _posting(request: pb.CreditRequest | pb.DebitRequest, kind: Kind, delta: int) -> Posting:
+        return Posting(
+            user_id=validation.user_id(request.user_id),
+            delta=delta,
+            kind=kind,
+            idempotency_key=validation.idempotency_key(request.idempotency_key),
+            reason=validation.reason(request.reason),
+            reference=validation.reference(request.reference),
+            metadata=validation.metadata(request.metadata),
+        )

@@ -1,0 +1,183 @@
+"""SQL for the ledger's accounts and journal, on an asyncpg pool.
+
+Each mutation is one round trip: a server-side function (migrations/versions/0001) that checks
+idempotency, locks the account row, applies and journals in one transaction. asyncpg prepares
+and caches each statement per connection, so the hot path sends only a Bind/Execute.
+Database failures are translated here into Unavailable / Internal; nothing asyncpg leaks out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from services.ledger import errors
+from services.ledger.domain import Balance, Entry, EntryPage, Erasure, Kind, Posted, Posting
+
+log = logging.getLogger(__name__)
+
+# SQLSTATE classes that mean "the database is not reachable or not accepting work right now":
+# 08 connection exception, 53 insufficient resources, 57 operator intervention (shutdown, restart),
+# and 40 transaction rollback (serialization failure, deadlock): all safe to retry with the same key.
+_RETRYABLE_SQLSTATE_CLASSES = ("08", "53", "57", "40")
+
+POST_SQL = "SELECT * FROM ledger_post($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+ENTRY_COLUMNS = (
+    "id, user_id, delta, balance_after, kind, idempotency_key, reason, reference, payment_id, "
+    "admin_action_id, hold_id, created_at"
+)
+BALANCE_SQL = "SELECT balance, status, updated_at FROM accounts WHERE user_id = $1"
+PAGE_SQL = (
+    f"SELECT {ENTRY_COLUMNS} FROM credit_transactions WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+)
+ANONYMIZE_SQL = "SELECT * FROM ledger_anonymize($1)"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    size_min: int
+    size_max: int
+    command_timeout_seconds: float
+    connect_timeout_seconds: float
+
+
+def entry_from_row(row: asyncpg.Record) -> Entry:
+    return Entry(
+        id=row["id"],
+        user_id=row["user_id"],
+        delta=row["delta"],
+        balance_after=row["balance_after"],
+        kind=Kind(row["kind"]),
+        idempotency_key=row["idempotency_key"],
+        reason=row["reason"],
+        reference=row["reference"],
+        payment_id=row["payment_id"],
+        admin_action_id=row["admin_action_id"],
+        hold_id=row["hold_id"],
+        created_at=row["created_at"],
+    )
+
+
+def translate_database_error(exc: BaseException) -> errors.LedgerError:
+    """Maps a foreign database failure to the most specific error of ours."""
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = exc.sqlstate or ""
+        if sqlstate.startswith(_RETRYABLE_SQLSTATE_CLASSES):
+            return errors.Unavailable(f"database unavailable ({sqlstate}); retry with the same idempotency key")
+        return errors.Internal("database error")
+    if isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, ConnectionError)):
+        return errors.Unavailable("database unreachable; retry with the same idempotency key")
+    return errors.Internal("unexpected database failure")
+
+
+class Store:
+    """The ledger's database: a bounded asyncpg pool and the queries on it."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def open(cls, database_url: str, settings: PoolSettings) -> Store:
+        # min_size connections are opened lazily (the pool starts even while the database is down;
+        # health reports NOT_SERVING until it answers).
+        pool = await asyncpg.create_pool(
+            database_url,
+            min_size=0,
+            max_size=settings.size_max,
+            command_timeout=settings.command_timeout_seconds,
+            timeout=settings.connect_timeout_seconds,
+            max_inactive_connection_lifetime=300.0,
+            server_settings={"application_name": "credits-ledger"},
+        )
+        return cls(pool)
+
+    async def close(self) -> None:
+        await asyncio.wait_for(self.pool.close(), timeout=10)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; database failures come out as errors.Unavailable / errors.Internal."""
+        try:
+            async with self.pool.acquire() as conn:
+                yield conn
+        except errors.LedgerError:
+            raise
+        except (asyncpg.PostgresError, OSError, asyncio.TimeoutError, asyncpg.InterfaceError) as exc:
+            translated = translate_database_error(exc)
+            if isinstance(translated, errors.Internal):
+                log.exception("database error", extra={"sqlstate": getattr(exc, "sqlstate", None)})
+            raise translated from exc
+
+    async def ping(self) -> None:
+        async with self.connection() as conn:
+            await conn.fetchval("SELECT 1", timeout=2)
+
+    async def post(self, posting: Posting, *, allow_negative: bool = False) -> Posted:
+        metadata_json = json.dumps(posting.metadata) if posting.metadata else None
+        async with self.connection() as conn:
+            row = await conn.fetchrow(
+                POST_SQL,
+                posting.user_id,
+                posting.delta,
+                posting.kind.value,
+                posting.idempotency_key,
+                posting.fingerprint(),
+                posting.reason,
+                posting.reference,
+                metadata_json,
+                posting.actor,
+                allow_negative,
+            )
+        outcome = row["outcome"]
+        if outcome not in ("applied", "replayed"):
+            raise _refusal(outcome, posting, row)
+        return Posted(entry=entry_from_row(row), replayed=outcome == "replayed")
+
+    async def balance(self, user_id: str) -> Balance:
+        async with self.connection() as conn:
+            row = await conn.fetchrow(BALANCE_SQL, user_id)
+        if row is None:
+            return Balance(user_id=user_id, balance=0, anonymized=False, updated_at=None)
+        return Balance(
+            user_id=user_id, balance=row["balance"], anonymized=row["status"] == "anonymized", updated_at=row["updated_at"]
+        )
+
+    async def entries(self, user_id: str, before_id: int | None, limit: int) -> EntryPage:
+        async with self.connection() as conn:
+            rows = await conn.fetch(PAGE_SQL, user_id, before_id or 2**63 - 1, limit + 1)
+        page = [entry_from_row(row) for row in rows[:limit]]
+        return EntryPage(entries=page, next_before_id=page[-1].id if len(rows) > limit else None)
+
+    async def anonymize(self, user_id: str) -> Erasure:
+        async with self.connection() as conn:
+            row = await conn.fetchrow(ANONYMIZE_SQL, user_id)
+        return Erasure(
+            user_id=user_id,
+            already_anonymized=row["already_anonymized"],
+            payments_scrubbed_count=row["payments_scrubbed_count"],
+            metadata_erased_count=row["metadata_erased_count"],
+            balance=row["balance"],
+        )
+
+
+def _refusal(outcome: str, posting: Posting, row: Any) -> errors.LedgerError:
+    if outcome == "idempotency_key_reused":
+        return errors.IdempotencyKeyReused(
+            "idempotency_key was already used with different parameters",
+            {"idempotency_key": posting.idempotency_key, "transaction_id": str(row["id"])},
+        )
+    if outcome == "account_anonymized":
+        return errors.AccountAnonymized("the account was anonymized; credits can no longer move", {})
+    if outcome == "insufficient_credits":
+        return errors.InsufficientCredits(
+            f"available balance {row['balance']} is smaller than the amount {-posting.delta}",
+            {"balance": str(row["balance"]), "available": str(row["balance"]), "amount": str(-posting.delta)},
+        )
+    raise AssertionError(f"ledger_post returned an unknown outcome {outcome!r}")

@@ -1,0 +1,321 @@
+"""User and admin authentication for the HTTP edge: `Authorization: Bearer <JWT>` verified with PyJWT.
+
+The host app issues the tokens. Exactly one key source is configured (see `edge_config`):
+
+- an HS256 shared secret (`JWT_SECRET`) -> only `HS256` is accepted;
+- a PEM public key (`JWT_PUBLIC_KEY`): RSA (>= 2048 bits) -> only `RS256`, EC P-256 -> only `ES256`;
+- a JWKS URL (`JWT_JWKS_URL`): each token's `kid` picks a key, and that key's type alone fixes the
+  algorithm (RSA -> `RS256`, EC P-256 -> `ES256`; symmetric `oct` keys are refused).
+
+The allow-list is fixed by the key, never read from the token, so `alg: none` and the HS256-with-
+a-public-key confusion attack are refused. `exp` and `sub` are required; `aud` / `iss` are required
+and checked when `JWT_AUDIENCE` / `JWT_ISSUER` are set (when the audience is not set, a token's
+`aud` is not checked). Clock leeway is bounded by `LEEWAY_SECONDS_MAX`.
+
+The `roles` claim: absent or null means no roles; otherwise it must be a list of strings (at most
+`ROLES_MAX`), and anything else is refused with 401. A malformed claim means the token is not the
+one the host app promised; guessing (a string "admin" is iterable too) could grant or hide a role.
+
+Outcomes: no token / invalid token -> 401 `UNAUTHENTICATED` with `WWW-Authenticate: Bearer`;
+valid token without the role -> 403 `PERMISSION_DENIED`; JWKS endpoint unreachable -> 503
+`UNAVAILABLE` (the user's token may be fine: a 401 would log them out for our outage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+import jwt
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from services.webhook_gateway.http_errors import HttpError
+
+if TYPE_CHECKING:
+    from services.webhook_gateway.edge_config import EdgeSettings
+
+logger = logging.getLogger(__name__)
+
+TOKEN_BYTES_MAX: Final = 8 * 1024
+LEEWAY_SECONDS_DEFAULT: Final = 10
+LEEWAY_SECONDS_MAX: Final = 30
+HS256_SECRET_BYTES_MIN: Final = 32  # RFC 7518 §3.2: at least the hash output size.
+RSA_KEY_BITS_MIN: Final = 2048
+SUBJECT_CHARS_MAX: Final = 255
+ROLES_MAX: Final = 32
+ROLE_CHARS_MAX: Final = 64
+ADMIN_ROLE: Final = "admin"
+
+JWKS_FETCH_TIMEOUT_SECONDS: Final = 5.0
+JWKS_WAIT_SECONDS_MAX: Final = 10.0
+JWKS_CACHE_LIFESPAN_SECONDS: Final = 300.0
+JWKS_KEYS_CACHED_MAX: Final = 16
+JWKS_REFRESH_COOLDOWN_SECONDS: Final = 30.0  # Bounds refetches triggered by unknown `kid`s.
+JWKS_RETRY_AFTER_SECONDS: Final = 5
+
+_BEARER_SCHEME: Final = "bearer"
+_ALGORITHM_FOR_EC_CURVE: Final[Mapping[str, str]] = {ec.SECP256R1.name: "ES256"}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The verified caller: `user_id` and `subject` are both the token's `sub` (the host app's user id)."""
+
+    user_id: str
+    roles: frozenset[str]
+    subject: str
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN_ROLE in self.roles
+
+
+def unauthenticated(message: str, *, token_present: bool = True) -> HttpError:
+    # RFC 6750 §3: no error attribute when the request carried no credentials at all.
+    challenge = 'Bearer error="invalid_token"' if token_present else "Bearer"
+    return HttpError(401, "UNAUTHENTICATED", message, {"WWW-Authenticate": challenge})
+
+
+def permission_denied(message: str) -> HttpError:
+    return HttpError(403, "PERMISSION_DENIED", message, {"WWW-Authenticate": 'Bearer error="insufficient_scope"'})
+
+
+def _jwks_unavailable() -> HttpError:
+    return HttpError(
+        503, "UNAVAILABLE", "token keys are unavailable; retry later", {"Retry-After": str(JWKS_RETRY_AFTER_SECONDS)}
+    )
+
+
+def classify_public_key(pem: str) -> tuple[rsa.RSAPublicKey | ec.EllipticCurvePublicKey, str]:
+    """Load a PEM public key and return it with the one algorithm it may verify; ValueError otherwise."""
+    try:
+        key = load_pem_public_key(pem.encode("ascii"))
+    except (ValueError, TypeError, UnicodeEncodeError) as exc:
+        raise ValueError("not a PEM public key (expected -----BEGIN PUBLIC KEY-----)") from exc
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < RSA_KEY_BITS_MIN:
+            raise ValueError(f"RSA key has {key.key_size} bits; at least {RSA_KEY_BITS_MIN} required")
+        return key, "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        algorithm = _ALGORITHM_FOR_EC_CURVE.get(key.curve.name)
+        if algorithm is None:
+            raise ValueError(f"EC curve {key.curve.name} is not supported; expected P-256 (ES256)")
+        return key, algorithm
+    raise ValueError(f"{type(key).__name__} keys are not supported; expected RSA (RS256) or EC P-256 (ES256)")
+
+
+def check_hs256_secret(secret: str) -> bytes:
+    """Return the secret's bytes, or ValueError if it is too short or is really a PEM key."""
+    secret_bytes = secret.encode("utf-8")
+    if len(secret_bytes) < HS256_SECRET_BYTES_MIN:
+        raise ValueError(f"HS256 secret has {len(secret_bytes)} bytes; at least {HS256_SECRET_BYTES_MIN} required")
+    if secret.lstrip().startswith("-----BEGIN"):
+        raise ValueError("looks like a PEM key; an HS256 secret must be a random string (use JWT_PUBLIC_KEY)")
+    return secret_bytes
+
+
+class _KeySource(Protocol):
+    async def resolve(self, token: str) -> tuple[Any, Sequence[str]]:
+        """The verification key for this token and the algorithms it may use."""
+
+
+@dataclass(frozen=True)
+class _StaticKey:
+    key: Any
+    algorithms: tuple[str, ...]
+
+    async def resolve(self, token: str) -> tuple[Any, Sequence[str]]:
+        return self.key, self.algorithms
+
+
+class _JwksKeys:
+    """Keys from a JWKS endpoint; PyJWKClient caches the set and the keys, fetches in a worker thread."""
+
+    def __init__(self, url: str) -> None:
+        self._client = jwt.PyJWKClient(
+            url,
+            cache_keys=True,
+            max_cached_keys=JWKS_KEYS_CACHED_MAX,
+            cache_jwk_set=True,
+            lifespan=JWKS_CACHE_LIFESPAN_SECONDS,
+            timeout=JWKS_FETCH_TIMEOUT_SECONDS,
+            cooldown_duration=JWKS_REFRESH_COOLDOWN_SECONDS,
+        )
+
+    async def resolve(self, token: str) -> tuple[Any, Sequence[str]]:
+        # PyJWKClient uses blocking urllib: run it off the event loop, and bound our wait.
+        fetch = asyncio.to_thread(self._client.get_signing_key_from_jwt, token)
+        try:
+            signing_key = await asyncio.wait_for(fetch, timeout=JWKS_WAIT_SECONDS_MAX)
+        except (jwt.PyJWKClientConnectionError, jwt.PyJWKSetError, TimeoutError) as exc:
+            logger.warning("JWKS endpoint unavailable: %s", type(exc).__name__)
+            raise _jwks_unavailable() from exc
+        except jwt.PyJWTError as exc:  # Unknown kid, undecodable header, unusable key.
+            raise unauthenticated("token is invalid") from exc
+        return signing_key, (_jwk_algorithm(signing_key),)
+
+
+def _jwk_algorithm(signing_key: jwt.PyJWK) -> str:
+    """The one algorithm a JWKS key may verify, from its key type; never a symmetric key."""
+    key = signing_key.key
+    if isinstance(key, rsa.RSAPublicKey) and signing_key.algorithm_name == "RS256":
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey) and signing_key.algorithm_name == "ES256":
+        return "ES256"
+    raise unauthenticated("token is invalid")
+
+
+class JwtVerifier:
+    """Verifies bearer tokens into a `Principal`; build it once with one of the constructors."""
+
+    def __init__(
+        self,
+        keys: _KeySource,
+        *,
+        audience: str | None = None,
+        issuer: str | None = None,
+        leeway_seconds: int = LEEWAY_SECONDS_DEFAULT,
+    ) -> None:
+        assert 0 <= leeway_seconds <= LEEWAY_SECONDS_MAX, leeway_seconds
+        self._keys = keys
+        self._audience = audience
+        self._issuer = issuer
+        self._leeway_seconds = leeway_seconds
+        required = ["exp", "sub"] + (["aud"] if audience else []) + (["iss"] if issuer else [])
+        self._options: dict[str, Any] = {
+            "require": required,
+            "verify_aud": audience is not None,
+            "enforce_minimum_key_length": True,
+        }
+
+    @classmethod
+    def hs256(cls, secret: str, *, audience: str | None = None, issuer: str | None = None) -> JwtVerifier:
+        return cls(_StaticKey(check_hs256_secret(secret), ("HS256",)), audience=audience, issuer=issuer)
+
+    @classmethod
+    def public_key(cls, pem: str, *, audience: str | None = None, issuer: str | None = None) -> JwtVerifier:
+        key, algorithm = classify_public_key(pem)
+        return cls(_StaticKey(key, (algorithm,)), audience=audience, issuer=issuer)
+
+    @classmethod
+    def jwks(cls, url: str, *, audience: str | None = None, issuer: str | None = None) -> JwtVerifier:
+        return cls(_JwksKeys(url), audience=audience, issuer=issuer)
+
+    @classmethod
+    def from_settings(cls, settings: EdgeSettings) -> JwtVerifier:
+        audience, issuer = settings.jwt_audience, settings.jwt_issuer
+        if settings.jwt_secret is not None:
+            return cls.hs256(settings.jwt_secret, audience=audience, issuer=issuer)
+        if settings.jwt_public_key_pem is not None:
+            return cls.public_key(settings.jwt_public_key_pem, audience=audience, issuer=issuer)
+        assert settings.jwt_jwks_url is not None, "EdgeSettings guarantees exactly one key source"
+        return cls.jwks(settings.jwt_jwks_url, audience=audience, issuer=issuer)
+
+    async def verify(self, token: str) -> Principal:
+        """The token's principal, or HttpError 401 (503 if the JWKS endpoint is down)."""
+        if len(token) > TOKEN_BYTES_MAX or not token.isascii():
+            raise unauthenticated("token is too long or not ASCII")  # Refused before any parsing.
+        key, algorithms = await self._keys.resolve(token)
+        try:
+            payload = jwt.decode(
+                token,
+                key,
+                algorithms=list(algorithms),
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway_seconds,
+                options=self._options,  # type: ignore[arg-type]  # PyJWT's Options TypedDict
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise unauthenticated("token has expired") from exc
+        except jwt.PyJWTError as exc:
+            logger.info("token refused: %s", type(exc).__name__)
+            raise unauthenticated("token is invalid") from exc
+        return principal_from_claims(payload)
+
+
+def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
+    """Check `sub` and `roles` (see the module docstring) and build the principal; 401 otherwise."""
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject.strip() or len(subject) > SUBJECT_CHARS_MAX:
+        raise unauthenticated("token subject is missing or malformed")
+    return Principal(user_id=subject, roles=_roles_from_claim(claims.get("roles")), subject=subject)
+
+
+def _roles_from_claim(value: object) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list) or len(value) > ROLES_MAX:
+        raise unauthenticated("token roles claim must be a list of strings")
+    if not all(isinstance(role, str) and 0 < len(role) <= ROLE_CHARS_MAX for role in value):
+        raise unauthenticated("token roles claim must be a list of strings")
+    return frozenset(value)
+
+
+# --- aiohttp glue -------------------------------------------------------------------------------
+
+JWT_VERIFIER_KEY: Final = web.AppKey("jwt_verifier", JwtVerifier)
+
+
+@dataclass(frozen=True)
+class _AuthOutcome:
+    principal: Principal | None
+    error: HttpError | None
+
+
+_AUTH_OUTCOME_KEY: Final = web.RequestKey("webhook_gateway_auth_outcome", _AuthOutcome)
+
+
+def bearer_token(request: web.Request) -> str:
+    """The token of `Authorization: Bearer <token>`; 401 if absent, malformed or over-long."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        raise unauthenticated("missing bearer token", token_present=False)
+    if len(header) > len(_BEARER_SCHEME) + 1 + TOKEN_BYTES_MAX:
+        raise unauthenticated("token is too long or not ASCII")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != _BEARER_SCHEME or not token:
+        raise unauthenticated("expected Authorization: Bearer <token>", token_present=False)
+    return token
+
+
+async def authenticate(request: web.Request) -> Principal:
+    """The request's principal (verified once per request, then memoized); HttpError otherwise."""
+    outcome = request.get(_AUTH_OUTCOME_KEY)
+    if outcome is None:
+        try:
+            outcome = _AuthOutcome(await request.app[JWT_VERIFIER_KEY].verify(bearer_token(request)), None)
+        except HttpError as exc:
+            outcome = _AuthOutcome(None, exc)
+        request[_AUTH_OUTCOME_KEY] = outcome
+    if outcome.error is not None:
+        raise outcome.error
+    assert outcome.principal is not None
+    return outcome.principal
+
+
+async def require_user(request: web.Request) -> Principal:
+    """Any authenticated user (an admin is a user too)."""
+    return await authenticate(request)
+
+
+async def require_admin(request: web.Request) -> Principal:
+    """An authenticated user holding the `admin` role; 403 for any other user."""
+    principal = await authenticate(request)
+    if not principal.is_admin:
+        raise permission_denied(f"this route requires the {ADMIN_ROLE} role")
+    return principal
+
+
+async def authenticated_user_id(request: web.Request) -> str | None:
+    """The verified user id, or None when the request is not authenticated (for the rate limiter)."""
+    try:
+        return (await authenticate(request)).user_id
+    except HttpError:
+        return None

@@ -1,0 +1,112 @@
+"""The one JSON error body of the HTTP edge, and the middleware that produces it.
+
+Every route answers an error as::
+
+    {"error": {"code": "UPPER_SNAKE", "message": "a sentence for humans"}}
+
+`code` is a stable token clients branch on; `message` may change wording. Handlers raise
+`HttpError`; `error_middleware` renders it, renders aiohttp's own HTTP errors (404, 405, 413, ...)
+the same way, and turns anything else into 500 `INTERNAL` without echoing the exception: the
+stack trace goes to the log, never to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Final
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+logger = logging.getLogger(__name__)
+
+CODE_PATTERN: Final = re.compile(r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$")
+MESSAGE_CHARS_MAX: Final = 512
+INTERNAL_MESSAGE: Final = "internal error"
+
+# Canonical codes for aiohttp's own HTTP errors; any other status falls back to its phrase.
+CODE_BY_STATUS: Final[Mapping[int, str]] = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    408: "REQUEST_TIMEOUT",
+    411: "LENGTH_REQUIRED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMITED",
+    500: "INTERNAL",
+    501: "NOT_IMPLEMENTED",
+    503: "UNAVAILABLE",
+}
+
+# aiohttp sets these from the body it renders; ours replaces that body, so they must not be copied.
+_BODY_HEADERS: Final = frozenset({"content-type", "content-length", "content-encoding", "transfer-encoding"})
+
+
+class HttpError(Exception):
+    """An error a handler (or middleware) answers with the JSON error body."""
+
+    def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> None:
+        assert 400 <= status <= 599, status
+        assert CODE_PATTERN.match(code), code
+        assert len(message) <= MESSAGE_CHARS_MAX, len(message)
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers: dict[str, str] = dict(headers or {})
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    """The JSON error body as a plain value (also used by the OpenAPI document's examples)."""
+    return {"error": {"code": code, "message": message}}
+
+
+def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    """Build the JSON error response; for middlewares that answer without raising."""
+    response = web.json_response(error_body(code, message), status=status)
+    response.headers.update(headers or {})
+    # An error is about this request only: never let a cache or a browser keep it.
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def code_for_status(status: int) -> str:
+    """The canonical code of an HTTP status, e.g. 404 -> NOT_FOUND, 418 -> IM_A_TEAPOT."""
+    known = CODE_BY_STATUS.get(status)
+    if known is not None:
+        return known
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        return "INTERNAL" if status >= 500 else "INVALID_ARGUMENT"
+    return re.sub(r"[^A-Z0-9]+", "_", phrase.upper()).strip("_")
+
+
+def _from_http_exception(exc: web.HTTPException) -> web.Response:
+    # The reason phrase, not exc.text: the text may carry details the framework chose (sizes, paths).
+    headers = {name: value for name, value in exc.headers.items() if name.lower() not in _BODY_HEADERS}
+    message = (exc.reason or HTTPStatus(exc.status).phrase)[:MESSAGE_CHARS_MAX]
+    return error_response(exc.status, code_for_status(exc.status), message, headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every error raised below as the JSON error body. Install it inside CORS, outside the rest."""
+    try:
+        return await handler(request)
+    except HttpError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise  # Redirects and successes raised as exceptions are not errors.
+        return _from_http_exception(exc)
+    except Exception:
+        # Logged with its stack trace; the client learns nothing about the cause.
+        logger.exception("unhandled error", extra={"method": request.method, "path": request.path})
+        return error_response(500, "INTERNAL", INTERNAL_MESSAGE)
