@@ -53,9 +53,28 @@ _BEARER = re.compile(r"\b(Bearer)\s+[0-9A-Za-z._~+/=-]+", re.IGNORECASE)
 # The look-behind anchors a match at the start of the local part, which keeps the scan linear.
 _EMAIL = re.compile(r"(?<![0-9A-Za-z._%+-])([0-9A-Za-z])[0-9A-Za-z._%+-]*@([0-9A-Za-z.-]+\.[A-Za-z]{2,})")
 
-_secrets_lock = threading.Lock()
-_registered_secrets: set[str] = set()
-_registered_pattern: re.Pattern[str] | None = None
+
+class _SecretRegistry:
+    """Configured secrets, compiled into one pattern; readers see the pattern without locking."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.secrets: set[str] = set()
+        self.pattern: re.Pattern[str] | None = None
+
+    def add(self, secret: str) -> None:
+        with self.lock:
+            if secret in self.secrets:
+                return
+            if len(self.secrets) >= REGISTERED_SECRETS_MAX:
+                raise ValueError(f"register_secret: more than {REGISTERED_SECRETS_MAX} secrets registered")
+            self.secrets.add(secret)
+            # Longest first, so a secret that contains another is scrubbed whole.
+            ordered = sorted(self.secrets, key=len, reverse=True)
+            self.pattern = re.compile("|".join(re.escape(item) for item in ordered))
+
+
+_registered_secrets = _SecretRegistry()
 
 
 def register_secret(value: str) -> bool:
@@ -63,26 +82,17 @@ def register_secret(value: str) -> bool:
 
     Register each configured secret separately (split comma-separated lists first).
     """
-    global _registered_pattern
     secret = value.strip()
     if len(secret) < REGISTERED_SECRET_CHARS_MIN:
         return False
-    with _secrets_lock:
-        if secret in _registered_secrets:
-            return True
-        if len(_registered_secrets) >= REGISTERED_SECRETS_MAX:
-            raise ValueError(f"register_secret: more than {REGISTERED_SECRETS_MAX} secrets registered")
-        _registered_secrets.add(secret)
-        # Longest first, so a secret that contains another is scrubbed whole.
-        ordered = sorted(_registered_secrets, key=len, reverse=True)
-        _registered_pattern = re.compile("|".join(re.escape(item) for item in ordered))
+    _registered_secrets.add(secret)
     return True
 
 
 def redact_text(text: str) -> str:
     """Mask emails and replace secrets in free text; never raises."""
     try:
-        pattern = _registered_pattern
+        pattern = _registered_secrets.pattern
         if pattern is not None:
             text = pattern.sub(REDACTED, text)
         text = _BEARER.sub(lambda match: f"{match.group(1)} {REDACTED}", text)
@@ -213,7 +223,7 @@ def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     return {key: value for key, value in record.__dict__.items() if key not in _RECORD_ATTRIBUTES}
 
 
-class _JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _JsonHandler(logging.StreamHandler[TextIO]):
     """Marks the handler this module installed, so a second configure call replaces it."""
 
 

@@ -134,7 +134,7 @@ def _measured(behavior: UnaryBehavior, method: str) -> UnaryBehavior:
     return handle
 
 
-class MetricsServerInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
+class MetricsServerInterceptor(grpc.aio.ServerInterceptor):
     """Counts and times unary-unary RPCs; streaming and unknown methods pass through untouched.
 
     Unknown methods are not counted, so a caller cannot grow the label set with made-up names.

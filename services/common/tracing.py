@@ -19,11 +19,13 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import grpc.aio
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor, filters
 from opentelemetry.propagate import extract
@@ -99,7 +101,7 @@ def _exporter_names(env: Mapping[str, str]) -> list[str]:
 
 def _build_exporter(name: str, env: Mapping[str, str]) -> SpanExporter | None:
     if name == "console":
-        return ConsoleSpanExporter()
+        return ConsoleSpanExporter(out=sys.stdout)  # The current stdout, not the one at import time.
     variable, protocol = _otlp_protocol(env)
     module_name = OTLP_EXPORTER_MODULES.get(protocol)
     if module_name is None:
@@ -145,7 +147,7 @@ def grpc_server_interceptors(
     untraced_services: Collection[str] = UNTRACED_GRPC_SERVICES,
 ) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
     """Server spans for incoming RPCs, continuing the caller's trace from the request metadata."""
-    interceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
+    interceptor = aio_server_interceptor(
         tracer_provider=tracer_provider, filter_=_traced_grpc_filter(untraced_services)
     )
     return [interceptor]
@@ -156,7 +158,7 @@ def grpc_client_interceptors(
     untraced_services: Collection[str] = UNTRACED_GRPC_SERVICES,
 ) -> list[grpc.aio.ClientInterceptor]:
     """Client spans for outgoing RPCs, with the trace context injected into the metadata."""
-    interceptors: list[grpc.aio.ClientInterceptor] = aio_client_interceptors(  # type: ignore[no-untyped-call]
+    interceptors: list[grpc.aio.ClientInterceptor] = aio_client_interceptors(
         tracer_provider=tracer_provider, filter_=_traced_grpc_filter(untraced_services)
     )
     return interceptors
@@ -168,7 +170,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def aiohttp_tracing_middleware(
     tracer_provider: trace.TracerProvider | None = None,
     untraced_paths: Collection[str] = UNTRACED_HTTP_PATHS,
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+) -> Middleware:
     """A per-application server-span middleware; put it first in the app's middleware list.
 
     Written here because opentelemetry-instrumentation-aiohttp-server's own per-app middleware

@@ -35,7 +35,11 @@ def main() -> int:
         print(f"ledger: configuration error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, stream=sys.stderr)
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings))
+    except OSError as exc:
+        print(f"ledger: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

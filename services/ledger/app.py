@@ -104,6 +104,13 @@ async def start(settings: LedgerSettings, extra_interceptors: tuple[grpc.aio.Ser
 
 
 def _bind(server: grpc.aio.Server, settings: LedgerSettings) -> int:
+    try:
+        return _add_port(server, settings)
+    except RuntimeError as exc:  # grpc reports a failed bind as RuntimeError
+        raise OSError(f"LEDGER_LISTEN: cannot bind {settings.listen} (in use or not permitted)") from exc
+
+
+def _add_port(server: grpc.aio.Server, settings: LedgerSettings) -> int:
     if settings.tls is None:
         port = server.add_insecure_port(settings.listen)
     else:

@@ -73,18 +73,20 @@ class EdgeSettings:
             jwt_issuer=_claim_value(environ, "JWT_ISSUER"),
             cors_allowed_origins=_cors_origins(environ),
             redis_url=_redis_url(environ),
-            rate_limit_per_user_per_minute=integer(
-                environ, "RATE_LIMIT_PER_USER_PER_MINUTE", RATE_LIMIT_PER_USER_PER_MINUTE_DEFAULT, 1,
-                RATE_LIMIT_PER_MINUTE_MAX,
+            rate_limit_per_user_per_minute=_per_minute(
+                environ, "RATE_LIMIT_PER_USER_PER_MINUTE", RATE_LIMIT_PER_USER_PER_MINUTE_DEFAULT
             ),
-            rate_limit_per_ip_per_minute=integer(
-                environ, "RATE_LIMIT_PER_IP_PER_MINUTE", RATE_LIMIT_PER_IP_PER_MINUTE_DEFAULT, 1,
-                RATE_LIMIT_PER_MINUTE_MAX,
+            rate_limit_per_ip_per_minute=_per_minute(
+                environ, "RATE_LIMIT_PER_IP_PER_MINUTE", RATE_LIMIT_PER_IP_PER_MINUTE_DEFAULT
             ),
             trusted_proxy_count=integer(
                 environ, "TRUSTED_PROXY_COUNT", TRUSTED_PROXY_COUNT_DEFAULT, 0, TRUSTED_PROXY_COUNT_MAX
             ),
         )
+
+
+def _per_minute(environ: Mapping[str, str], name: str, default: int) -> int:
+    return integer(environ, name, default, 1, RATE_LIMIT_PER_MINUTE_MAX)
 
 
 def _require_one_key_source(environ: Mapping[str, str]) -> None:
@@ -129,9 +131,8 @@ def _read_pem_file(value: str) -> str:
             raise ConfigError(f"JWT_PUBLIC_KEY: file {value!r} is larger than {PUBLIC_KEY_FILE_BYTES_MAX} bytes")
         return path.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"JWT_PUBLIC_KEY: expected PEM text or a readable PEM file path; cannot read {value!r} ({type(exc).__name__})"
-        ) from None
+        problem = f"cannot read {value!r} ({type(exc).__name__})"
+        raise ConfigError(f"JWT_PUBLIC_KEY: expected PEM text or a readable PEM file path; {problem}") from None
 
 
 def _jwks_url(environ: Mapping[str, str]) -> str | None:
@@ -181,7 +182,10 @@ def _cors_origins(environ: Mapping[str, str]) -> tuple[str, ...]:
 
 
 def parse_origin(text: str) -> str:
-    """Normalize `http(s)://host[:port]` to the form browsers send (lowercase, no default port); ValueError otherwise."""
+    """Normalize `http(s)://host[:port]` to the form browsers send (lowercase, no default port).
+
+    Raises ValueError for anything else: a path, query, credentials, a wildcard, another scheme.
+    """
     expected = f"expected an http(s)://host[:port] origin without path, got {text!r}"
     try:
         parts = urlsplit(text)

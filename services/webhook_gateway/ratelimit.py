@@ -341,7 +341,10 @@ def edge_rate_limit_middleware(
 ) -> Middleware:
     """The gateway's middleware from its settings: per-minute limits, Redis when given."""
     per_ip = make_rate_limiter(
-        RateLimit.per_minute(settings.rate_limit_per_ip_per_minute), redis=redis, key_prefix=key_prefix + "ip:", name="ip"
+        RateLimit.per_minute(settings.rate_limit_per_ip_per_minute),
+        redis=redis,
+        key_prefix=key_prefix + "ip:",
+        name="ip",
     )
     per_user = make_rate_limiter(
         RateLimit.per_minute(settings.rate_limit_per_user_per_minute),

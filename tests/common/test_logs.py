@@ -128,7 +128,9 @@ SECRET_CASES = [
     pytest.param("key sk_test_51HabcDEF123 used", "sk_test_51HabcDEF123", id="stripe-secret-test"),
     pytest.param("key rk_live_51HabcDEF123 used", "rk_live_51HabcDEF123", id="stripe-restricted"),
     pytest.param("key pk_test_51HabcDEF123 used", "pk_test_51HabcDEF123", id="stripe-publishable"),
-    pytest.param("secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", id="webhook"),
+    pytest.param(
+        "secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", id="webhook"
+    ),
     pytest.param(
         "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1XzEifQ.c2lnbmF0dXJlLXZhbHVl end",
         "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1XzEifQ.c2lnbmF0dXJlLXZhbHVl",
