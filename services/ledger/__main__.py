@@ -9,6 +9,9 @@ import signal
 import sys
 
 from services.common.config import ConfigError
+from services.common.logs import configure_logging, register_secret
+from services.common.metrics import start_metrics_server
+from services.common.tracing import configure_tracing
 from services.ledger import app
 from services.ledger.config import LedgerSettings
 
@@ -31,15 +34,24 @@ async def run(settings: LedgerSettings) -> None:
 def main() -> int:
     try:
         settings = LedgerSettings.from_env(os.environ)
+        tracer_provider = configure_tracing("ledger")
     except ConfigError as exc:
         print(f"ledger: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr)
+    configure_logging("ledger", settings.log_level)
+    for secret in settings.secret_values:
+        register_secret(secret)
+    metrics_server = start_metrics_server(settings.metrics_port)
     try:
         asyncio.run(run(settings))
     except OSError as exc:
         print(f"ledger: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if metrics_server is not None:
+            metrics_server.stop()
+        if tracer_provider is not None:
+            tracer_provider.shutdown()
     return 0
 
 

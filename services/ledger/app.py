@@ -12,6 +12,8 @@ from grpc_reflection.v1alpha import reflection
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
 from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+from services.common.metrics import MetricsServerInterceptor
+from services.common.tracing import grpc_server_interceptors
 from services.ledger import errors
 from services.ledger.auth import Authenticator, AuthInterceptor
 from services.ledger.config import LedgerSettings
@@ -80,7 +82,13 @@ async def start(settings: LedgerSettings, extra_interceptors: tuple[grpc.aio.Ser
         connect_timeout_seconds=min(settings.command_timeout_seconds, 5.0),
     )
     store = await Store.open(settings.database_url, pool_settings)
-    interceptors = (*extra_interceptors, AuthInterceptor(Authenticator(settings.callers), abort))
+    # Order matters: traces and metrics see every call, including those auth refuses.
+    interceptors = (
+        *grpc_server_interceptors(),
+        MetricsServerInterceptor(),
+        *extra_interceptors,
+        AuthInterceptor(Authenticator(settings.callers), abort),
+    )
     server = grpc.aio.server(
         interceptors=interceptors,
         maximum_concurrent_rpcs=GRPC_CONCURRENT_RPCS_MAX,

@@ -33,20 +33,24 @@ class LedgerSettings:
     metrics_port: int | None
     tls: TlsSettings | None
     log_level: str
+    # Raw secrets (caller tokens) that the log redactor must scrub wherever they appear.
+    secret_values: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> LedgerSettings:
         metrics_port = config.integer(environ, "METRICS_PORT", 0, 0, 65535)
+        callers_json = config.json_value(environ, "LEDGER_CALLERS", CALLERS_EXPECTED)
         return cls(
             database_url=config.database_url(environ),
             listen=config.listen_address(environ, "LEDGER_LISTEN", LISTEN_DEFAULT),
-            callers=parse_callers(config.json_value(environ, "LEDGER_CALLERS", CALLERS_EXPECTED)),
+            callers=parse_callers(callers_json),
             pool_size_max=config.integer(environ, "LEDGER_DB_POOL_SIZE_MAX", 20, 1, 500),
             command_timeout_seconds=config.number(environ, "LEDGER_DB_COMMAND_TIMEOUT_SECONDS", 5.0, 0.1, 300.0),
             shutdown_grace_seconds=config.number(environ, "LEDGER_SHUTDOWN_GRACE_SECONDS", 10.0, 0.0, 300.0),
             metrics_port=metrics_port or None,
             tls=parse_tls(environ),
-            log_level=environ.get("LOG_LEVEL", "INFO").upper(),
+            log_level=config.log_level(environ),
+            secret_values=tuple(entry["token"] for entry in callers_json.values()),
         )
 
 

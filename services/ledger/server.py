@@ -40,6 +40,7 @@ KIND_TO_PROTO: dict[Kind, int] = {
     Kind.HOLD_CAPTURE: pb.TRANSACTION_KIND_HOLD_CAPTURE,
 }
 PAGE_TOKEN_PREFIX = "t1:"
+ENTRY_ID_MAX = 2**63 - 1  # the journal's id is a bigint
 
 
 def rpc(
@@ -100,7 +101,7 @@ def decode_page_token(token: str) -> int | None:
         before_id = int(text.removeprefix(PAGE_TOKEN_PREFIX)) if text.startswith(PAGE_TOKEN_PREFIX) else -1
     except (ValueError, UnicodeDecodeError):
         before_id = -1
-    if before_id <= 0:
+    if not 0 < before_id <= ENTRY_ID_MAX:
         raise errors.InvalidArgument("page_token", "is not a token this service issued")
     return before_id
 
