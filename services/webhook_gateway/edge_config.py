@@ -34,7 +34,6 @@ __all__ = ["ConfigError", "EdgeSettings", "parse_origin"]
 RATE_LIMIT_PER_USER_PER_MINUTE_DEFAULT: Final = 120
 RATE_LIMIT_PER_IP_PER_MINUTE_DEFAULT: Final = 300
 RATE_LIMIT_PER_MINUTE_MAX: Final = 100_000
-RATE_LIMIT_WINDOW_SECONDS: Final = 60
 TRUSTED_PROXY_COUNT_DEFAULT: Final = 0
 TRUSTED_PROXY_COUNT_MAX: Final = 8
 CORS_ORIGINS_MAX: Final = 64
@@ -121,7 +120,7 @@ def _jwt_public_key(environ: Mapping[str, str]) -> str | None:
 
 def _pem_text(value: str) -> str:
     # Env files often carry a PEM on one line with literal "\n" sequences.
-    return value.replace("\\n", "\n") if "\n" not in value else value
+    return (value.replace("\\n", "\n") if "\n" not in value else value).strip()
 
 
 def _read_pem_file(value: str) -> str:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import Counter
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -54,11 +54,13 @@ logger = logging.getLogger(__name__)
 KEYS_TRACKED_MAX: Final = 100_000
 EXPIRED_EVICTIONS_PER_CHECK_MAX: Final = 64
 KEY_CHARS_MAX: Final = 512
+MINUTE_SECONDS: Final = 60
 WINDOW_SECONDS_MAX: Final = 24 * 60 * 60
 REDIS_KEY_PREFIX_DEFAULT: Final = "credits:ratelimit:"
 REDIS_SOCKET_TIMEOUT_SECONDS: Final = 0.25
 REDIS_CONNECT_TIMEOUT_SECONDS: Final = 0.25
 REDIS_CONNECTIONS_MAX: Final = 32
+REDIS_POOL_WAIT_SECONDS: Final = 0.25  # A burst waits briefly for a pooled connection instead of failing.
 REDIS_RETRIES_MAX: Final = 1  # One retry covers a connection the server closed; more only adds latency.
 STORE_ERROR_BACKOFF_SECONDS: Final = 5.0
 STORE_ERROR_LOG_INTERVAL_SECONDS: Final = 30.0
@@ -95,7 +97,7 @@ class RateLimit:
 
     @classmethod
     def per_minute(cls, requests_max: int) -> RateLimit:
-        return cls(requests_max=requests_max, window_seconds=60)
+        return cls(requests_max=requests_max, window_seconds=MINUTE_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -238,14 +240,16 @@ class RedisRateLimiter:
 
 
 def connect_redis(url: str) -> Redis:
-    """A Redis client tuned for the request path: short timeouts, one retry, bounded pool."""
-    return Redis.from_url(
+    """A Redis client tuned for the request path: short timeouts, one retry, a bounded pool to wait on."""
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=REDIS_CONNECTIONS_MAX,
+        timeout=REDIS_POOL_WAIT_SECONDS,
         socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
         socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS,
-        max_connections=REDIS_CONNECTIONS_MAX,
         retry=Retry(NoBackoff(), REDIS_RETRIES_MAX),
     )
+    return Redis.from_pool(pool)
 
 
 def make_rate_limiter(limit: RateLimit, *, redis: Redis | None, key_prefix: str, name: str) -> RateLimiter:

@@ -299,7 +299,7 @@ def es256_token(key: ec.EllipticCurvePrivateKey | None = None, **overrides: Any)
 
 
 PUBLIC_KEY_CASES = [
-    pytest.param(rsa_private_key, lambda: rs256_token(), 200, id="rs256-valid"),
+    pytest.param(rsa_private_key, rs256_token, 200, id="rs256-valid"),
     pytest.param(rsa_private_key, lambda: rs256_token(roles=["admin"]), 200, id="rs256-valid-admin"),
     pytest.param(rsa_private_key, lambda: rs256_token(other_rsa_private_key()), 401, id="rs256-wrong-key"),
     pytest.param(rsa_private_key, lambda: rs256_token(exp=int(time.time()) - 3600), 401, id="rs256-expired"),
@@ -307,16 +307,16 @@ PUBLIC_KEY_CASES = [
     pytest.param(
         rsa_private_key, lambda: hs256_signed_with_public_pem(public_pem(rsa_private_key())), 401, id="rs256-key-hs256"
     ),
-    pytest.param(rsa_private_key, lambda: es256_token(), 401, id="rs256-key-es256-token"),
-    pytest.param(rsa_private_key, lambda: hs256_token(), 401, id="rs256-key-hs256-secret-token"),
+    pytest.param(rsa_private_key, es256_token, 401, id="rs256-key-es256-token"),
+    pytest.param(rsa_private_key, hs256_token, 401, id="rs256-key-hs256-secret-token"),
     pytest.param(rsa_private_key, alg_none_token, 401, id="rs256-key-alg-none"),
-    pytest.param(ec_private_key, lambda: es256_token(), 200, id="es256-valid"),
+    pytest.param(ec_private_key, es256_token, 200, id="es256-valid"),
     pytest.param(ec_private_key, lambda: es256_token(other_ec_private_key()), 401, id="es256-wrong-key"),
     pytest.param(ec_private_key, lambda: es256_token(iss="https://evil.example"), 401, id="es256-wrong-issuer"),
     pytest.param(
         ec_private_key, lambda: hs256_signed_with_public_pem(public_pem(ec_private_key())), 401, id="es256-key-hs256"
     ),
-    pytest.param(ec_private_key, lambda: rs256_token(), 401, id="es256-key-rs256-token"),
+    pytest.param(ec_private_key, rs256_token, 401, id="es256-key-rs256-token"),
 ]
 
 
@@ -391,7 +391,7 @@ JWKS_CASES = [
         id="wrong-audience",
     ),
     pytest.param(lambda: kid_token(rsa_private_key(), "RS256", "nope"), 401, "UNAUTHENTICATED", id="unknown-kid"),
-    pytest.param(lambda: rs256_token(), 401, "UNAUTHENTICATED", id="no-kid"),
+    pytest.param(rs256_token, 401, "UNAUTHENTICATED", id="no-kid"),
     pytest.param(
         lambda: kid_token(rsa_private_key(), "RS256", "ec-1"), 401, "UNAUTHENTICATED", id="rs256-token-on-ec-kid"
     ),
@@ -514,7 +514,7 @@ def test_classify_public_key_refuses(make_pem: Callable[[], str], fragment: str)
     ],
 )
 def test_check_hs256_secret_refuses(secret: str) -> None:
-    with pytest.raises(ValueError, match="HS256|PEM"):
+    with pytest.raises(ValueError, match=r"HS256|PEM"):
         check_hs256_secret(secret)
 
 
