@@ -213,15 +213,15 @@ def payment_intent_object(
         status=status,
         next_action=None,
         processing=intent["processing"] if status == "processing" else None,
-        last_payment_error=_card_declined_error() if status == "requires_payment_method" else None,
+        last_payment_error=card_declined_error() if status == "requires_payment_method" else None,
         payment_method_configuration_details=None,
         transfer_data=None,
     )
     return intent
 
 
-def _card_declined_error() -> JsonObject:
-    # The fixture's last_payment_error carries only a type; a decline names its code as well.
+def card_declined_error() -> JsonObject:
+    """``last_payment_error`` of a declined payment (the fixture's carries only a type)."""
     return {"type": "card_error", "code": "card_declined", "message": "Your card was declined."}
 
 
