@@ -17,6 +17,7 @@ from services.common.tracing import grpc_server_interceptors
 from services.ledger import errors
 from services.ledger.auth import Authenticator, AuthInterceptor
 from services.ledger.config import LedgerSettings
+from services.ledger.payments_server import PaymentsServicer
 from services.ledger.server import AccountsServicer
 from services.ledger.status import abort
 from services.ledger.store import PoolSettings, Store
@@ -29,7 +30,7 @@ GRPC_MESSAGE_BYTES_MAX = 1024 * 1024
 GRPC_CONCURRENT_RPCS_MAX = 2048
 
 
-class LedgerServicer(AccountsServicer):
+class LedgerServicer(AccountsServicer, PaymentsServicer):
     """The whole LedgerService: one class composed of the per-area servicers."""
 
 

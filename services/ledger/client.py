@@ -11,6 +11,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -118,6 +119,89 @@ class LedgerClient:
 
     async def anonymize(self, user_id: str) -> pb.AnonymizeResponse:
         return await self.call(self.stub.Anonymize, pb.AnonymizeRequest(user_id=user_id))
+
+    # Payment lifecycle (the gateway and the reconciler). `source` is the Stripe event, when the call
+    # comes from one: the ledger records its id with the effect, so a redelivery answers duplicate_event.
+
+    async def open_payment(self, details: pb.PaymentDetails) -> pb.OpenPaymentResponse:
+        return await self.call(self.stub.OpenPayment, pb.OpenPaymentRequest(details=details))
+
+    async def settle_payment(
+        self, details: pb.PaymentDetails, source: pb.EventSource | None = None
+    ) -> pb.SettlePaymentResponse:
+        return await self.call(self.stub.SettlePayment, pb.SettlePaymentRequest(details=details, source=source))
+
+    async def fail_payment(
+        self, details: pb.PaymentDetails, source: pb.EventSource | None = None
+    ) -> pb.FailPaymentResponse:
+        return await self.call(self.stub.FailPayment, pb.FailPaymentRequest(details=details, source=source))
+
+    async def apply_refund(
+        self, details: pb.PaymentDetails, amount_refunded_minor: int, source: pb.EventSource | None = None
+    ) -> pb.ApplyRefundResponse:
+        request = pb.ApplyRefundRequest(details=details, amount_refunded_minor=amount_refunded_minor, source=source)
+        return await self.call(self.stub.ApplyRefund, request)
+
+    async def apply_dispute(
+        self,
+        details: pb.PaymentDetails,
+        dispute_id: str,
+        dispute_status: pb.DisputeStatus,
+        source: pb.EventSource | None = None,
+    ) -> pb.ApplyDisputeResponse:
+        request = pb.ApplyDisputeRequest(
+            details=details, dispute_id=dispute_id, dispute_status=dispute_status, source=source
+        )
+        return await self.call(self.stub.ApplyDispute, request)
+
+    async def record_event(
+        self,
+        source: pb.EventSource,
+        outcome: pb.EventOutcome,
+        detail: str = "",
+        user_id: str = "",
+        payment_intent_id: str = "",
+    ) -> pb.RecordEventResponse:
+        request = pb.RecordEventRequest(
+            source=source, outcome=outcome, detail=detail, user_id=user_id, payment_intent_id=payment_intent_id
+        )
+        return await self.call(self.stub.RecordEvent, request)
+
+    async def get_payment(
+        self,
+        *,
+        payment_id: int = 0,
+        checkout_session_id: str = "",
+        payment_intent_id: str = "",
+        charge_id: str = "",
+    ) -> pb.GetPaymentResponse:
+        request = pb.GetPaymentRequest(
+            payment_id=payment_id,
+            checkout_session_id=checkout_session_id,
+            payment_intent_id=payment_intent_id,
+            charge_id=charge_id,
+        )
+        return await self.call(self.stub.GetPayment, request)
+
+    async def list_payments(
+        self,
+        *,
+        user_id: str = "",
+        create_time_start: datetime | None = None,
+        create_time_end: datetime | None = None,
+        payment_intent_ids: Sequence[str] = (),
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> pb.ListPaymentsResponse:
+        """One page, newest first; pass the response's next_page_token to get the next one."""
+        request = pb.ListPaymentsRequest(
+            user_id=user_id, payment_intent_ids=list(payment_intent_ids), page_size=page_size, page_token=page_token
+        )
+        if create_time_start is not None:
+            request.create_time_start.FromDatetime(create_time_start)
+        if create_time_end is not None:
+            request.create_time_end.FromDatetime(create_time_end)
+        return await self.call(self.stub.ListPayments, request)
 
 
 __all__ = ["ClientTls", "LedgerClient", "errors"]

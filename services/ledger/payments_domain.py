@@ -1,0 +1,201 @@
+"""Plain domain values of the payment lifecycle: no protobuf, no SQL.
+
+The rules themselves (clawback target, status, dispute rank) live in the database functions of
+migrations/versions/0002_payment_lifecycle.py, where they run under the user's lock; the helpers
+here mirror them for callers and tests that reason about expected states.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from services.ledger.domain import Entry
+
+
+class PaymentStatus(StrEnum):
+    """The payments.status column (the payment_status enum)."""
+
+    INIT = "INIT"
+    PAID = "PAID"
+    CREDITED = "CREDITED"
+    REFUNDED = "REFUNDED"
+    CHARGEBACK = "CHARGEBACK"
+    FAILED = "FAILED"
+
+
+class DisputeStatus(StrEnum):
+    """A Stripe dispute's status, as Stripe names it."""
+
+    WARNING_NEEDS_RESPONSE = "warning_needs_response"
+    WARNING_UNDER_REVIEW = "warning_under_review"
+    WARNING_CLOSED = "warning_closed"
+    NEEDS_RESPONSE = "needs_response"
+    UNDER_REVIEW = "under_review"
+    WON = "won"
+    LOST = "lost"
+
+
+class EventOutcome(StrEnum):
+    """processed_events.outcome."""
+
+    APPLIED = "applied"
+    IGNORED = "ignored"
+    REFUSED = "refused"
+
+
+# A dispute status only moves up this rank; won and lost share the top rank and are final.
+DISPUTE_RANK: dict[DisputeStatus | None, int] = {
+    None: 0,
+    DisputeStatus.WARNING_NEEDS_RESPONSE: 1,
+    DisputeStatus.WARNING_UNDER_REVIEW: 2,
+    DisputeStatus.WARNING_CLOSED: 3,
+    DisputeStatus.NEEDS_RESPONSE: 4,
+    DisputeStatus.UNDER_REVIEW: 5,
+    DisputeStatus.WON: 6,
+    DisputeStatus.LOST: 6,
+}
+REAL_DISPUTE_STATUSES = frozenset({DisputeStatus.NEEDS_RESPONSE, DisputeStatus.UNDER_REVIEW, DisputeStatus.LOST})
+
+
+def clawback_target_credits(
+    credits: int, amount_minor: int, amount_refunded_minor: int, dispute_status: DisputeStatus | None
+) -> int:
+    """Credits a credited payment must have clawed back: all while a real dispute is open or lost,
+    else credits x refunded / amount (floor), all when fully refunded."""
+    if dispute_status in REAL_DISPUTE_STATUSES:
+        return credits
+    if amount_minor == 0:
+        return 0
+    if amount_refunded_minor >= amount_minor:
+        return credits
+    return credits * amount_refunded_minor // amount_minor
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """What a payment buys and costs; credits come from the server-side catalog."""
+
+    package_id: str
+    credits: int
+    amount_minor: int
+    currency_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentDetails:
+    """A payment's identity (and price, when known) as Stripe's objects give them."""
+
+    user_id: str | None
+    checkout_session_id: str | None = None
+    payment_intent_id: str | None = None
+    charge_id: str | None = None
+    price: Price | None = None
+    customer_email: str | None = None
+    customer_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventSource:
+    """The Stripe event a mutation comes from; recorded in processed_events with its effect."""
+
+    event_id: str
+    event_type: str
+    payload_sha256: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """One Stripe Checkout purchase (personal data excluded: it never leaves the database)."""
+
+    id: int
+    user_id: str
+    checkout_session_id: str | None
+    payment_intent_id: str | None
+    charge_id: str | None
+    package_id: str
+    credits: int
+    amount_minor: int
+    currency_code: str
+    status: PaymentStatus
+    amount_refunded_minor: int
+    credits_clawed_back: int
+    dispute_status: DisputeStatus | None
+    dispute_id: str | None
+    adjustment_count: int
+    credit_transaction_id: int | None
+    anonymized: bool
+    created_at: datetime
+    updated_at: datetime
+    credited_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    payment: Payment
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A settlement: credited is true only for the call that wrote the purchase entry."""
+
+    payment: Payment | None
+    credited: bool
+    entry: Entry | None
+    duplicate_event: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """A fail, refund or dispute. credits_moved: for a refund, credits clawed back by this call;
+    for a dispute, the signed change (negative clawback, positive reinstatement); 0 for a fail."""
+
+    payment: Payment | None
+    credits_moved: int
+    duplicate_event: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A RecordEvent: the outcome stored (the first one, on a duplicate)."""
+
+    duplicate_event: bool
+    outcome: EventOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentCursor:
+    """Where a page of payments ends: the last (created_at, id) returned, newest first."""
+
+    created_at: datetime
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentQuery:
+    """ListPayments filters; None means no filter. All given filters apply together."""
+
+    user_id: str | None
+    created_at_start: datetime | None
+    created_at_end: datetime | None
+    payment_intent_ids: tuple[str, ...] | None
+    after: PaymentCursor | None
+    page_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentPage:
+    payments: list[Payment]
+    next_cursor: PaymentCursor | None
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentLookup:
+    """GetPayment: exactly one of the ids is set."""
+
+    payment_id: int | None = None
+    checkout_session_id: str | None = None
+    payment_intent_id: str | None = None
+    charge_id: str | None = None

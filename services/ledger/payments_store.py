@@ -1,0 +1,264 @@
+"""SQL of the payment lifecycle, on the ledger's Store (its pool and its database-error translation).
+
+Each mutation is one round trip to a server-side function of migrations/versions/0002 that locks the
+user, deduplicates the Stripe event, applies the change, journals it and records the event, in one
+transaction. The functions answer an outcome; refusals are translated here into errors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+
+from services.ledger import errors
+from services.ledger.payments_domain import (
+    Changed,
+    DisputeStatus,
+    EventOutcome,
+    EventSource,
+    Opened,
+    Payment,
+    PaymentCursor,
+    PaymentDetails,
+    PaymentLookup,
+    PaymentPage,
+    PaymentQuery,
+    PaymentStatus,
+    Recorded,
+    Settled,
+)
+from services.ledger.store import Store, entry_from_row
+
+log = logging.getLogger(__name__)
+
+_DETAILS_PARAMS = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10"
+OPEN_SQL = f"SELECT * FROM ledger_payment_open({_DETAILS_PARAMS})"
+SETTLE_SQL = f"SELECT * FROM ledger_payment_settle({_DETAILS_PARAMS}, $11, $12, $13)"
+FAIL_SQL = f"SELECT * FROM ledger_payment_fail({_DETAILS_PARAMS}, $11, $12, $13)"
+REFUND_SQL = f"SELECT * FROM ledger_payment_refund({_DETAILS_PARAMS}, $11, $12, $13, $14)"
+DISPUTE_SQL = f"SELECT * FROM ledger_payment_dispute({_DETAILS_PARAMS}, $11, $12, $13, $14, $15)"
+RECORD_SQL = "SELECT * FROM ledger_event_record($1, $2, $3, $4, $5, $6, $7)"
+
+PAYMENT_COLUMNS = (
+    "id, user_id, checkout_session_id, payment_intent_id, charge_id, package_id, credits, amount_minor, "
+    "currency_code, status, amount_refunded_minor, credits_clawed_back, dispute_status, dispute_id, "
+    "adjustment_count, credit_transaction_id, anonymized, created_at, updated_at, credited_at"
+)
+# GetPayment: one payment per id in practice; ids are unique per user, so the oldest wins a tie.
+LOOKUP_SQL = {
+    "payment_id": f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1 ORDER BY id LIMIT 1",
+    "checkout_session_id": f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE checkout_session_id = $1 ORDER BY id LIMIT 1",
+    "payment_intent_id": f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE payment_intent_id = $1 ORDER BY id LIMIT 1",
+    "charge_id": f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE charge_id = $1 ORDER BY id LIMIT 1",
+}
+
+# Refusals the functions answer, by outcome.
+_SUCCESS_OUTCOMES = frozenset({"applied", "duplicate_event"})
+
+
+def payment_from_row(row: Mapping[str, Any]) -> Payment:
+    dispute_status = row["dispute_status"]
+    return Payment(
+        id=row["id"],
+        user_id=row["user_id"],
+        checkout_session_id=row["checkout_session_id"],
+        payment_intent_id=row["payment_intent_id"],
+        charge_id=row["charge_id"],
+        package_id=row["package_id"],
+        credits=row["credits"],
+        amount_minor=row["amount_minor"],
+        currency_code=row["currency_code"],
+        status=PaymentStatus(row["status"]),
+        amount_refunded_minor=row["amount_refunded_minor"],
+        credits_clawed_back=row["credits_clawed_back"],
+        dispute_status=DisputeStatus(dispute_status) if dispute_status is not None else None,
+        dispute_id=row["dispute_id"],
+        adjustment_count=row["adjustment_count"],
+        credit_transaction_id=row["credit_transaction_id"],
+        anonymized=row["anonymized"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        credited_at=row["credited_at"],
+    )
+
+
+def _optional_payment(row: Mapping[str, Any] | None) -> Payment | None:
+    # A composite the function left unset arrives as None (or, from a row variable, all fields None).
+    if row is None or row["id"] is None:
+        return None
+    return payment_from_row(row)
+
+
+def _details_args(details: PaymentDetails) -> tuple[Any, ...]:
+    price = details.price
+    return (
+        details.user_id,
+        details.checkout_session_id,
+        details.payment_intent_id,
+        details.charge_id,
+        price.package_id if price else None,
+        price.credits if price else None,
+        price.amount_minor if price else None,
+        price.currency_code if price else None,
+        details.customer_email,
+        details.customer_id,
+    )
+
+
+def _source_args(source: EventSource | None) -> tuple[Any, ...]:
+    if source is None:
+        return (None, None, None)
+    return (source.event_id, source.event_type, source.payload_sha256)
+
+
+def _check(row: asyncpg.Record, source: EventSource | None) -> None:
+    """Raises the error for a refusal outcome; returns on success."""
+    outcome, detail = row["outcome"], row["detail"] or ""
+    if outcome in _SUCCESS_OUTCOMES:
+        return
+    if outcome == "event_payload_mismatch":
+        event_id = source.event_id if source else ""
+        raise errors.EventPayloadMismatch(detail, {"event_id": event_id})
+    if outcome == "conflict":
+        raise errors.AlreadyExists(f"payment ids or price disagree with a known payment: {detail}", {})
+    if outcome == "not_found":
+        raise errors.NotFound(f"payment not found: {detail}", {})
+    if outcome == "refund_exceeds_amount":
+        raise errors.InvalidArgument("amount_refunded_minor", detail)
+    if outcome == "account_anonymized":
+        raise errors.AccountAnonymized("the account was anonymized; no payment can be opened for it", {})
+    raise AssertionError(f"payment function returned an unknown outcome {outcome!r}")
+
+
+class PaymentsStore:
+    """The payment lifecycle's queries, on the ledger's Store (same pool, same error translation)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def _call(self, sql: str, *args: Any) -> asyncpg.Record:
+        async with self.store.connection() as conn:
+            row = await conn.fetchrow(sql, *args)
+        assert row is not None, "a payment function returns one row"
+        return row
+
+    async def open(self, details: PaymentDetails) -> Opened:
+        row = await self._call(OPEN_SQL, *_details_args(details))
+        _check(row, None)
+        return Opened(payment=payment_from_row(row["payment"]), replayed=bool(row["replayed"]))
+
+    async def settle(self, details: PaymentDetails, source: EventSource | None) -> Settled:
+        row = await self._call(SETTLE_SQL, *_details_args(details), *_source_args(source))
+        _check(row, source)
+        entry = row["entry"]
+        settled = Settled(
+            payment=_optional_payment(row["payment"]),
+            credited=bool(row["credited"]),
+            entry=entry_from_row(entry) if entry is not None and entry["id"] is not None else None,
+            duplicate_event=row["outcome"] == "duplicate_event",
+        )
+        if settled.payment is not None and settled.payment.status is PaymentStatus.PAID:
+            # Paid but not credited: the account was anonymized. An operator must refund it.
+            log.warning("payment paid but not credited (account anonymized)", extra={"payment_id": settled.payment.id})
+        return settled
+
+    async def fail(self, details: PaymentDetails, source: EventSource | None) -> Changed:
+        row = await self._call(FAIL_SQL, *_details_args(details), *_source_args(source))
+        return self._changed(row, source)
+
+    async def refund(self, details: PaymentDetails, amount_refunded_minor: int, source: EventSource | None) -> Changed:
+        row = await self._call(REFUND_SQL, *_details_args(details), amount_refunded_minor, *_source_args(source))
+        return self._changed(row, source)
+
+    async def dispute(
+        self, details: PaymentDetails, dispute_id: str, status: DisputeStatus, source: EventSource | None
+    ) -> Changed:
+        row = await self._call(DISPUTE_SQL, *_details_args(details), dispute_id, status.value, *_source_args(source))
+        return self._changed(row, source)
+
+    async def record_event(
+        self,
+        source: EventSource,
+        outcome: EventOutcome,
+        detail: str | None,
+        user_id: str | None,
+        payment_intent_id: str | None,
+    ) -> Recorded:
+        args = (source.event_id, source.event_type, source.payload_sha256, outcome.value, detail, user_id)
+        async with self.store.connection() as conn:
+            row = await conn.fetchrow(RECORD_SQL, *args, payment_intent_id)
+        assert row is not None, "ledger_event_record returns one row"
+        if row["result"] == "event_payload_mismatch":
+            raise errors.EventPayloadMismatch(
+                f"event {source.event_id} was recorded before with other data", {"event_id": source.event_id}
+            )
+        duplicate = row["result"] == "duplicate_event"
+        return Recorded(duplicate_event=duplicate, outcome=EventOutcome(row["recorded_outcome"]))
+
+    async def get(self, lookup: PaymentLookup) -> Payment:
+        field, value = _lookup_key(lookup)
+        async with self.store.connection() as conn:
+            row = await conn.fetchrow(LOOKUP_SQL[field], value)
+        if row is None:
+            raise errors.NotFound(f"no payment with this {field}", {"field": field})
+        return payment_from_row(row)
+
+    async def list(self, query: PaymentQuery) -> PaymentPage:
+        sql, args = list_sql(query)
+        async with self.store.connection() as conn:
+            rows = await conn.fetch(sql, *args)
+        payments = [payment_from_row(row) for row in rows[: query.page_size]]
+        more = len(rows) > query.page_size
+        last = payments[-1] if payments else None
+        cursor = PaymentCursor(created_at=last.created_at, id=last.id) if more and last else None
+        return PaymentPage(payments=payments, next_cursor=cursor)
+
+    @staticmethod
+    def _changed(row: asyncpg.Record, source: EventSource | None) -> Changed:
+        _check(row, source)
+        return Changed(
+            payment=_optional_payment(row["payment"]),
+            credits_moved=int(row["credits_moved"] or 0),
+            duplicate_event=row["outcome"] == "duplicate_event",
+        )
+
+
+def _lookup_key(lookup: PaymentLookup) -> tuple[str, object]:
+    given = [(name, value) for name, value in (
+        ("payment_id", lookup.payment_id),
+        ("checkout_session_id", lookup.checkout_session_id),
+        ("payment_intent_id", lookup.payment_intent_id),
+        ("charge_id", lookup.charge_id),
+    ) if value is not None]
+    assert len(given) == 1, "a lookup names exactly one id"
+    return given[0]
+
+
+def list_sql(query: PaymentQuery) -> tuple[str, list[Any]]:
+    """Builds ListPayments' query from fixed fragments (one prepared statement per filter combination,
+    each able to use its index), newest first by (created_at, id), fetching one extra row."""
+    conditions: list[str] = []
+    args: list[Any] = []
+
+    def condition(fragment: str, value: Any) -> None:
+        args.append(value)
+        conditions.append(fragment.format(f"${len(args)}"))
+
+    if query.user_id is not None:
+        condition("user_id = {}", query.user_id)
+    if query.created_at_start is not None:
+        condition("created_at >= {}", query.created_at_start)
+    if query.created_at_end is not None:
+        condition("created_at < {}", query.created_at_end)
+    if query.payment_intent_ids is not None:
+        condition("payment_intent_id = ANY({}::text[])", list(query.payment_intent_ids))
+    if query.after is not None:
+        args.extend([query.after.created_at, query.after.id])
+        conditions.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
+    where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+    args.append(query.page_size + 1)
+    sql = f"SELECT {PAYMENT_COLUMNS} FROM payments {where}ORDER BY created_at DESC, id DESC LIMIT ${len(args)}"
+    return sql, args
