@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
@@ -40,7 +41,7 @@ class LedgerServer:
 
     server: grpc.aio.Server
     store: Store
-    health: health.aio.HealthServicer
+    health: HealthServicer
     port: int
     settings: LedgerSettings
     _probe: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -75,7 +76,9 @@ class LedgerServer:
             await self.health.set(name, status)
 
 
-async def start(settings: LedgerSettings, extra_interceptors: tuple[grpc.aio.ServerInterceptor, ...] = ()) -> LedgerServer:
+async def start(
+    settings: LedgerSettings, extra_interceptors: tuple[grpc.aio.ServerInterceptor, ...] = ()
+) -> LedgerServer:
     pool_settings = PoolSettings(
         size_min=0,
         size_max=settings.pool_size_max,
@@ -100,7 +103,7 @@ async def start(settings: LedgerSettings, extra_interceptors: tuple[grpc.aio.Ser
         ],
     )
     pb_grpc.add_LedgerServiceServicer_to_server(LedgerServicer(store), server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = _bind(server, settings)

@@ -21,8 +21,11 @@ from services.ledger import errors
 
 ROLES = frozenset({"reader", "spender", "payments", "reconciler", "admin"})
 SERVICE_PREFIX = "/credits.ledger.v1.LedgerService/"
-OPEN_SERVICE_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
-                         "/grpc.reflection.v1.ServerReflection/")
+OPEN_SERVICE_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
 TOKEN_BYTES_MAX = 4096
 
 _READ = frozenset({"reader", "admin", "reconciler"})

@@ -64,7 +64,7 @@ class LedgerClient:
         self.attempts_max = attempts_max
 
     async def close(self) -> None:
-        await self.channel.close()
+        await self.channel.close(grace=None)
 
     async def __aenter__(self) -> LedgerClient:
         return self
@@ -87,9 +87,7 @@ class LedgerClient:
     async def serving(self, timeout_seconds: float = 2.0) -> bool:
         """True when the ledger answers its health check with SERVING."""
         try:
-            response = await self.health_stub.Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout_seconds
-            )
+            response = await self.health_stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_seconds)
         except grpc.aio.AioRpcError:
             return False
         return response.status == health_pb2.HealthCheckResponse.SERVING
@@ -97,15 +95,25 @@ class LedgerClient:
     async def get_balance(self, user_id: str) -> pb.GetBalanceResponse:
         return await self.call(self.stub.GetBalance, pb.GetBalanceRequest(user_id=user_id))
 
-    async def credit(self, user_id: str, amount: int, idempotency_key: str, reason: str, **extra: Any) -> pb.CreditResponse:
-        request = pb.CreditRequest(user_id=user_id, amount=amount, idempotency_key=idempotency_key, reason=reason, **extra)
+    async def credit(
+        self, user_id: str, amount: int, idempotency_key: str, reason: str, **extra: Any
+    ) -> pb.CreditResponse:
+        request = pb.CreditRequest(
+            user_id=user_id, amount=amount, idempotency_key=idempotency_key, reason=reason, **extra
+        )
         return await self.call(self.stub.Credit, request)
 
-    async def debit(self, user_id: str, amount: int, idempotency_key: str, reason: str, **extra: Any) -> pb.DebitResponse:
-        request = pb.DebitRequest(user_id=user_id, amount=amount, idempotency_key=idempotency_key, reason=reason, **extra)
+    async def debit(
+        self, user_id: str, amount: int, idempotency_key: str, reason: str, **extra: Any
+    ) -> pb.DebitResponse:
+        request = pb.DebitRequest(
+            user_id=user_id, amount=amount, idempotency_key=idempotency_key, reason=reason, **extra
+        )
         return await self.call(self.stub.Debit, request)
 
-    async def list_transactions(self, user_id: str, page_size: int = 0, page_token: str = "") -> pb.ListTransactionsResponse:
+    async def list_transactions(
+        self, user_id: str, page_size: int = 0, page_token: str = ""
+    ) -> pb.ListTransactionsResponse:
         request = pb.ListTransactionsRequest(user_id=user_id, page_size=page_size, page_token=page_token)
         return await self.call(self.stub.ListTransactions, request)
 

@@ -113,7 +113,9 @@ class AccountsServicer(pb_grpc.LedgerServiceServicer):
         self.store = store
 
     @rpc
-    async def GetBalance(self, request: pb.GetBalanceRequest, context: grpc.aio.ServicerContext) -> pb.GetBalanceResponse:
+    async def GetBalance(
+        self, request: pb.GetBalanceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetBalanceResponse:
         balance = await self.store.balance(validation.user_id(request.user_id))
         status = pb.ACCOUNT_STATUS_ANONYMIZED if balance.anonymized else pb.ACCOUNT_STATUS_ACTIVE
         return pb.GetBalanceResponse(

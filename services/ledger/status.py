@@ -6,6 +6,9 @@ use the same exception classes from services.ledger.errors.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -35,7 +38,9 @@ def error_from_rpc_error(exc: grpc.aio.AioRpcError) -> errors.LedgerError:
     """Rebuilds the most specific LedgerError from a failed call."""
     code = exc.code()
     reason, metadata = "", {}
-    for key, value in exc.trailing_metadata() or ():
+    # grpc-stubs types these as _Metadatum objects; at run time grpc.aio yields (key, value) pairs.
+    trailing = cast("Iterable[tuple[str, str | bytes]]", exc.trailing_metadata() or ())
+    for key, value in trailing:
         if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
             continue
         status = status_pb2.Status.FromString(value)
@@ -55,4 +60,4 @@ def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -
     return packed
 
 
-assert code_pb2.INVALID_ARGUMENT == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+assert grpc.StatusCode.INVALID_ARGUMENT.value[0] == code_pb2.INVALID_ARGUMENT

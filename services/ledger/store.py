@@ -34,9 +34,7 @@ ENTRY_COLUMNS = (
     "admin_action_id, hold_id, created_at"
 )
 BALANCE_SQL = "SELECT balance, status, updated_at FROM accounts WHERE user_id = $1"
-PAGE_SQL = (
-    f"SELECT {ENTRY_COLUMNS} FROM credit_transactions WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
-)
+PAGE_SQL = f"SELECT {ENTRY_COLUMNS} FROM credit_transactions WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
 ANONYMIZE_SQL = "SELECT * FROM ledger_anonymize($1)"
 
 
@@ -109,7 +107,7 @@ class Store:
                 yield conn
         except errors.LedgerError:
             raise
-        except (asyncpg.PostgresError, OSError, asyncio.TimeoutError, asyncpg.InterfaceError) as exc:
+        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
             translated = translate_database_error(exc)
             if isinstance(translated, errors.Internal):
                 log.exception("database error", extra={"sqlstate": getattr(exc, "sqlstate", None)})
@@ -146,7 +144,10 @@ class Store:
         if row is None:
             return Balance(user_id=user_id, balance=0, anonymized=False, updated_at=None)
         return Balance(
-            user_id=user_id, balance=row["balance"], anonymized=row["status"] == "anonymized", updated_at=row["updated_at"]
+            user_id=user_id,
+            balance=row["balance"],
+            anonymized=row["status"] == "anonymized",
+            updated_at=row["updated_at"],
         )
 
     async def entries(self, user_id: str, before_id: int | None, limit: int) -> EntryPage:
