@@ -42,8 +42,16 @@ def user_id(value: str, field: str = "user_id") -> str:
     return identifier(field, value, USER_ID_CHARS_MAX)
 
 
+# Keys the ledger derives itself for payment entries (payment:{id}:purchase, ...); a caller's key
+# in that namespace could collide with them.
+RESERVED_KEY_PREFIXES = ("payment:", "hold:")
+
+
 def idempotency_key(value: str, field: str = "idempotency_key") -> str:
-    return identifier(field, value, IDEMPOTENCY_KEY_CHARS_MAX)
+    identifier(field, value, IDEMPOTENCY_KEY_CHARS_MAX)
+    if value.startswith(RESERVED_KEY_PREFIXES):
+        raise InvalidArgument(field, f"must not start with {' or '.join(RESERVED_KEY_PREFIXES)} (reserved)")
+    return value
 
 
 def text(field: str, value: str, chars_max: int, *, required: bool) -> str:
