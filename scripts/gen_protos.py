@@ -51,9 +51,13 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         fresh = generate(Path(tmp))
-        stale = [str(p) for p in fresh if not (ROOT / p).exists() or not filecmp.cmp(Path(tmp) / p, ROOT / p, shallow=False)]
+        stale = [
+            str(p) for p in fresh if not (ROOT / p).exists() or not filecmp.cmp(Path(tmp) / p, ROOT / p, shallow=False)
+        ]
         committed = sorted(
-            p.relative_to(ROOT) for p in (ROOT / OUTPUT_PACKAGE).rglob("*") if p.is_file() and "__pycache__" not in p.parts
+            p.relative_to(ROOT)
+            for p in (ROOT / OUTPUT_PACKAGE).rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts
         )
         extra = [str(p) for p in committed if p not in fresh]
     if stale or extra:

@@ -91,6 +91,11 @@ REFUSED: list[Case] = [
         for label, value in BAD_IDENTIFIERS.items()
     ],
     *[
+        Case(rpc, "idempotency_key", label, value, "idempotency_key")
+        for rpc in RPCS_WITH_KEY
+        for label, value in {"reserved-payment-prefix": "payment:1:purchase", "reserved-hold-prefix": "hold:1"}.items()
+    ],
+    *[
         Case(rpc, "amount", label, value, "amount")
         for rpc in RPCS_MOVING_CREDITS
         for label, value in BAD_AMOUNTS.items()
