@@ -1,0 +1,487 @@
+"""The one translation of Stripe events into ledger actions (SPEC §4); the gateway and the reconciler share it.
+
+Pure functions: a verified event dict (or, for the reconciler, a session or charge object) goes in,
+a typed action comes out; nothing here does I/O. `services.common.payment_events` applies actions
+through the ledger client.
+
+    event type                                   object              action
+    checkout.session.completed (paid)            checkout.session    Settle
+    checkout.session.completed (unpaid)          checkout.session    Ignore  awaiting_async_payment
+    checkout.session.async_payment_succeeded     checkout.session    Settle
+    checkout.session.async_payment_failed        checkout.session    Fail
+    payment_intent.succeeded                     payment_intent      Settle (by payment intent)
+    charge.refunded                              charge              Refund (cumulative amount_refunded)
+    charge.dispute.created / updated /           dispute             Dispute (its status; the ledger finds the
+      funds_withdrawn / funds_reinstated / closed                      payment by payment intent or charge)
+    anything else                                -                   Ignore  unhandled_type
+
+Whatever cannot be trusted is a `Refuse` with a stable `code` and a PII-free `reason`: a package,
+amount or currency that disagrees with the catalog, missing or contradictory user metadata, an
+object of the wrong kind. Refusals are recorded in the ledger (RecordEvent, REFUSED) for operators
+and the reconciler, and never credit anything.
+
+The user comes from `metadata.user_id`; for sessions `client_reference_id` is the fallback, and
+both present but different is a refusal. The package comes from `metadata.package_id`; credits
+always come from the catalog.
+
+`payload_sha256(type, data.object)` is the canonical digest the ledger stores per event id
+(EventSource.payload_sha256): the same event id delivered with other data is refused there.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, TypeGuard
+
+from services.common.catalog import Catalog, Mismatch
+from services.ledger import validation
+from services.ledger.errors import InvalidArgument
+
+USER_ID_CHARS_MAX: Final = validation.USER_ID_CHARS_MAX
+STRIPE_ID_CHARS_MAX: Final = 255
+EVENT_TYPE_CHARS_MAX: Final = 100
+SHOWN_VALUE_CHARS_MAX: Final = 40
+_CONTROL_CHARACTERS: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class DisputeStatus(enum.StrEnum):
+    """A dispute's status as Stripe names it; `warning_*` are inquiries and move no money."""
+
+    WARNING_NEEDS_RESPONSE = "warning_needs_response"
+    WARNING_UNDER_REVIEW = "warning_under_review"
+    WARNING_CLOSED = "warning_closed"
+    NEEDS_RESPONSE = "needs_response"
+    UNDER_REVIEW = "under_review"
+    WON = "won"
+    LOST = "lost"
+
+
+_DISPUTE_STATUS_BY_NAME: Final[Mapping[str, DisputeStatus]] = {status.value: status for status in DisputeStatus}
+
+SETTLE_SESSION_TYPES: Final = frozenset({"checkout.session.completed", "checkout.session.async_payment_succeeded"})
+FAIL_SESSION_TYPE: Final = "checkout.session.async_payment_failed"
+PAYMENT_INTENT_SUCCEEDED: Final = "payment_intent.succeeded"
+CHARGE_REFUNDED: Final = "charge.refunded"
+DISPUTE_TYPES: Final = frozenset(
+    {
+        "charge.dispute.created",
+        "charge.dispute.updated",
+        "charge.dispute.funds_withdrawn",
+        "charge.dispute.funds_reinstated",
+        "charge.dispute.closed",
+    }
+)
+HANDLED_TYPES: Final = frozenset(
+    {*SETTLE_SESSION_TYPES, FAIL_SESSION_TYPE, PAYMENT_INTENT_SUCCEEDED, CHARGE_REFUNDED, *DISPUTE_TYPES}
+)
+
+
+class MalformedEvent(ValueError):
+    """The event has no id, type or data.object: not something Stripe sends."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventSource:
+    """Where an action comes from; an empty event_id means a Stripe object read directly (reconciler)."""
+
+    event_id: str
+    event_type: str
+    payload_sha256: bytes
+
+
+NO_EVENT: Final = EventSource("", "", b"")
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentDetails:
+    """A payment as Stripe's objects describe it, priced from the catalog. Emails are PII: never log them."""
+
+    user_id: str
+    package_id: str
+    credits: int
+    amount_minor: int
+    currency: str
+    checkout_session_id: str = ""
+    payment_intent_id: str = ""
+    charge_id: str = ""
+    customer_email: str = ""
+    customer_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Why an object cannot be priced: a stable code, a PII-free reason, and the ids that are known."""
+
+    code: str
+    reason: str
+    user_id: str = ""
+    payment_intent_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    source: EventSource
+    details: PaymentDetails
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    source: EventSource
+    details: PaymentDetails
+
+
+@dataclass(frozen=True, slots=True)
+class Refund:
+    source: EventSource
+    details: PaymentDetails
+    amount_refunded_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class Dispute:
+    """A dispute's status; the ledger finds the payment by payment intent or charge (disputes carry no metadata)."""
+
+    source: EventSource
+    dispute_id: str
+    status: DisputeStatus
+    payment_intent_id: str
+    charge_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ignore:
+    source: EventSource
+    code: str
+    reason: str
+    user_id: str = ""
+    payment_intent_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    source: EventSource
+    code: str
+    reason: str
+    user_id: str = ""
+    payment_intent_id: str = ""
+
+
+Action = Settle | Fail | Refund | Dispute | Ignore | Refuse
+
+
+def action_name(action: Action) -> str:
+    """`settle`, `fail`, `refund`, `dispute`, `ignore` or `refuse` (for logs and metrics)."""
+    return type(action).__name__.lower()
+
+
+# --- the event envelope ---------------------------------------------------------------------------
+
+
+def payload_sha256(event_type: str, data_object: Mapping[str, Any]) -> bytes:
+    """SHA-256 of the canonical JSON of the event's type and data.object (sorted keys, no spaces, ASCII).
+
+    Stripe redelivers an event with the same data, so every delivery hashes the same.
+    """
+    canonical = json.dumps(
+        {"type": event_type, "object": data_object},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+        allow_nan=False,
+    )
+    return hashlib.sha256(canonical.encode("ascii")).digest()
+
+
+def event_source(event: Mapping[str, Any]) -> tuple[EventSource, Mapping[str, Any]]:
+    """The event's source and its data.object; MalformedEvent when the envelope is not Stripe's shape."""
+    event_id = event.get("id")
+    event_type = event.get("type")
+    data = event.get("data")
+    if not isinstance(event_id, str) or not event_id.startswith("evt_") or len(event_id) > STRIPE_ID_CHARS_MAX:
+        raise MalformedEvent("event id missing or malformed")
+    if not isinstance(event_type, str) or not 0 < len(event_type) <= EVENT_TYPE_CHARS_MAX:
+        raise MalformedEvent("event type missing or malformed")
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        raise MalformedEvent("event data.object missing")
+    data_object: Mapping[str, Any] = data["object"]
+    try:
+        digest = payload_sha256(event_type, data_object)
+    except ValueError as exc:  # NaN or Infinity: not JSON Stripe writes.
+        raise MalformedEvent("event data is not canonical JSON") from exc
+    return EventSource(event_id, event_type, digest), data_object
+
+
+def translate_event(event: Mapping[str, Any], catalog: Catalog) -> Action:
+    """The ledger action for a verified Stripe event (see the module docstring's table)."""
+    source, data_object = event_source(event)
+    event_type = source.event_type
+    if event_type in SETTLE_SESSION_TYPES or event_type == FAIL_SESSION_TYPE:
+        return session_action(data_object, catalog, source)
+    if event_type == PAYMENT_INTENT_SUCCEEDED:
+        return payment_intent_action(data_object, catalog, source)
+    if event_type == CHARGE_REFUNDED:
+        return refund_action(data_object, catalog, source)
+    if event_type in DISPUTE_TYPES:
+        return dispute_action(data_object, source)
+    return Ignore(source, "unhandled_type", f"event type {shown(event_type)} is not acted on")
+
+
+# --- per object -----------------------------------------------------------------------------------
+
+
+def session_action(session: Mapping[str, Any], catalog: Catalog, source: EventSource = NO_EVENT) -> Action:
+    """A Checkout Session: settle when paid, fail on `async_payment_failed`, wait while unpaid."""
+    wrong = _wrong_object(session, "checkout.session", source)
+    if wrong is not None:
+        return wrong
+    details = details_from_session(session, catalog)
+    if isinstance(details, Problem):
+        return _refuse(source, details)
+    if source.event_type == FAIL_SESSION_TYPE:
+        return Fail(source, details)
+    payment_status = session.get("payment_status")
+    if payment_status == "paid":
+        return Settle(source, details)
+    if payment_status == "unpaid":  # A delayed payment method: async_payment_succeeded / _failed finish it.
+        reason = "awaiting async payment: settled by checkout.session.async_payment_succeeded"
+        return Ignore(source, "awaiting_async_payment", reason, details.user_id, details.payment_intent_id)
+    reason = f"session payment_status is {shown(payment_status)}, not paid"
+    return Refuse(source, "not_paid", reason, details.user_id, details.payment_intent_id)
+
+
+def payment_intent_action(intent: Mapping[str, Any], catalog: Catalog, source: EventSource = NO_EVENT) -> Action:
+    """A succeeded payment intent settles its payment (the ledger credits a payment once, by intent)."""
+    wrong = _wrong_object(intent, "payment_intent", source)
+    if wrong is not None:
+        return wrong
+    details = details_from_payment_intent(intent, catalog)
+    if isinstance(details, Problem):
+        return _refuse(source, details)
+    if intent.get("status") != "succeeded":
+        reason = f"payment intent status is {shown(intent.get('status'))}, not succeeded"
+        return Refuse(source, "not_paid", reason, details.user_id, details.payment_intent_id)
+    return Settle(source, details)
+
+
+def refund_action(charge: Mapping[str, Any], catalog: Catalog, source: EventSource = NO_EVENT) -> Action:
+    """A charge's cumulative `amount_refunded` (order-independent: a stale one changes nothing in the ledger)."""
+    wrong = _wrong_object(charge, "charge", source)
+    if wrong is not None:
+        return wrong
+    details = details_from_charge(charge, catalog)
+    if isinstance(details, Problem):
+        return _refuse(source, details)
+    amount_refunded = charge.get("amount_refunded")
+    if not _is_int(amount_refunded) or not 0 <= amount_refunded <= details.amount_minor:
+        reason = f"charge amount_refunded {shown(amount_refunded)} is not 0..{details.amount_minor}"
+        return Refuse(source, "malformed_object", reason, details.user_id, details.payment_intent_id)
+    if not details.payment_intent_id:
+        return Refuse(source, "missing_payment_intent", "charge has no payment intent", details.user_id)
+    return Refund(source, details, amount_refunded)
+
+
+def dispute_action(dispute: Mapping[str, Any], source: EventSource = NO_EVENT) -> Action:
+    """A dispute's latest status, for the payment of its charge."""
+    wrong = _wrong_object(dispute, "dispute", source)
+    if wrong is not None:
+        return wrong
+    dispute_id = _stripe_id(dispute.get("id"))
+    charge_id = _stripe_id(dispute.get("charge"))
+    payment_intent_id = _stripe_id(dispute.get("payment_intent"))
+    if not dispute_id or not (charge_id or payment_intent_id):
+        return Refuse(source, "malformed_object", "dispute without id or charge", payment_intent_id=payment_intent_id)
+    raw_status = dispute.get("status")
+    status = _DISPUTE_STATUS_BY_NAME.get(raw_status) if isinstance(raw_status, str) else None
+    if status is None:
+        reason = f"dispute status {shown(dispute.get('status'))} is not one the ledger knows"
+        return Refuse(source, "unknown_dispute_status", reason, payment_intent_id=payment_intent_id)
+    return Dispute(source, dispute_id, status, payment_intent_id, charge_id)
+
+
+# --- pricing objects against the catalog ------------------------------------------------------------
+
+
+def details_from_session(session: Mapping[str, Any], catalog: Catalog) -> PaymentDetails | Problem:
+    """A session's payment: user from metadata (or client_reference_id), price checked against the catalog."""
+    payment_intent_id = _stripe_id(session.get("payment_intent"))
+    metadata = _metadata(session)
+    user_id = _user_id(metadata.get("user_id"), session.get("client_reference_id"))
+    if isinstance(user_id, Problem):
+        return Problem(user_id.code, user_id.reason, payment_intent_id=payment_intent_id)
+    customer_details = session.get("customer_details")
+    email = customer_details.get("email") if isinstance(customer_details, dict) else None
+    return _priced(
+        metadata,
+        session.get("amount_total"),
+        session.get("currency"),
+        _Identity(
+            user_id=user_id,
+            checkout_session_id=_stripe_id(session.get("id")),
+            payment_intent_id=payment_intent_id,
+            customer_email=_text(email) or _text(session.get("customer_email")),
+            customer_id=_stripe_id(session.get("customer")),
+        ),
+        catalog,
+    )
+
+
+def details_from_payment_intent(intent: Mapping[str, Any], catalog: Catalog) -> PaymentDetails | Problem:
+    """A payment intent's payment; its metadata is the one the gateway set in payment_intent_data."""
+    payment_intent_id = _stripe_id(intent.get("id"))
+    metadata = _metadata(intent)
+    user_id = _user_id(metadata.get("user_id"), None)
+    if isinstance(user_id, Problem):
+        return Problem(user_id.code, user_id.reason, payment_intent_id=payment_intent_id)
+    return _priced(
+        metadata,
+        intent.get("amount"),
+        intent.get("currency"),
+        _Identity(
+            user_id=user_id,
+            payment_intent_id=payment_intent_id,
+            charge_id=_stripe_id(intent.get("latest_charge")),
+            customer_email=_text(intent.get("receipt_email")),
+            customer_id=_stripe_id(intent.get("customer")),
+        ),
+        catalog,
+    )
+
+
+def details_from_charge(charge: Mapping[str, Any], catalog: Catalog) -> PaymentDetails | Problem:
+    """A charge's payment; Stripe copied the payment intent's metadata onto the charge."""
+    payment_intent_id = _stripe_id(charge.get("payment_intent"))
+    metadata = _metadata(charge)
+    user_id = _user_id(metadata.get("user_id"), None)
+    if isinstance(user_id, Problem):
+        return Problem(user_id.code, user_id.reason, payment_intent_id=payment_intent_id)
+    billing_details = charge.get("billing_details")
+    email = billing_details.get("email") if isinstance(billing_details, dict) else None
+    return _priced(
+        metadata,
+        charge.get("amount"),
+        charge.get("currency"),
+        _Identity(
+            user_id=user_id,
+            payment_intent_id=payment_intent_id,
+            charge_id=_stripe_id(charge.get("id")),
+            customer_email=_text(email) or _text(charge.get("receipt_email")),
+            customer_id=_stripe_id(charge.get("customer")),
+        ),
+        catalog,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Identity:
+    """Who pays and Stripe's ids: everything of a payment except its price."""
+
+    user_id: str
+    checkout_session_id: str = ""
+    payment_intent_id: str = ""
+    charge_id: str = ""
+    customer_email: str = ""
+    customer_id: str = ""
+
+
+def _priced(
+    metadata: Mapping[str, Any], amount_minor: object, currency: object, identity: _Identity, catalog: Catalog
+) -> PaymentDetails | Problem:
+    """`identity` completed with the catalog's package, or the Problem that prevents it."""
+    known = (identity.user_id, identity.payment_intent_id)
+    package_id = metadata.get("package_id")
+    if not isinstance(package_id, str) or not package_id:
+        return Problem("missing_metadata", "metadata.package_id is missing", *known)
+    if not _is_int(amount_minor) or not isinstance(currency, str):
+        return Problem("malformed_object", "amount or currency missing", *known)
+    matched = catalog.match(package_id, amount_minor, currency)
+    if isinstance(matched, Mismatch):
+        code = "unknown_package" if catalog.get(package_id) is None else "catalog_mismatch"
+        return Problem(code, matched.reason, *known)
+    return PaymentDetails(
+        user_id=identity.user_id,
+        package_id=matched.package_id,
+        credits=matched.credits,
+        amount_minor=matched.amount_minor,
+        currency=matched.currency,
+        checkout_session_id=identity.checkout_session_id,
+        payment_intent_id=identity.payment_intent_id,
+        charge_id=identity.charge_id,
+        customer_email=identity.customer_email,
+        customer_id=identity.customer_id,
+    )
+
+
+# --- small helpers ----------------------------------------------------------------------------------
+
+
+def _wrong_object(data_object: Mapping[str, Any], expected: str, source: EventSource) -> Refuse | None:
+    if data_object.get("object") == expected:
+        return None
+    reason = f"expected a {expected} object, got {shown(data_object.get('object'))}"
+    return Refuse(source, "unexpected_object", reason)
+
+
+def _refuse(source: EventSource, problem: Problem) -> Refuse:
+    return Refuse(source, problem.code, problem.reason, problem.user_id, problem.payment_intent_id)
+
+
+def _metadata(data_object: Mapping[str, Any]) -> Mapping[str, Any]:
+    metadata = data_object.get("metadata")
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def _user_id(from_metadata: object, client_reference_id: object) -> str | Problem:
+    """The user: metadata.user_id, else client_reference_id; both present and different is refused."""
+    candidates = [value for value in (from_metadata, client_reference_id) if value not in (None, "")]
+    if not candidates:
+        return Problem("missing_metadata", "metadata.user_id is missing")
+    if any(not is_valid_user_id(value) for value in candidates):
+        reason = f"user id is not 1 to {USER_ID_CHARS_MAX} printable ASCII characters without spaces"
+        return Problem("invalid_user_id", reason)
+    if len(set(candidates)) > 1:
+        return Problem("user_mismatch", "metadata.user_id and client_reference_id name different users")
+    user_id = candidates[0]
+    assert isinstance(user_id, str)
+    return user_id
+
+
+def is_valid_user_id(value: object) -> bool:
+    """The ledger's rule for a user id; the checkout refuses any other, so no paid session is refused later."""
+    if not isinstance(value, str):
+        return False
+    try:
+        validation.user_id(value)
+    except InvalidArgument:
+        return False
+    return True
+
+
+def _stripe_id(value: object) -> str:
+    """An id field, which Stripe sends as a string or (expanded) as an object with an id."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    if isinstance(value, str) and 0 < len(value) <= STRIPE_ID_CHARS_MAX:
+        return value
+    return ""
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def shown(value: object) -> str:
+    """A bounded, printable rendering of an outside value for a reason text (never user data)."""
+    if isinstance(value, str):
+        return repr(_CONTROL_CHARACTERS.sub("?", value[:SHOWN_VALUE_CHARS_MAX]))
+    if value is None or _is_int(value):
+        return repr(value)
+    return f"<{type(value).__name__}>"

@@ -1,0 +1,144 @@
+"""The gateway's settings, read from the environment once at start-up (SPEC §6).
+
+| variable | meaning (default) |
+|---|---|
+| `GATEWAY_LISTEN` | HTTP listen address (`0.0.0.0:8080`) |
+| `LEDGER_TARGET`, `LEDGER_TOKEN` | the ledger's gRPC address, and this caller's token (role `payments`); required |
+| `STRIPE_WEBHOOK_SECRET` | signing secret(s), comma-separated during rotation, each `whsec_...`; required |
+| `STRIPE_TOLERANCE_SECONDS` | signature timestamp tolerance, both into the past and the future (300) |
+| `STRIPE_API_KEY` | Stripe secret key (`sk_...` or restricted `rk_...`); required |
+| `STRIPE_API_BASE` | Stripe API base URL override, for tests and emulators (Stripe's own) |
+| `CREDIT_PACKAGES` | JSON catalog (the seed's three packs; see services.common.catalog) |
+| `CHECKOUT_SUCCESS_URL`, `CHECKOUT_CANCEL_URL` | Checkout return pages (`http://localhost:3000/credits?...`) |
+| `METRICS_PORT` | serve `/metrics` on this port too (unset: only on the main port) |
+| `GATEWAY_SHUTDOWN_GRACE_SECONDS` | time in-flight requests get to finish on SIGTERM (10) |
+| `LOG_LEVEL` | DEBUG, INFO, WARNING or ERROR (INFO) |
+| JWT / CORS / rate-limit variables | see services.webhook_gateway.edge_config |
+
+A bad value stops start-up with one line naming the variable; secret values are never echoed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import urlsplit
+
+from services.common import config
+from services.common.catalog import Catalog
+from services.common.config import ConfigError
+from services.webhook_gateway.edge_config import EdgeSettings
+
+__all__ = ["ConfigError", "GatewaySettings"]
+
+LISTEN_DEFAULT: Final = "0.0.0.0:8080"
+WEBHOOK_PATH: Final = "/webhooks/stripe"
+WEBHOOK_BODY_BYTES_MAX: Final = 256 * 1024
+CHECKOUT_BODY_BYTES_MAX: Final = 4 * 1024
+STRIPE_TOLERANCE_SECONDS_DEFAULT: Final = 300
+STRIPE_TOLERANCE_SECONDS_MAX: Final = 3600
+WEBHOOK_SECRETS_MAX: Final = 8
+WEBHOOK_SECRET_PREFIX: Final = "whsec_"
+WEBHOOK_SECRET_CHARS_MIN: Final = len(WEBHOOK_SECRET_PREFIX) + 16
+STRIPE_API_KEY_PREFIXES: Final = ("sk_live_", "sk_test_", "rk_live_", "rk_test_")
+LEDGER_TOKEN_CHARS_MIN: Final = 16
+SHUTDOWN_GRACE_SECONDS_DEFAULT: Final = 10.0
+SHUTDOWN_GRACE_SECONDS_MAX: Final = 120.0
+URL_CHARS_MAX: Final = 2048
+# The host app (Next.js) on its development port: a local run works without configuration.
+CHECKOUT_SUCCESS_URL_DEFAULT: Final = "http://localhost:3000/credits?checkout=success&session_id={CHECKOUT_SESSION_ID}"
+CHECKOUT_CANCEL_URL_DEFAULT: Final = "http://localhost:3000/credits?checkout=cancelled"
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Everything the gateway needs; build with `GatewaySettings.from_env(os.environ)`."""
+
+    listen: str
+    ledger_target: str
+    ledger_token: str = field(repr=False)
+    stripe_webhook_secrets: tuple[str, ...] = field(repr=False)
+    stripe_tolerance_seconds: int
+    stripe_api_key: str = field(repr=False)
+    stripe_api_base: str | None
+    catalog: Catalog
+    checkout_success_url: str
+    checkout_cancel_url: str
+    metrics_port: int | None
+    shutdown_grace_seconds: float
+    log_level: str
+    edge: EdgeSettings
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> GatewaySettings:
+        metrics_port = config.integer(environ, "METRICS_PORT", 0, 0, 65535)
+        return cls(
+            listen=config.listen_address(environ, "GATEWAY_LISTEN", LISTEN_DEFAULT),
+            ledger_target=config.require(environ, "LEDGER_TARGET", "the ledger's host:port (for example ledger:50051)"),
+            ledger_token=_ledger_token(environ),
+            stripe_webhook_secrets=_webhook_secrets(environ),
+            stripe_tolerance_seconds=config.integer(
+                environ, "STRIPE_TOLERANCE_SECONDS", STRIPE_TOLERANCE_SECONDS_DEFAULT, 1, STRIPE_TOLERANCE_SECONDS_MAX
+            ),
+            stripe_api_key=_stripe_api_key(environ),
+            stripe_api_base=_api_base(environ),
+            catalog=Catalog.from_env(environ),
+            checkout_success_url=_optional_url(environ, "CHECKOUT_SUCCESS_URL") or CHECKOUT_SUCCESS_URL_DEFAULT,
+            checkout_cancel_url=_optional_url(environ, "CHECKOUT_CANCEL_URL") or CHECKOUT_CANCEL_URL_DEFAULT,
+            metrics_port=metrics_port or None,
+            shutdown_grace_seconds=config.number(
+                environ,
+                "GATEWAY_SHUTDOWN_GRACE_SECONDS",
+                SHUTDOWN_GRACE_SECONDS_DEFAULT,
+                0.0,
+                SHUTDOWN_GRACE_SECONDS_MAX,
+            ),
+            log_level=config.log_level(environ),
+            edge=EdgeSettings.from_env(environ),
+        )
+
+
+def _ledger_token(environ: Mapping[str, str]) -> str:
+    token = config.require(environ, "LEDGER_TOKEN", "this caller's ledger token (role payments)")
+    if len(token) < LEDGER_TOKEN_CHARS_MIN:
+        raise ConfigError(f"LEDGER_TOKEN: expected at least {LEDGER_TOKEN_CHARS_MIN} characters")
+    return token
+
+
+def _webhook_secrets(environ: Mapping[str, str]) -> tuple[str, ...]:
+    raw = config.require(environ, "STRIPE_WEBHOOK_SECRET", "whsec_... (comma-separated during rotation)")
+    secrets = tuple(dict.fromkeys(item.strip() for item in raw.split(",") if item.strip()))
+    if not secrets:
+        raise ConfigError("STRIPE_WEBHOOK_SECRET: not set; expected whsec_... (comma-separated during rotation)")
+    if len(secrets) > WEBHOOK_SECRETS_MAX:
+        raise ConfigError(f"STRIPE_WEBHOOK_SECRET: at most {WEBHOOK_SECRETS_MAX} secrets, got {len(secrets)}")
+    for position, secret in enumerate(secrets, start=1):
+        if not secret.startswith(WEBHOOK_SECRET_PREFIX) or len(secret) < WEBHOOK_SECRET_CHARS_MIN:
+            raise ConfigError(
+                f"STRIPE_WEBHOOK_SECRET: secret #{position} must start with {WEBHOOK_SECRET_PREFIX} "
+                f"and have at least {WEBHOOK_SECRET_CHARS_MIN} characters"
+            )
+    return secrets
+
+
+def _stripe_api_key(environ: Mapping[str, str]) -> str:
+    key = config.require(environ, "STRIPE_API_KEY", "a Stripe secret key (sk_live_..., sk_test_... or rk_...)")
+    if not key.startswith(STRIPE_API_KEY_PREFIXES):
+        raise ConfigError("STRIPE_API_KEY: expected a Stripe secret or restricted key (sk_... or rk_...)")
+    return key
+
+
+def _optional_url(environ: Mapping[str, str], name: str) -> str | None:
+    value = config.optional(environ, name)
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(value) > URL_CHARS_MAX:
+        raise ConfigError(f"{name}: expected an http(s):// URL, got {value[:200]!r}")
+    return value
+
+
+def _api_base(environ: Mapping[str, str]) -> str | None:
+    value = _optional_url(environ, "STRIPE_API_BASE")
+    return None if value is None else value.rstrip("/")

@@ -1,0 +1,354 @@
+"""The translation of Stripe events into ledger actions (services.common.stripe_events), on events built
+from Stripe's published fixtures (tests/fakes/stripe_events.py)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from typing import Any
+
+import pytest
+
+from services.common.catalog import Catalog
+from services.common.stripe_events import (
+    NO_EVENT,
+    Dispute,
+    DisputeStatus,
+    Fail,
+    Ignore,
+    MalformedEvent,
+    PaymentDetails,
+    Refund,
+    Refuse,
+    Settle,
+    action_name,
+    details_from_charge,
+    payload_sha256,
+    session_action,
+    translate_event,
+)
+from tests.fakes import stripe_events as se
+
+CATALOG = Catalog.default()
+USER = "user-7f3a"
+EMAIL = "jenny.rosen@example.com"
+
+
+def _completed(**overrides: Any) -> dict[str, Any]:
+    return se.checkout_session_completed(USER, "medium", 2500, "eur", customer_email=EMAIL, **overrides)
+
+
+def _object(event: dict[str, Any]) -> dict[str, Any]:
+    data_object = event["data"]["object"]
+    assert isinstance(data_object, dict)
+    return data_object
+
+
+# --- the event matrix ---------------------------------------------------------------------------
+
+
+def test_paid_session_completed_settles_from_the_catalog() -> None:
+    event = _completed(session_id="cs_test_abc", payment_intent_id="pi_abc")
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Settle)
+    assert action.source.event_id == event["id"]
+    assert action.source.event_type == "checkout.session.completed"
+    details = action.details
+    assert (details.user_id, details.package_id, details.credits) == (USER, "medium", 550)
+    assert (details.amount_minor, details.currency) == (2500, "eur")
+    assert (details.checkout_session_id, details.payment_intent_id) == ("cs_test_abc", "pi_abc")
+    assert details.customer_email == EMAIL
+
+
+def test_unpaid_session_completed_waits_for_the_async_payment() -> None:
+    action = translate_event(_completed(payment_status="unpaid", payment_intent_id="pi_wait"), CATALOG)
+    assert isinstance(action, Ignore)
+    assert action.code == "awaiting_async_payment"
+    assert "awaiting async payment" in action.reason
+    assert (action.user_id, action.payment_intent_id) == (USER, "pi_wait")
+
+
+def test_async_payment_succeeded_settles() -> None:
+    event = se.checkout_session_async_payment_succeeded(USER, "small", 500, "eur", payment_intent_id="pi_async")
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Settle)
+    assert (action.details.credits, action.details.payment_intent_id) == (100, "pi_async")
+
+
+def test_async_payment_failed_fails_the_payment() -> None:
+    event = se.checkout_session_async_payment_failed(USER, "small", 500, "eur", payment_intent_id="pi_failed")
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Fail)
+    assert (action.details.user_id, action.details.payment_intent_id) == (USER, "pi_failed")
+
+
+def test_payment_intent_succeeded_settles_by_intent() -> None:
+    event = se.payment_intent_succeeded(USER, "large", 5000, "eur", payment_intent_id="pi_big", charge_id="ch_big")
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Settle)
+    details = action.details
+    assert (details.payment_intent_id, details.charge_id, details.checkout_session_id) == ("pi_big", "ch_big", "")
+    assert (details.package_id, details.credits, details.amount_minor) == ("large", 1200, 5000)
+
+
+def test_charge_refunded_carries_the_cumulative_amount() -> None:
+    event = se.charge_refunded(
+        USER, "medium", 2500, "eur", amount_refunded_minor=1500, refund_amounts_minor=[1000, 500], charge_id="ch_r"
+    )
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Refund)
+    assert action.amount_refunded_minor == 1500
+    assert (action.details.charge_id, action.details.credits) == ("ch_r", 550)
+    assert action.details.payment_intent_id.startswith("pi_")
+
+
+DISPUTE_ROWS = [
+    ("charge.dispute.created", "needs_response", DisputeStatus.NEEDS_RESPONSE),
+    ("charge.dispute.created", "warning_needs_response", DisputeStatus.WARNING_NEEDS_RESPONSE),
+    ("charge.dispute.updated", "under_review", DisputeStatus.UNDER_REVIEW),
+    ("charge.dispute.funds_withdrawn", "needs_response", DisputeStatus.NEEDS_RESPONSE),
+    ("charge.dispute.funds_reinstated", "won", DisputeStatus.WON),
+    ("charge.dispute.closed", "won", DisputeStatus.WON),
+    ("charge.dispute.closed", "lost", DisputeStatus.LOST),
+    ("charge.dispute.closed", "warning_closed", DisputeStatus.WARNING_CLOSED),
+]
+
+
+@pytest.mark.parametrize(
+    ("event_type", "status", "expected"), DISPUTE_ROWS, ids=[f"{t}-{s}" for t, s, _ in DISPUTE_ROWS]
+)
+def test_dispute_events_carry_the_status_and_the_payment_ids(event_type: Any, status: str, expected: Any) -> None:
+    event = se.charge_dispute(
+        event_type, status=status, charge_id="ch_d", payment_intent_id="pi_d", amount_minor=2500, currency="eur"
+    )
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Dispute)
+    assert (action.status, action.charge_id, action.payment_intent_id) == (expected, "ch_d", "pi_d")
+    assert action.dispute_id.startswith("dp_")
+
+
+def test_the_published_event_fixture_itself_is_ignored() -> None:
+    action = translate_event(se.load_fixture("event.json"), CATALOG)  # type plan.created
+    assert isinstance(action, Ignore)
+    assert action.code == "unhandled_type"
+
+
+@pytest.mark.parametrize("event_type", ["customer.created", "charge.succeeded", "checkout.session.expired"])
+def test_unknown_types_are_ignored(event_type: str) -> None:
+    action = translate_event(se.event(event_type, se.load_fixture("charge.json")), CATALOG)
+    assert isinstance(action, Ignore)
+    assert action.code == "unhandled_type"
+
+
+# --- refusals: never credited -------------------------------------------------------------------
+
+
+def test_amount_that_disagrees_with_the_catalog_is_refused() -> None:
+    action = translate_event(se.checkout_session_completed(USER, "medium", 500, "eur"), CATALOG)
+    assert isinstance(action, Refuse)
+    assert action.code == "catalog_mismatch"
+    assert action.user_id == USER
+
+
+def test_currency_that_disagrees_with_the_catalog_is_refused() -> None:
+    action = translate_event(se.checkout_session_completed(USER, "medium", 2500, "usd"), CATALOG)
+    assert isinstance(action, Refuse)
+    assert action.code == "catalog_mismatch"
+
+
+def test_unknown_package_is_refused() -> None:
+    action = translate_event(se.checkout_session_completed(USER, "platinum", 2500, "eur"), CATALOG)
+    assert isinstance(action, Refuse)
+    assert action.code == "unknown_package"
+
+
+def test_session_without_any_user_is_refused() -> None:
+    event = _completed()
+    _object(event)["metadata"] = {"package_id": "medium"}
+    _object(event)["client_reference_id"] = None
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Refuse)
+    assert action.code == "missing_metadata"
+
+
+def test_session_without_metadata_falls_back_to_client_reference_id() -> None:
+    event = _completed()
+    _object(event)["metadata"] = {"package_id": "medium"}
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Settle)
+    assert action.details.user_id == USER
+
+
+def test_session_whose_metadata_and_client_reference_disagree_is_refused() -> None:
+    event = _completed()
+    _object(event)["client_reference_id"] = "someone-else"
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Refuse)
+    assert action.code == "user_mismatch"
+
+
+def test_session_without_package_is_refused() -> None:
+    event = _completed()
+    _object(event)["metadata"] = {"user_id": USER}
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Refuse)
+    assert action.code == "missing_metadata"
+
+
+@pytest.mark.parametrize(
+    "user_id",
+    ["x" * 129, " padded", "tab\there", "ünïcode", 42],
+    ids=["too-long", "padded", "control", "non-ascii", "number"],
+)
+def test_invalid_user_ids_are_refused(user_id: object) -> None:
+    event = _completed()
+    _object(event)["metadata"]["user_id"] = user_id
+    _object(event)["client_reference_id"] = None
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Refuse)
+    assert action.code == "invalid_user_id"
+
+
+def test_payment_intent_without_metadata_is_refused() -> None:
+    event = se.payment_intent_succeeded(USER, "small", 500, "eur")
+    _object(event)["metadata"] = {}
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Refuse)
+    assert action.code == "missing_metadata"
+    assert action.payment_intent_id == _object(event)["id"]
+
+
+def test_payment_intent_that_has_not_succeeded_is_refused() -> None:
+    event = se.payment_intent_succeeded(USER, "small", 500, "eur")
+    _object(event)["status"] = "processing"
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Refuse)
+    assert action.code == "not_paid"
+
+
+def test_refund_of_a_charge_without_metadata_is_refused() -> None:
+    event = se.event("charge.refunded", se.load_fixture("charge.json"))  # The published charge: no metadata.
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Refuse)
+    assert action.code == "missing_metadata"
+
+
+def test_refund_with_an_impossible_amount_is_refused() -> None:
+    event = se.charge_refunded(USER, "small", 500, "eur", amount_refunded_minor=100)
+    _object(event)["amount_refunded"] = 501
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Refuse)
+    assert action.code == "malformed_object"
+
+
+def test_dispute_with_an_unknown_status_is_refused() -> None:
+    event = se.charge_dispute(
+        "charge.dispute.closed",
+        status="prevented",
+        charge_id="ch_x",
+        payment_intent_id=None,
+        amount_minor=1,
+        currency="eur",
+    )
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Refuse)
+    assert action.code == "unknown_dispute_status"
+
+
+def test_object_of_the_wrong_kind_is_refused() -> None:
+    event = se.event("checkout.session.completed", se.load_fixture("charge.json"))
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Refuse)
+    assert action.code == "unexpected_object"
+
+
+def test_refusal_reasons_carry_no_personal_data() -> None:
+    event = se.checkout_session_completed(EMAIL, "medium", 1, "eur", customer_email=EMAIL)
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Refuse)
+    assert EMAIL not in action.reason
+    assert "@" not in action.reason
+
+
+# --- the envelope and the payload hash ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        pytest.param(lambda e: e.pop("id"), id="no-id"),
+        pytest.param(lambda e: e.update(id="not-an-event-id"), id="bad-id"),
+        pytest.param(lambda e: e.pop("type"), id="no-type"),
+        pytest.param(lambda e: e.update(type=7), id="type-not-string"),
+        pytest.param(lambda e: e.pop("data"), id="no-data"),
+        pytest.param(lambda e: e["data"].pop("object"), id="no-object"),
+        pytest.param(lambda e: e["data"].update(object=[1]), id="object-not-object"),
+        pytest.param(lambda e: e["data"]["object"].update(amount_total=float("nan")), id="nan"),
+    ],
+)
+def test_malformed_envelopes_are_refused(mutate: Any) -> None:
+    event = _completed()
+    mutate(event)
+    with pytest.raises(MalformedEvent):
+        translate_event(event, CATALOG)
+
+
+def test_payload_hash_is_canonical_json_of_type_and_object() -> None:
+    event = _completed()
+    data_object = _object(event)
+    canonical = json.dumps({"type": event["type"], "object": data_object}, sort_keys=True, separators=(",", ":"))
+    action = translate_event(event, CATALOG)
+    assert action.source.payload_sha256 == hashlib.sha256(canonical.encode()).digest()
+    reordered = dict(reversed(list(data_object.items())))
+    assert payload_sha256(event["type"], reordered) == action.source.payload_sha256
+
+
+def test_payload_hash_changes_with_the_data_or_the_type() -> None:
+    event = _completed()
+    original = translate_event(event, CATALOG).source.payload_sha256
+    changed = copy.deepcopy(event)
+    _object(changed)["amount_total"] = 2501
+    assert translate_event(changed, CATALOG).source.payload_sha256 != original
+    retyped = copy.deepcopy(event)
+    retyped["type"] = "checkout.session.async_payment_succeeded"
+    assert translate_event(retyped, CATALOG).source.payload_sha256 != original
+    redelivered = copy.deepcopy(event)
+    redelivered["pending_webhooks"] = 3  # Envelope fields outside data.object do not count.
+    assert translate_event(redelivered, CATALOG).source.payload_sha256 == original
+
+
+# --- the reconciler's entry points --------------------------------------------------------------
+
+
+def test_session_object_without_event_settles_with_no_event_source() -> None:
+    action = session_action(_object(_completed()), CATALOG)
+    assert isinstance(action, Settle)
+    assert action.source == NO_EVENT
+
+
+def test_details_from_a_charge_use_its_copied_metadata() -> None:
+    charge = _object(se.charge_refunded(USER, "large", 5000, "eur", amount_refunded_minor=5000, charge_id="ch_c"))
+    details = details_from_charge(charge, CATALOG)
+    assert isinstance(details, PaymentDetails)
+    assert (details.user_id, details.credits, details.charge_id) == (USER, 1200, "ch_c")
+
+
+def test_action_names() -> None:
+    assert action_name(translate_event(_completed(), CATALOG)) == "settle"
+    assert action_name(translate_event(se.load_fixture("event.json"), CATALOG)) == "ignore"
+
+
+def test_unpaid_session_object_without_event_waits() -> None:
+    session = _object(_completed(payment_status="unpaid"))
+    action = session_action(session, CATALOG)
+    assert isinstance(action, Ignore)
+    assert action.code == "awaiting_async_payment"
+
+
+def test_session_that_needed_no_payment_is_refused() -> None:
+    event = _completed()
+    _object(event)["payment_status"] = "no_payment_required"
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Refuse)
+    assert action.code == "not_paid"
