@@ -17,7 +17,9 @@ def sqlalchemy_url(database_url: str) -> str:
     for prefix in ("postgresql://", "postgres://"):
         if database_url.startswith(prefix):
             return "postgresql+psycopg://" + database_url[len(prefix) :]
-    raise SystemExit(f"DATABASE_URL: expected postgresql://user@host:port/db, got scheme of {database_url.split(':', 1)[0]!r}")
+    raise SystemExit(
+        f"DATABASE_URL: expected postgresql://user@host:port/db, got scheme of {database_url.split(':', 1)[0]!r}"
+    )
 
 
 def run_migrations_online() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from services.common import tracing
 from services.common.config import ConfigError
 from services.common.tracing import (
     aiohttp_tracing_middleware,
@@ -63,27 +63,37 @@ def test_otel_service_name_overrides_the_default() -> None:
     provider.shutdown()
 
 
-def otlp_installed() -> bool:
-    try:
-        return importlib.util.find_spec("opentelemetry.exporter.otlp") is not None
-    except ModuleNotFoundError:  # The parent namespace package is missing too.
-        return False
+OTLP_CASES = [
+    pytest.param({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}, "grpc", id="endpoint"),
+    pytest.param(
+        {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, "grpc", id="traces-endpoint"
+    ),
+    pytest.param({"OTEL_TRACES_EXPORTER": "otlp"}, "grpc", id="exporter"),
+    pytest.param({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, "http", id="http"),
+]
 
 
-OTLP_INSTALLED = otlp_installed()
+@pytest.mark.parametrize(("environ", "protocol"), OTLP_CASES)
+def test_otlp_variables_build_an_otlp_exporter(
+    caplog: pytest.LogCaptureFixture, environ: dict[str, str], protocol: str
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        provider = configure_tracing("ledger", environ=environ, set_global=False)
+    assert provider is not None
+    processors = provider._active_span_processor._span_processors
+    exporters = [type(p.span_exporter).__module__ for p in processors]  # type: ignore[attr-defined]
+    assert exporters == [f"opentelemetry.exporter.otlp.proto.{protocol}.trace_exporter"]
+    assert [r for r in caplog.records if r.levelno == logging.WARNING] == []
+    provider.shutdown()
 
 
-@pytest.mark.skipif(OTLP_INSTALLED, reason="opentelemetry-exporter-otlp is installed")
-@pytest.mark.parametrize(
-    "environ",
-    [
-        pytest.param({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}, id="endpoint"),
-        pytest.param({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, id="traces-endpoint"),
-        pytest.param({"OTEL_TRACES_EXPORTER": "otlp"}, id="exporter"),
-        pytest.param({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, id="http"),
-    ],
-)
-def test_otlp_without_the_package_warns_once(caplog: pytest.LogCaptureFixture, environ: dict[str, str]) -> None:
+@pytest.mark.parametrize(("environ", "protocol"), OTLP_CASES)
+def test_otlp_without_the_package_warns_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], protocol: str
+) -> None:
+    # Stands for a deployment without the exporter package: the module path points nowhere.
+    missing = {name: "opentelemetry.exporter.not_installed" for name in tracing.OTLP_EXPORTER_MODULES}
+    monkeypatch.setattr(tracing, "OTLP_EXPORTER_MODULES", missing)
     with caplog.at_level(logging.WARNING):
         provider = configure_tracing("ledger", environ=environ, set_global=False)
     assert provider is not None
