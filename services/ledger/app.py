@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import asyncpg
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
@@ -18,6 +21,8 @@ from services.common.tracing import grpc_server_interceptors
 from services.ledger import errors
 from services.ledger.auth import Authenticator, AuthInterceptor
 from services.ledger.config import LedgerSettings
+from services.ledger.holds_server import HoldsServicer
+from services.ledger.holds_store import HoldsStore
 from services.ledger.payments_server import PaymentsServicer
 from services.ledger.server import AccountsServicer
 from services.ledger.status import abort
@@ -29,15 +34,20 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LedgerService"].full_name
 HEALTH_PROBE_INTERVAL_SECONDS = 1.0
 GRPC_MESSAGE_BYTES_MAX = 1024 * 1024
 GRPC_CONCURRENT_RPCS_MAX = 2048
+# The hold sweeper: every replica expires due holds in bounded batches, skipping accounts locked by calls
+# (those expire their user's holds themselves). Correctness never waits for it (expiry is also lazy, on
+# every path that reads or spends); it makes holds release by themselves and keeps accounts.held current.
+HOLD_SWEEP_INTERVAL_SECONDS = 1.0
+HOLD_SWEEP_BATCH_MAX = 500
 
 
-class LedgerServicer(AccountsServicer, PaymentsServicer):
+class LedgerServicer(AccountsServicer, PaymentsServicer, HoldsServicer):
     """The whole LedgerService: one class composed of the per-area servicers."""
 
 
 @dataclass
 class LedgerServer:
-    """A running ledger: the gRPC server, its store and its health probe."""
+    """A running ledger: the gRPC server, its store, its health probe and its hold sweeper."""
 
     server: grpc.aio.Server
     store: Store
@@ -45,6 +55,7 @@ class LedgerServer:
     port: int
     settings: LedgerSettings
     _probe: asyncio.Task[None] | None = field(default=None, repr=False)
+    _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def stop(self, grace_seconds: float | None = None) -> None:
         """Stops accepting calls, lets in-flight ones finish within the grace period, closes the pool."""
@@ -52,6 +63,10 @@ class LedgerServer:
         await self._set_serving(False)
         if self._probe is not None:
             self._probe.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper  # no sweep left running on the pool about to close
         await self.server.stop(grace)
         await self.store.close()
 
@@ -70,6 +85,21 @@ class LedgerServer:
                 serving = now_serving
             await asyncio.sleep(HEALTH_PROBE_INTERVAL_SECONDS)
 
+    async def sweep_holds_forever(self) -> None:
+        """Expires due holds, one bounded batch per interval (at once again after a full batch)."""
+        holds = HoldsStore(self.store)
+        while True:
+            expired = 0
+            try:
+                expired = await holds.expire_due(HOLD_SWEEP_BATCH_MAX)
+            except errors.LedgerError:
+                pass  # the database is away: the probe reports it; the next sweep retries
+            except Exception:
+                log.exception("hold sweep failed")
+            if expired:
+                log.info("holds expired", extra={"count": expired})
+            await asyncio.sleep(0 if expired >= HOLD_SWEEP_BATCH_MAX else HOLD_SWEEP_INTERVAL_SECONDS)
+
     async def _set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ("", SERVICE_NAME):
@@ -77,15 +107,20 @@ class LedgerServer:
 
 
 async def start(
-    settings: LedgerSettings, extra_interceptors: tuple[grpc.aio.ServerInterceptor, ...] = ()
+    settings: LedgerSettings,
+    extra_interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (),
+    *,
+    connection_setup: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
 ) -> LedgerServer:
+    """connection_setup runs on each pooled connection as it is acquired: a test seam (tests set the
+    ledger clock of their own ledger with it); None in production, where it would cost a round trip."""
     pool_settings = PoolSettings(
         size_min=0,
         size_max=settings.pool_size_max,
         command_timeout_seconds=settings.command_timeout_seconds,
         connect_timeout_seconds=min(settings.command_timeout_seconds, 5.0),
     )
-    store = await Store.open(settings.database_url, pool_settings)
+    store = await Store.open(settings.database_url, pool_settings, setup=connection_setup)
     # Order matters: traces and metrics see every call, including those auth refuses.
     interceptors = (
         *grpc_server_interceptors(),
@@ -111,6 +146,7 @@ async def start(
     ledger = LedgerServer(server=server, store=store, health=health_servicer, port=port, settings=settings)
     await ledger._set_serving(False)
     ledger._probe = asyncio.create_task(ledger.probe_forever())
+    ledger._sweeper = asyncio.create_task(ledger.sweep_holds_forever())
     log.info("ledger listening", extra={"listen": settings.listen, "port": port})
     return ledger
 

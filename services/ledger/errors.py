@@ -6,7 +6,8 @@
     ├── FailedPrecondition           FAILED_PRECONDITION: the state forbids it
     │   ├── InsufficientCredits      the available balance is smaller than the amount
     │   ├── AccountAnonymized        the account was erased; credits no longer move
-    │   └── HoldNotActive            the hold was captured, released or expired
+    │   ├── HoldNotActive            the hold was captured, released or expired
+    │   └── TooManyActiveHolds       the user has as many active holds as allowed
     ├── AlreadyExists                ALREADY_EXISTS: a key or id was used with other data
     │   ├── IdempotencyKeyReused     the same idempotency key with different parameters
     │   └── EventPayloadMismatch     the same Stripe event id with different data
@@ -82,6 +83,12 @@ class HoldNotActive(FailedPrecondition):
     """The hold was already captured, released or has expired."""
 
     reason = "HOLD_NOT_ACTIVE"
+
+
+class TooManyActiveHolds(FailedPrecondition):
+    """The user already has as many active holds as allowed; capture or release some first."""
+
+    reason = "TOO_MANY_ACTIVE_HOLDS"
 
 
 class AlreadyExists(LedgerError):

@@ -87,18 +87,19 @@ def transaction_proto(entry: Entry) -> pb.Transaction:
     )
 
 
-def encode_page_token(before_id: int | None) -> str:
+def encode_page_token(before_id: int | None, prefix: str = PAGE_TOKEN_PREFIX) -> str:
+    """A cursor of a newest-first list by id; the prefix names the list, so one list's token fails on another."""
     if before_id is None:
         return ""
-    return base64.urlsafe_b64encode(f"{PAGE_TOKEN_PREFIX}{before_id}".encode()).decode()
+    return base64.urlsafe_b64encode(f"{prefix}{before_id}".encode()).decode()
 
 
-def decode_page_token(token: str) -> int | None:
+def decode_page_token(token: str, prefix: str = PAGE_TOKEN_PREFIX) -> int | None:
     if not token:
         return None
     try:
         text = base64.urlsafe_b64decode(token.encode()).decode()
-        before_id = int(text.removeprefix(PAGE_TOKEN_PREFIX)) if text.startswith(PAGE_TOKEN_PREFIX) else -1
+        before_id = int(text.removeprefix(prefix)) if text.startswith(prefix) else -1
     except (ValueError, UnicodeDecodeError):
         before_id = -1
     if not 0 < before_id <= ENTRY_ID_MAX:

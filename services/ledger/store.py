@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +33,15 @@ ENTRY_COLUMNS = (
     "id, user_id, delta, balance_after, kind, idempotency_key, reason, reference, payment_id, "
     "admin_action_id, hold_id, created_at"
 )
-BALANCE_SQL = "SELECT balance, status, updated_at FROM accounts WHERE user_id = $1"
+# held: the active holds not yet past their expiry at the ledger's clock (accounts.held may still count
+# holds that expired and that nothing has expired yet: migrations/versions/0003_holds.py).
+BALANCE_SQL = """
+SELECT a.balance, a.status, a.updated_at,
+       (SELECT COALESCE(sum(h.amount), 0)::bigint FROM holds h
+         WHERE h.user_id = a.user_id AND h.status = 'active' AND h.expires_at > (SELECT ledger_now())) AS held
+  FROM accounts a
+ WHERE a.user_id = $1
+"""
 PAGE_SQL = f"SELECT {ENTRY_COLUMNS} FROM credit_transactions WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
 ANONYMIZE_SQL = "SELECT * FROM ledger_anonymize($1)"
 
@@ -82,7 +90,14 @@ class Store:
         self.pool = pool
 
     @classmethod
-    async def open(cls, database_url: str, settings: PoolSettings) -> Store:
+    async def open(
+        cls,
+        database_url: str,
+        settings: PoolSettings,
+        *,
+        setup: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+    ) -> Store:
+        """setup: run on each connection as it is acquired (a test seam; None in production)."""
         # min_size connections are opened lazily (the pool starts even while the database is down;
         # health reports NOT_SERVING until it answers).
         pool = await asyncpg.create_pool(
@@ -93,6 +108,7 @@ class Store:
             timeout=settings.connect_timeout_seconds,
             max_inactive_connection_lifetime=300.0,
             server_settings={"application_name": "credits-ledger"},
+            setup=setup,
         )
         return cls(pool)
 
@@ -148,6 +164,7 @@ class Store:
             balance=row["balance"],
             anonymized=row["status"] == "anonymized",
             updated_at=row["updated_at"],
+            held=row["held"],
         )
 
     async def entries(self, user_id: str, before_id: int | None, limit: int) -> EntryPage:
@@ -177,8 +194,14 @@ def _refusal(outcome: str, posting: Posting, row: Any) -> errors.LedgerError:
     if outcome == "account_anonymized":
         return errors.AccountAnonymized("the account was anonymized; credits can no longer move", {})
     if outcome == "insufficient_credits":
-        return errors.InsufficientCredits(
-            f"available balance {row['balance']} is smaller than the amount {-posting.delta}",
-            {"balance": str(row["balance"]), "available": str(row["balance"]), "amount": str(-posting.delta)},
-        )
+        return insufficient_credits(row["balance"], row["held"], -posting.delta)
     raise AssertionError(f"ledger_post returned an unknown outcome {outcome!r}")
+
+
+def insufficient_credits(balance: int, held: int, amount: int) -> errors.InsufficientCredits:
+    """The refusal of a Debit, a negative AdminAdjust or a reserve that the available balance does not cover."""
+    available = balance - held
+    return errors.InsufficientCredits(
+        f"available balance {available} (balance {balance}, held {held}) is smaller than the amount {amount}",
+        {"balance": str(balance), "held": str(held), "available": str(available), "amount": str(amount)},
+    )

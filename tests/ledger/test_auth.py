@@ -2,8 +2,8 @@
 
 ROLES_BY_METHOD in services/ledger/auth.py is the source of truth; the matrix is checked to
 cover every method of the service descriptor. A refused call must be refused before its
-handler runs: no effect in the database, and UNAUTHENTICATED / PERMISSION_DENIED even where
-the handler is not implemented yet (payments, holds).
+handler runs: no effect in the database, and UNAUTHENTICATED / PERMISSION_DENIED even for an
+empty request (the interceptor decides before any validation).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ SERVICE = pb.DESCRIPTOR.services_by_name["LedgerService"]
 METHODS = sorted(SERVICE.methods_by_name)
 # RPCs whose handlers this suite tests in depth; the right role must succeed on them.
 ACCOUNT_METHODS = frozenset({"GetBalance", "Credit", "Debit", "ListTransactions", "AdminAdjust", "Anonymize"})
+HOLD_METHODS = frozenset({"ReserveCredits", "ListHolds"})
 UNKNOWN_TOKEN = "not-a-known-token-000000"
 
 
@@ -40,7 +41,7 @@ def test_every_role_has_a_test_token():
 
 
 def request_for(method: str, user_id: str) -> Any:
-    """A valid request for the account RPCs; an empty one for the others."""
+    """A valid request for the account RPCs and some hold RPCs; an empty one for the others."""
     key = new_key()
     valid = {
         "GetBalance": lambda: pb.GetBalanceRequest(user_id=user_id),
@@ -51,6 +52,10 @@ def request_for(method: str, user_id: str) -> Any:
             user_id=user_id, amount=1, idempotency_key=key, actor="alice", reason="fix"
         ),
         "Anonymize": lambda: pb.AnonymizeRequest(user_id=user_id),
+        "ReserveCredits": lambda: pb.ReserveCreditsRequest(
+            user_id=user_id, amount=1, idempotency_key=key, reason="job", ttl_seconds=60
+        ),
+        "ListHolds": lambda: pb.ListHoldsRequest(user_id=user_id),
     }
     if method in valid:
         return valid[method]()
@@ -64,7 +69,9 @@ async def state_of(db: Any) -> tuple[Any, ...]:
             "SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM credit_transactions),"
             " (SELECT count(*) FROM admin_actions), (SELECT count(*) FROM transaction_metadata),"
             " (SELECT count(*) FROM payments), (SELECT count(*) FROM processed_events),"
-            " (SELECT count(*) FROM accounts WHERE status = 'anonymized'), (SELECT sum(balance) FROM accounts)"
+            " (SELECT count(*) FROM accounts WHERE status = 'anonymized'), (SELECT sum(balance) FROM accounts),"
+            # Holds: the sweeper may expire earlier tests' holds meanwhile; nothing else writes without a call.
+            " (SELECT count(*) FROM holds), (SELECT count(*) FROM hold_events WHERE kind <> 'expired')"
         )
     )
 
@@ -108,7 +115,8 @@ async def test_allowed_role_passes_authorization(stub, db, user_id, method, role
     try:
         response = await raw_call(stub, method, request, metadata)
     except grpc.aio.AioRpcError as exc:
-        assert method not in ACCOUNT_METHODS, f"{method} refused for role {role}: {exc.code()} {exc.details()}"
+        in_depth = ACCOUNT_METHODS | HOLD_METHODS
+        assert method not in in_depth, f"{method} refused for role {role}: {exc.code()} {exc.details()}"
         assert exc.code() not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED), exc.details()
         return
     if method in ("Credit", "Debit", "AdminAdjust"):
@@ -116,6 +124,8 @@ async def test_allowed_role_passes_authorization(stub, db, user_id, method, role
         assert response.transaction.idempotency_key == request.idempotency_key
     elif method in ("GetBalance", "Anonymize"):
         assert response.user_id == user_id
+    elif method == "ReserveCredits":
+        assert (response.replayed, response.hold.user_id) == (False, user_id)
 
 
 async def test_caller_with_several_roles_gets_each_role(ledger_target, ledger, user_id):
@@ -124,3 +134,22 @@ async def test_caller_with_several_roles_gets_each_role(ledger_target, ledger, u
     await ledger.debit(user_id, 3, new_key(), "spend")
     adjusted = await ledger.admin_adjust(user_id, 1, new_key(), "alice", "fix")
     assert adjusted.transaction.balance_after == 8
+
+
+@pytest.mark.parametrize("admin_first", [True, False], ids=["admin-first", "admin-second"])
+async def test_two_authorization_entries_are_refused(stub, db, user_id, admin_first):
+    # Found by tests/hostile: the last entry counted, so a spender's call carrying an admin token second was
+    # an AdminAdjust; whichever entry a proxy or the server reads, two of them are refused.
+    entries = [
+        ("authorization", f"Bearer {ROLE_TOKENS['admin']}"),
+        ("authorization", f"Bearer {ROLE_TOKENS['spender']}"),
+    ]
+    metadata = tuple(entries if admin_first else reversed(entries))
+    request = pb.AdminAdjustRequest(user_id=user_id, amount=5, idempotency_key=new_key(), actor="mallory", reason="x")
+    before = await state_of(db)
+
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await raw_call(stub, "AdminAdjust", request, metadata)
+
+    assert_refusal(parse_refusal(raised.value), grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")
+    assert await state_of(db) == before

@@ -29,6 +29,7 @@ from tests.ledger.helpers import (
     wait_for_health,
     wait_for_lock_waiters,
 )
+from tests.ledger.hold_helpers import assert_holds_consistent, capture_request, reserve_request
 from tests.ledger.tcp_proxy import TcpProxy, through_proxy, upstream_of
 
 COMMAND_TIMEOUT_SECONDS = 3.0
@@ -68,6 +69,11 @@ def every_rpc(user_id: str, key: str) -> dict[str, tuple[str, object]]:
         "ListTransactions": ("ListTransactions", pb.ListTransactionsRequest(user_id=user_id)),
         "AdminAdjust": ("AdminAdjust", adjust_request(user_id, 1)),
         "Anonymize": ("Anonymize", pb.AnonymizeRequest(user_id=user_id)),
+        "ReserveCredits": ("ReserveCredits", reserve_request(user_id, 1)),
+        "CaptureHold": ("CaptureHold", capture_request(user_id, 1)),
+        "ReleaseHold": ("ReleaseHold", pb.ReleaseHoldRequest(user_id=user_id, hold_id=1)),
+        "GetHold": ("GetHold", pb.GetHoldRequest(user_id=user_id, hold_id=1)),
+        "ListHolds": ("ListHolds", pb.ListHoldsRequest(user_id=user_id)),
     }
 
 
@@ -146,6 +152,32 @@ async def test_call_in_flight_when_the_database_goes_away_is_unavailable_and_ret
     )
     assert [row["id"] for row in rows] == [retry.transaction.id]
     assert await assert_journal_consistent(db, user_id) == 107
+
+
+async def test_hold_calls_refused_by_an_outage_apply_once_when_retried(proxied_ledger, db, user_id):
+    proxy, stub = proxied_ledger.proxy, proxied_ledger.stub
+    await call(stub.Credit, credit_request(user_id, 100))
+    reserve = reserve_request(user_id, 40)
+    proxy.cut()
+    assert_refusal(await refusal(stub.ReserveCredits, reserve), grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
+    proxy.restore()
+    await wait_for_health(proxied_ledger.channel, serving=True)
+
+    hold = (await call(stub.ReserveCredits, reserve)).hold
+    assert (await call(stub.ReserveCredits, reserve)).replayed is True
+    capture = capture_request(user_id, hold.id, 15)
+    proxy.cut()
+    assert_refusal(await refusal(stub.CaptureHold, capture), grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
+    proxy.restore()
+    await wait_for_health(proxied_ledger.channel, serving=True)
+    captured = await call(stub.CaptureHold, capture)
+    replay = await call(stub.CaptureHold, capture)
+    assert (captured.transaction, replay.replayed) == (replay.transaction, True)
+
+    assert await assert_holds_consistent(db, user_id) == {"balance": 85, "held": 0}
+    sweeper = proxied_ledger.server._sweeper  # the hold sweeper outlived the outages
+    assert sweeper is not None
+    assert not sweeper.done()
 
 
 class AttemptRecorder(grpc.aio.UnaryUnaryClientInterceptor):

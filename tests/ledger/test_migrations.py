@@ -22,8 +22,21 @@ LEDGER_TABLES = {
     "admin_actions",
     "payments",
     "processed_events",
+    "holds",
+    "hold_events",
 }
-LEDGER_FUNCTIONS = {"ledger_post", "ledger_anonymize", "refuse_change_to_append_only_table"}
+LEDGER_FUNCTIONS = {
+    "ledger_post",
+    "ledger_anonymize",
+    "refuse_change_to_append_only_table",
+    "ledger_now",
+    "ledger_hold_reserve",
+    "ledger_hold_capture",
+    "ledger_hold_release",
+    "ledger_expire_holds",
+}
+HOLDS_REVISION = "0003_holds"
+PAYMENTS_REVISION = "0002_payment_lifecycle"
 
 
 async def run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -81,9 +94,10 @@ async def test_upgrade_downgrade_upgrade_on_an_empty_database(databases):
     upgraded = await schema_of(database_url)
     assert upgraded["tables"] >= LEDGER_TABLES
     assert upgraded["functions"] >= LEDGER_FUNCTIONS
-    assert "payment_status" in upgraded["types"]
+    assert {"payment_status", "hold_result"} <= upgraded["types"]
     assert {"credit_transactions_append_only", "credit_transactions_no_truncate"} <= upgraded["triggers"]
     assert {"admin_actions_append_only", "admin_actions_no_truncate"} <= upgraded["triggers"]
+    assert {"hold_events_append_only", "hold_events_no_truncate", "holds_no_delete"} <= upgraded["triggers"]
     assert upgraded["versions"] == {head}
 
     await alembic(database_url, "downgrade", "base")
@@ -99,6 +113,33 @@ async def test_upgrade_downgrade_upgrade_on_an_empty_database(databases):
 
     await alembic(database_url, "upgrade", "head")
     assert await schema_of(database_url) == upgraded
+
+
+async def ledger_post_definition(database_url: str) -> tuple[str, list[str]]:
+    """ledger_post's full definition and the columns of accounts, as the database has them."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        definition = await conn.fetchval("SELECT pg_get_functiondef('ledger_post'::regproc)")
+        columns = await conn.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'accounts' ORDER BY ordinal_position"
+        )
+    finally:
+        await conn.close()
+    return definition, [row[0] for row in columns]
+
+
+async def test_holds_downgrade_restores_the_payment_revision_exactly(databases):
+    reference_url = databases.create(migrate=False)
+    await alembic(reference_url, "upgrade", PAYMENTS_REVISION)
+    database_url = databases.create(migrate=False)
+    await alembic(database_url, "upgrade", HOLDS_REVISION)
+    assert await ledger_post_definition(database_url) != await ledger_post_definition(reference_url)
+
+    await alembic(database_url, "downgrade", PAYMENTS_REVISION)
+
+    assert await ledger_post_definition(database_url) == await ledger_post_definition(reference_url)
+    assert await schema_of(database_url) == await schema_of(reference_url)
+    await alembic(database_url, "upgrade", HOLDS_REVISION)  # and back again
 
 
 async def test_alembic_without_database_url_names_the_variable():

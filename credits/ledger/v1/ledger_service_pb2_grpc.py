@@ -264,7 +264,11 @@ class LedgerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReserveCredits(self, request, context):
-        """Reserves credits for a paid action that has not finished yet.
+        """Reserves credits for a paid action that has not finished yet. Refused
+        with INSUFFICIENT_CREDITS when the available balance (balance minus active
+        holds) is smaller than the amount. Idempotent per key (reserve keys are a
+        namespace of their own). The hold expires by itself after ttl_seconds, at
+        the ledger's clock: an expired hold holds nothing and cannot be captured.
         Roles: spender.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -272,7 +276,11 @@ class LedgerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CaptureHold(self, request, context):
-        """Captures a hold, fully or partly; the rest is released.
+        """Captures a hold, fully or partly; the rest is released. Writes one
+        journal entry (kind HOLD_CAPTURE) of the captured amount and ends the hold.
+        A hold that is no longer active is refused with HOLD_NOT_ACTIVE, unless the
+        call replays the capture that ended it (same idempotency key, hold and
+        amount: replayed, with the original answer).
         Roles: spender.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -280,7 +288,8 @@ class LedgerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReleaseHold(self, request, context):
-        """Releases a hold without spending anything.
+        """Releases a hold without spending anything. Releasing a released hold
+        answers replayed; a captured or expired one is HOLD_NOT_ACTIVE.
         Roles: spender.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -288,7 +297,8 @@ class LedgerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetHold(self, request, context):
-        """Returns one hold.
+        """Returns one hold, as it stands at the ledger's clock (a hold past its
+        expiry is EXPIRED). NOT_FOUND unless it belongs to the user.
         Roles: spender, reader, admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
