@@ -1,0 +1,43 @@
+"""Why creditsctl stopped. Each class carries its exit code; every message is one line, safe to print.
+
+    CliError            exit code
+    ├── UsageError      2   a bad argument or setting, or a confirmation not given: nothing was sent
+    ├── Refused         1   the ledger (or Stripe) refused the request: the message carries its reason
+    └── Unavailable     3   the ledger or Stripe could not be reached in time: safe to retry (same key)
+
+Foreign exceptions (services.ledger.errors, the gateway's Stripe errors, ConfigError) are translated
+into these where the command meets them, `raise ... from exc`; services.cli.__main__ prints them.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+EXIT_OK: Final = 0
+EXIT_REFUSED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_UNAVAILABLE: Final = 3
+
+
+class CliError(Exception):
+    """A command could not do what was asked; `exit_code` says which kind of failure."""
+
+    exit_code: int = EXIT_REFUSED
+
+
+class UsageError(CliError):
+    """A bad argument or setting, or a confirmation not given; nothing was sent."""
+
+    exit_code = EXIT_USAGE
+
+
+class Refused(CliError):
+    """The ledger or Stripe refused the request; the message carries the reason."""
+
+    exit_code = EXIT_REFUSED
+
+
+class Unavailable(CliError):
+    """The ledger or Stripe could not be reached in time; retrying is safe."""
+
+    exit_code = EXIT_UNAVAILABLE

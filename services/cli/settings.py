@@ -1,0 +1,99 @@
+"""What creditsctl reads from the environment: the suite's own names (SPEC §6), validated once per command.
+
+| variable | commands | meaning |
+|---|---|---|
+| `LEDGER_TARGET` | all | the ledger's gRPC address, host:port; required |
+| `LEDGER_TOKEN` | all | a caller token (LEDGER_CALLERS) whose roles allow the command; required |
+| `STRIPE_API_KEY` | replay-event, reconcile | Stripe secret or restricted key (read access is enough); required there |
+| `STRIPE_API_BASE` | replay-event, reconcile | Stripe API base override, for tests and emulators |
+| `CREDIT_PACKAGES` | replay-event, reconcile | the catalog, as the gateway and the reconciler have it |
+| `RECONCILER_*` | reconcile | as for `python -m services.reconciler` (window, overlap, page size, Stripe retries) |
+| `LOG_LEVEL` | all | JSON log lines on stderr at this level and above (WARNING for reconcile, ERROR otherwise) |
+
+Roles the token needs (services.ledger.auth): balance, history, payment, payments: `reader` or `admin`;
+adjust, anonymize: `admin`; reconcile: `reconciler`; replay-event: `reconciler` or `payments`.
+An operator caller with roles `["admin", "reader", "reconciler"]` runs every command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import urlsplit
+
+from services.common import config
+from services.common.catalog import Catalog
+from services.common.config import ConfigError
+from services.ledger.client import LedgerClient
+from services.ledger.config import TOKEN_CHARS_MIN as LEDGER_TOKEN_CHARS_MIN
+
+__all__ = ["ConfigError", "LedgerAccess", "StripeAccess", "log_level"]
+
+DEADLINE_SECONDS_DEFAULT: Final = 10.0
+DEADLINE_SECONDS_MAX: Final = 300.0
+# An operator waits at the terminal: a few quick retries (same request, same key), then a clear answer.
+LEDGER_ATTEMPTS_MAX: Final = 3
+
+
+@dataclass(frozen=True)
+class LedgerAccess:
+    """Where the ledger is and the caller token to present."""
+
+    target: str
+    token: str = field(repr=False)
+    deadline_seconds: float = DEADLINE_SECONDS_DEFAULT
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], deadline_seconds: float = DEADLINE_SECONDS_DEFAULT) -> LedgerAccess:
+        target = config.require(environ, "LEDGER_TARGET", "the ledger's host:port (for example ledger:50051)")
+        token = config.require(environ, "LEDGER_TOKEN", "a ledger caller token (see LEDGER_CALLERS)")
+        if len(token) < LEDGER_TOKEN_CHARS_MIN:
+            raise ConfigError(f"LEDGER_TOKEN: expected at least {LEDGER_TOKEN_CHARS_MIN} characters")
+        if not 0 < deadline_seconds <= DEADLINE_SECONDS_MAX:
+            raise ConfigError(f"--timeout-seconds: expected more than 0 and at most {DEADLINE_SECONDS_MAX:.0f}")
+        return cls(target=target, token=token, deadline_seconds=deadline_seconds)
+
+    def client(self) -> LedgerClient:
+        """A client with the command's deadline per call and LEDGER_ATTEMPTS_MAX attempts; close it after use."""
+        return LedgerClient(
+            self.target, self.token, deadline_seconds=self.deadline_seconds, attempts_max=LEDGER_ATTEMPTS_MAX
+        )
+
+
+@dataclass(frozen=True)
+class StripeAccess:
+    """The Stripe key and API base, and the catalog that prices what Stripe's objects describe."""
+
+    api_key: str = field(repr=False)
+    api_base: str | None
+    catalog: Catalog
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> StripeAccess:
+        # The gateway's rules for these values; imported here, as only two commands need them.
+        from services.webhook_gateway.config import STRIPE_API_KEY_PREFIXES
+
+        api_key = config.require(environ, "STRIPE_API_KEY", "a Stripe secret or restricted key (sk_... or rk_...)")
+        if not api_key.startswith(STRIPE_API_KEY_PREFIXES):
+            raise ConfigError("STRIPE_API_KEY: expected a Stripe secret or restricted key (sk_... or rk_...)")
+        return cls(api_key=api_key, api_base=_api_base(environ), catalog=Catalog.from_env(environ))
+
+
+def _api_base(environ: Mapping[str, str]) -> str | None:
+    from services.webhook_gateway.config import URL_CHARS_MAX
+
+    value = config.optional(environ, "STRIPE_API_BASE")
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(value) > URL_CHARS_MAX:
+        raise ConfigError(f"STRIPE_API_BASE: expected an http(s):// URL, got {value[:200]!r}")
+    return value.rstrip("/")
+
+
+def log_level(environ: Mapping[str, str], default: str) -> str:
+    """LOG_LEVEL when set, else the command's default."""
+    if config.optional(environ, "LOG_LEVEL") is None:
+        return default
+    return config.log_level(environ)
