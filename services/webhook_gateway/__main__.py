@@ -5,8 +5,8 @@ bound, 2 for a configuration error (one line on stderr naming the variable).
 
 On SIGTERM the gateway stops accepting connections, reports not-ready, lets in-flight requests
 finish within GATEWAY_SHUTDOWN_GRACE_SECONDS, then closes its clients. (aiohttp stops reading on
-shutdown: a request whose body is still arriving is dropped; Stripe redelivers it.) At start it prints the
-webhook URL, so `stripe listen --forward-to <that URL>` works unchanged.
+shutdown: a request whose body is still arriving is dropped; Stripe redelivers it.) At start it logs the
+webhook URL (message `webhook URL: ...`), so `stripe listen --forward-to <that URL>` works unchanged.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ import sys
 from typing import Final
 
 from aiohttp import web
+from opentelemetry.trace import TracerProvider
 
 from services.common.config import ConfigError
 from services.common.logs import configure_logging, register_secret
 from services.common.metrics import start_metrics_server
+from services.common.request_ids import request_id_client_interceptors
 from services.common.tracing import configure_tracing, grpc_client_interceptors
 from services.ledger.client import LedgerClient
 from services.webhook_gateway.app import build_app
@@ -42,13 +44,7 @@ _WILDCARD_HOSTS: Final = frozenset({"0.0.0.0", "::", "[::]", ""})
 
 async def run(settings: GatewaySettings) -> None:
     stopping = _stop_signal_event()  # First: a SIGTERM during start-up still stops gracefully.
-    ledger = LedgerClient(
-        settings.ledger_target,
-        settings.ledger_token,
-        deadline_seconds=LEDGER_DEADLINE_SECONDS,
-        attempts_max=LEDGER_ATTEMPTS_MAX,
-        interceptors=grpc_client_interceptors(),
-    )
+    ledger = connect_ledger(settings)
     stripe_api = StripeApi(settings.stripe_api_key, settings.stripe_api_base)
     redis = connect_redis(settings.edge.redis_url) if settings.edge.redis_url else None
     app = build_app(settings, ledger, stripe_api, redis=redis)
@@ -60,8 +56,10 @@ async def run(settings: GatewaySettings) -> None:
         await site.start()
         metrics_server = start_metrics_server(settings.metrics_port)
         bound_port = _bound_port(runner, int(port))
-        print(f"webhook gateway listening on {settings.listen} (port {bound_port})", file=sys.stderr, flush=True)
-        print(f"webhook URL: {webhook_url(host, bound_port)}", file=sys.stderr, flush=True)
+        # Log lines, not prints: every line on stderr is JSON (docs/observability.md); the message stays greppable.
+        log.info("webhook gateway listening on %s (port %d)", settings.listen, bound_port, extra={"port": bound_port})
+        url = webhook_url(host, bound_port)
+        log.info("webhook URL: %s", url, extra={"webhook_url": url})
         await stopping.wait()
         log.info("stopping: finishing in-flight requests", extra={"grace_seconds": settings.shutdown_grace_seconds})
         app[GATEWAY_KEY].draining = True
@@ -74,6 +72,23 @@ async def run(settings: GatewaySettings) -> None:
         if redis is not None:
             await redis.aclose()
     log.info("stopped")
+
+
+def connect_ledger(settings: GatewaySettings, tracer_provider: TracerProvider | None = None) -> LedgerClient:
+    """The gateway's ledger client: short deadlines, few attempts, and the trace context sent along.
+
+    The OpenTelemetry client interceptors start a client span per call and inject `traceparent` into
+    the call's metadata, which the ledger's server interceptor continues: one webhook, one trace.
+    `tracer_provider` is the global one when None (tests pass an in-memory one). The request id of the
+    HTTP request being handled goes along as `x-request-id` (services.common.request_ids).
+    """
+    return LedgerClient(
+        settings.ledger_target,
+        settings.ledger_token,
+        deadline_seconds=LEDGER_DEADLINE_SECONDS,
+        attempts_max=LEDGER_ATTEMPTS_MAX,
+        interceptors=[*grpc_client_interceptors(tracer_provider), *request_id_client_interceptors()],
+    )
 
 
 def webhook_url(host: str, port: int) -> str:

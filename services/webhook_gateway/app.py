@@ -7,9 +7,11 @@
       POST /gdpr/delete
     GET /healthz, GET /readyz, GET /metrics       none             here
 
-Middlewares, outermost first: tracing (a server span per request), CORS (browser routes only, so
-even errors carry CORS headers), the JSON error body, rate limits (browser routes only: Stripe
-paces its own deliveries). The webhook route has neither CORS nor rate limits.
+Middlewares, outermost first: tracing (a server span per request), the request id (bound for the log
+lines, answered in `X-Request-Id`, sent on to the ledger), HTTP metrics (metrics.py; outside the error
+body, so they see final statuses), CORS (browser routes only, so even errors carry CORS headers), the
+JSON error body, rate limits (browser routes only: Stripe paces its own deliveries). The webhook route
+has neither CORS nor rate limits.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from __future__ import annotations
 from typing import Final
 
 from aiohttp import web
+from opentelemetry.trace import TracerProvider
 from redis.asyncio import Redis
 
 from services.common.metrics import metrics_handler
+from services.common.request_ids import request_id_middleware
 from services.common.tracing import aiohttp_tracing_middleware
 from services.ledger.client import LedgerClient
 from services.webhook_gateway.auth import JWT_VERIFIER_KEY, JwtVerifier, authenticated_user_id
@@ -29,6 +33,7 @@ from services.webhook_gateway.context import GATEWAY_KEY, GatewayContext
 from services.webhook_gateway.cors import CorsPolicy, cors_middleware
 from services.webhook_gateway.edge_routes import add_edge_routes
 from services.webhook_gateway.http_errors import HttpError, error_middleware
+from services.webhook_gateway.metrics import http_metrics_middleware
 from services.webhook_gateway.ratelimit import edge_rate_limit_middleware
 from services.webhook_gateway.stripe_client import StripeApi
 from services.webhook_gateway.webhooks import stripe_webhook
@@ -43,10 +48,18 @@ def build_app(
     stripe_client: StripeApi,
     *,
     redis: Redis | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> web.Application:
-    """The application; the caller owns (and closes) the clients it passes in."""
+    """The application; the caller owns (and closes) the clients it passes in.
+
+    `tracer_provider` records the server spans (the global provider when None). Give `ledger_client`
+    the gRPC client interceptors of the same provider (`__main__.connect_ledger`) so that the ledger's
+    spans join the webhook's trace.
+    """
     middlewares = [
-        aiohttp_tracing_middleware(),
+        aiohttp_tracing_middleware(tracer_provider),
+        request_id_middleware,
+        http_metrics_middleware,
         cors_middleware(CorsPolicy.build(settings.edge.cors_allowed_origins, BROWSER_ROUTE_PREFIXES)),
         error_middleware,
         edge_rate_limit_middleware(

@@ -3,13 +3,17 @@
     step                                  failure                                   answer
     read the body (WEBHOOK_BODY_BYTES_MAX)  larger                                  413 PAYLOAD_TOO_LARGE
     Stripe-Signature against each secret  missing                                   400 SIGNATURE_MISSING
-      (rotation: any configured secret)   no v1 signature matches                   400 SIGNATURE_INVALID
+      (rotation: any configured secret)   no v1 signature matches, or two headers   400 SIGNATURE_INVALID
     signed timestamp within tolerance     older / newer than STRIPE_TOLERANCE_SECONDS  400 TIMESTAMP_OUT_OF_TOLERANCE
     JSON object with id, type, data       not UTF-8, not JSON, not an object        400 MALFORMED_BODY
                                           no id / type / data.object                400 MALFORMED_EVENT
     translate + apply through the ledger  ledger or Stripe unavailable, too slow    503 UNAVAILABLE (Stripe retries)
                                           ledger misconfigured / internal error     500 INTERNAL (Stripe retries)
     done: applied, duplicate, ignored, refused                                      200 {"received": true, "outcome"}
+
+Every delivery is counted in `webhook_events_total{type, outcome}` and timed in
+`webhook_processing_seconds{outcome}` (metrics.py): the four 200 outcomes as answered, a 4xx as
+`refused` (its reason in `webhook_rejected_total`), a 5xx as `failed`.
 
 The signature is checked by the stripe SDK (`WebhookSignature.verify_header`, constant-time),
 first, so a forged request learns nothing else. The timestamp window is then checked on both
@@ -39,7 +43,13 @@ from services.ledger import errors
 from services.webhook_gateway.config import WEBHOOK_BODY_BYTES_MAX
 from services.webhook_gateway.context import GATEWAY_KEY
 from services.webhook_gateway.http_errors import HttpError
-from services.webhook_gateway.metrics import WEBHOOK_EVENTS, WEBHOOK_PROCESSING, event_type_label
+from services.webhook_gateway.metrics import (
+    OUTCOME_FAILED,
+    OUTCOME_REFUSED,
+    WEBHOOK_REJECTED,
+    record_webhook,
+    rejection_reason,
+)
 from services.webhook_gateway.stripe_client import StripeFailure, StripeUnavailable
 
 log = logging.getLogger(__name__)
@@ -48,6 +58,7 @@ WEBHOOK_APPLY_SECONDS_MAX: Final = 8.0
 SIGNATURE_HEADER_CHARS_MAX: Final = 4096
 BODY_CHUNK_BYTES: Final = 64 * 1024
 RETRY_AFTER_SECONDS: Final = 5
+HTTP_SERVER_ERROR_STATUS_MIN: Final = 500
 
 
 def _bad_request(code: str, message: str) -> HttpError:
@@ -118,22 +129,22 @@ def _refuse_constant(name: str) -> Any:
 
 
 async def stripe_webhook(request: web.Request) -> web.Response:
-    """POST /webhooks/stripe; see the module docstring."""
+    """POST /webhooks/stripe; see the module docstring. Every delivery is counted and timed (metrics.py)."""
     started = time.perf_counter()
     event_type: str | None = None
-    outcome = "error"
+    outcome = OUTCOME_FAILED  # Until proven otherwise: an unexpected exception is answered 500.
     try:
         event = await _verified_event(request)
         event_type = event.get("type") if isinstance(event.get("type"), str) else None
         outcome = await _apply(request, event)
         return web.json_response({"received": True, "outcome": outcome})
     except HttpError as exc:
-        outcome = {400: "bad_request", 413: "too_large", 503: "unavailable"}.get(exc.status, "error")
+        if exc.status < HTTP_SERVER_ERROR_STATUS_MIN:
+            outcome = OUTCOME_REFUSED
+            WEBHOOK_REJECTED.labels(reason=rejection_reason(exc.code)).inc()
         raise
     finally:
-        elapsed = time.perf_counter() - started
-        WEBHOOK_PROCESSING.observe(elapsed)
-        WEBHOOK_EVENTS.labels(type=event_type_label(event_type), outcome=outcome).inc()
+        record_webhook(event_type, outcome, time.perf_counter() - started)
 
 
 async def _verified_event(request: web.Request) -> dict[str, Any]:
@@ -143,7 +154,10 @@ async def _verified_event(request: web.Request) -> dict[str, Any]:
         payload = body.decode("utf-8")
     except UnicodeDecodeError:
         raise _bad_request("MALFORMED_BODY", "the body is not UTF-8") from None
-    header = request.headers.get("Stripe-Signature")
+    headers = request.headers.getall("Stripe-Signature", [])
+    if len(headers) > 1:  # Stripe sends one header; with two, which one counts would be up to each reader.
+        raise _bad_request("SIGNATURE_INVALID", "more than one Stripe-Signature header")
+    header = headers[0] if headers else None
     verify_signature(payload, header, settings.stripe_webhook_secrets, settings.stripe_tolerance_seconds, time.time())
     return parse_event(payload)
 

@@ -1,9 +1,10 @@
-"""`python -m services.webhook_gateway` as operators run it: configuration errors, the printed webhook URL,
+"""`python -m services.webhook_gateway` as operators run it: configuration errors, the logged webhook URL,
 serving, and a graceful SIGTERM that lets an in-flight webhook finish."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -185,7 +186,7 @@ async def test_serves_prints_the_webhook_url_and_stops_gracefully_on_sigterm(
         seen: list[str] = []
         try:
             line = await _read_until(process.stderr, "webhook URL:", seen)
-            assert line.strip() == f"webhook URL: http://localhost:{port}/webhooks/stripe"
+            assert json.loads(line)["message"] == f"webhook URL: http://localhost:{port}/webhooks/stripe"
             base = f"http://127.0.0.1:{port}"
             async with http.get(f"{base}/healthz") as response:
                 assert response.status == 200

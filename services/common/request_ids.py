@@ -1,0 +1,105 @@
+"""Request ids: one id per HTTP request, carried to the ledger, on every log line of both services.
+
+    HTTP client --X-Request-Id--> gateway (request_id_middleware) --x-request-id--> ledger
+                                     | binds services.common.logs.request_id_var      | RequestIdServerInterceptor
+                                     | answers X-Request-Id                           | binds it for the RPC
+
+The gateway takes the caller's `X-Request-Id` when it is a plain token (REQUEST_ID_PATTERN: letters,
+digits, `.`, `_`, `-`; at most REQUEST_ID_CHARS_MAX), so a host app or a load balancer can correlate its
+own logs; anything else is replaced by a new id, never echoed. The gateway's ledger client sends the id
+as `x-request-id` metadata (RequestIdClientInterceptor); the ledger binds it (or a new one) per RPC.
+Trace ids (services.common.tracing) correlate the same lines when tracing is on; request ids work
+without it, and are what a support ticket quotes (the gateway answers them in a header).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, cast
+
+import grpc
+import grpc.aio
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from services.common.logs import new_request_id, request_id_scope, request_id_var
+
+REQUEST_ID_HEADER: Final = "X-Request-Id"
+REQUEST_ID_METADATA_KEY: Final = "x-request-id"
+REQUEST_ID_CHARS_MAX: Final = 128
+REQUEST_ID_PATTERN: Final = re.compile(rf"[0-9A-Za-z._-]{{1,{REQUEST_ID_CHARS_MAX}}}")
+
+
+def accepted_request_id(value: str | bytes | None) -> str | None:
+    """`value` when it is a plain token of bounded length, else None (the caller makes a new id)."""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if value is None or REQUEST_ID_PATTERN.fullmatch(value) is None:
+        return None
+    return value
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bind the request's id for the log lines written while it is handled, and answer it in a header.
+
+    Install it right inside the tracing middleware: every line below it, errors included, carries the id.
+    """
+    with request_id_scope(accepted_request_id(request.headers.get(REQUEST_ID_HEADER))) as request_id:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:  # Raised answers (redirects, aiohttp's own errors) carry it too.
+            exc.headers[REQUEST_ID_HEADER] = request_id
+            raise
+        response.headers[REQUEST_ID_HEADER] = request_id
+        return response
+
+
+class RequestIdClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """Sends the bound request id (if any) as `x-request-id` metadata with every unary call."""
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        request_id = request_id_var.get()
+        if request_id is None:
+            return await continuation(client_call_details, request)
+        metadata = grpc.aio.Metadata(*tuple(client_call_details.metadata or ()))
+        metadata[REQUEST_ID_METADATA_KEY] = request_id
+        details = grpc.aio.ClientCallDetails(
+            client_call_details.method,
+            client_call_details.timeout,
+            metadata,
+            client_call_details.credentials,
+            client_call_details.wait_for_ready,
+        )
+        return await continuation(details, request)
+
+
+def request_id_client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """The client interceptors to give a ledger channel, typed as the channel takes them."""
+    # grpc-stubs leave ClientInterceptor a partial stub that concrete interceptors must be cast to.
+    return [cast(grpc.aio.ClientInterceptor, RequestIdClientInterceptor())]
+
+
+class RequestIdServerInterceptor(grpc.aio.ServerInterceptor):
+    """Binds the caller's `x-request-id` (or a new id) for the log lines of the RPC.
+
+    grpc.aio runs the interceptors and the handler of one RPC in one task, so the binding is the RPC's own.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        received = None
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == REQUEST_ID_METADATA_KEY:
+                received = accepted_request_id(value)
+        request_id_var.set(received or new_request_id())
+        return await continuation(handler_call_details)
