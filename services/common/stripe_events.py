@@ -47,6 +47,7 @@ STRIPE_ID_CHARS_MAX: Final = 255
 EVENT_TYPE_CHARS_MAX: Final = 100
 SHOWN_VALUE_CHARS_MAX: Final = 40
 _CONTROL_CHARACTERS: Final = re.compile(r"[\x00-\x1f\x7f]")
+_PRINTABLE_WORD: Final = re.compile(r"[\x21-\x7e]+")
 
 
 class DisputeStatus(enum.StrEnum):
@@ -202,10 +203,14 @@ def event_source(event: Mapping[str, Any]) -> tuple[EventSource, Mapping[str, An
     event_id = event.get("id")
     event_type = event.get("type")
     data = event.get("data")
+    # Printable ASCII without spaces, as the ledger records them: an id or a type it refused would leave the
+    # event unrecordable, answered 5xx and redelivered for days.
     if not isinstance(event_id, str) or not event_id.startswith("evt_") or len(event_id) > STRIPE_ID_CHARS_MAX:
         raise MalformedEvent("event id missing or malformed")
     if not isinstance(event_type, str) or not 0 < len(event_type) <= EVENT_TYPE_CHARS_MAX:
         raise MalformedEvent("event type missing or malformed")
+    if not _PRINTABLE_WORD.fullmatch(event_id) or not _PRINTABLE_WORD.fullmatch(event_type):
+        raise MalformedEvent("event id or type has spaces or characters other than printable ASCII")
     if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
         raise MalformedEvent("event data.object missing")
     data_object: Mapping[str, Any] = data["object"]

@@ -21,6 +21,8 @@ from services.common.tracing import grpc_server_interceptors
 from services.ledger import errors
 from services.ledger.auth import Authenticator, AuthInterceptor
 from services.ledger.config import LedgerSettings
+from services.ledger.decoding import UndecodableRequestInterceptor
+from services.ledger.group_commit import PostBatcher
 from services.ledger.holds_server import HoldsServicer
 from services.ledger.holds_store import HoldsStore
 from services.ledger.payments_server import PaymentsServicer
@@ -54,6 +56,7 @@ class LedgerServer:
     health: HealthServicer
     port: int
     settings: LedgerSettings
+    batcher: PostBatcher | None = None
     _probe: asyncio.Task[None] | None = field(default=None, repr=False)
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -68,6 +71,8 @@ class LedgerServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper  # no sweep left running on the pool about to close
         await self.server.stop(grace)
+        if self.batcher is not None:
+            await self.batcher.close()
         await self.store.close()
 
     async def probe_forever(self) -> None:
@@ -111,9 +116,11 @@ async def start(
     extra_interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (),
     *,
     connection_setup: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+    reuse_port: bool = False,
 ) -> LedgerServer:
     """connection_setup runs on each pooled connection as it is acquired: a test seam (tests set the
-    ledger clock of their own ledger with it); None in production, where it would cost a round trip."""
+    ledger clock of their own ledger with it); None in production, where it would cost a round trip.
+    reuse_port: bind with SO_REUSEPORT, to share the port with the other workers (services/ledger/workers.py)."""
     pool_settings = PoolSettings(
         size_min=0,
         size_max=settings.pool_size_max,
@@ -127,6 +134,7 @@ async def start(
         MetricsServerInterceptor(),
         *extra_interceptors,
         AuthInterceptor(Authenticator(settings.callers), abort),
+        UndecodableRequestInterceptor(abort),  # last: it wraps the handler itself
     )
     server = grpc.aio.server(
         interceptors=interceptors,
@@ -134,16 +142,19 @@ async def start(
         options=[
             ("grpc.max_receive_message_length", GRPC_MESSAGE_BYTES_MAX),
             ("grpc.max_send_message_length", GRPC_MESSAGE_BYTES_MAX),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ],
     )
-    pb_grpc.add_LedgerServiceServicer_to_server(LedgerServicer(store), server)
+    batcher = PostBatcher(store, size_max=settings.post_batch_size_max) if settings.group_commit else None
+    pb_grpc.add_LedgerServiceServicer_to_server(LedgerServicer(store, batcher), server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = _bind(server, settings)
     await server.start()
-    ledger = LedgerServer(server=server, store=store, health=health_servicer, port=port, settings=settings)
+    ledger = LedgerServer(
+        server=server, store=store, health=health_servicer, port=port, settings=settings, batcher=batcher
+    )
     await ledger._set_serving(False)
     ledger._probe = asyncio.create_task(ledger.probe_forever())
     ledger._sweeper = asyncio.create_task(ledger.sweep_holds_forever())

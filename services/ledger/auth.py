@@ -112,11 +112,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if method.startswith(OPEN_SERVICE_PREFIXES):
             return await continuation(handler_call_details)
+        values = [value for key, value in handler_call_details.invocation_metadata or () if key == "authorization"]
         authorization = None
-        for key, value in handler_call_details.invocation_metadata or ():
-            if key == "authorization":
-                authorization = value if isinstance(value, str) else value.decode("latin-1")
+        if values:
+            authorization = values[0] if isinstance(values[0], str) else values[0].decode("latin-1")
         try:
+            if len(values) > 1:  # Which of two tokens counts would be up to each reader (a proxy, us): refuse.
+                raise errors.Unauthenticated("more than one authorization metadata entry")
             caller = self.authenticator.authorize(method, authorization)
         except errors.LedgerError as refusal:
             return self._refuse(refusal)

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common import config
+from services.common import config, event_loop
 from services.common.config import ConfigError
 from services.ledger.auth import ROLES, Caller
 
 LISTEN_DEFAULT = "[::]:50051"
 CALLERS_EXPECTED = 'a JSON object {"name": {"token": "...", "roles": ["reader", ...]}}'
 TOKEN_CHARS_MIN = 16
+POST_BATCH_SIZE_MAX_DEFAULT = 64
+POST_BATCH_SIZE_MAX_LIMIT = 1000
+WORKERS_MAX = 64
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +41,12 @@ class LedgerSettings:
     log_level: str
     # Raw secrets (caller tokens) that the log redactor must scrub wherever they appear.
     secret_values: tuple[str, ...] = ()
+    # Group commit (services/ledger/group_commit.py): concurrent Credit / Debit / AdminAdjust share a transaction.
+    group_commit: bool = True
+    post_batch_size_max: int = POST_BATCH_SIZE_MAX_DEFAULT
+    # `python -m services.ledger` runs this many server processes on one port (SO_REUSEPORT).
+    workers: int = 1
+    event_loop: str = "auto"  # uvloop when installed (auto), uvloop, or asyncio
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> LedgerSettings:
@@ -51,7 +63,24 @@ class LedgerSettings:
             tls=parse_tls(environ),
             log_level=config.log_level(environ),
             secret_values=tuple(entry["token"] for entry in callers_json.values()),
+            group_commit=boolean(environ, "LEDGER_GROUP_COMMIT", True),
+            post_batch_size_max=config.integer(
+                environ, "LEDGER_POST_BATCH_SIZE_MAX", POST_BATCH_SIZE_MAX_DEFAULT, 1, POST_BATCH_SIZE_MAX_LIMIT
+            ),
+            workers=config.integer(environ, "LEDGER_WORKERS", os.cpu_count() or 1, 1, WORKERS_MAX),
+            event_loop=event_loop.setting(environ, "LEDGER_EVENT_LOOP"),
         )
+
+
+def boolean(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    value = config.optional(environ, name)
+    if value is None:
+        return default
+    if value.lower() in TRUE_WORDS:
+        return True
+    if value.lower() in FALSE_WORDS:
+        return False
+    raise ConfigError(f"{name}: expected true or false, got {value[:20]!r}")
 
 
 def parse_callers(value: object) -> tuple[Caller, ...]:

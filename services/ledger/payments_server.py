@@ -147,7 +147,10 @@ def _time(request: pb.ListPaymentsRequest, field: str) -> datetime | None:
     if not request.HasField(field):
         return None
     stamp: timestamp_pb2.Timestamp = getattr(request, field)
-    return stamp.ToDatetime(tzinfo=UTC)
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):  # outside 0001-01-01..9999-12-31, or nanos outside 0..999,999,999
+        raise errors.InvalidArgument(field, "is not a valid timestamp") from None
 
 
 def payment_query(request: pb.ListPaymentsRequest) -> PaymentQuery:

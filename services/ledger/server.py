@@ -21,6 +21,7 @@ from credits.ledger.v1 import ledger_service_pb2 as pb
 from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from services.ledger import errors, validation
 from services.ledger.domain import Entry, Kind, Posting
+from services.ledger.group_commit import Poster
 from services.ledger.status import abort
 from services.ledger.store import Store
 
@@ -110,8 +111,10 @@ def decode_page_token(token: str, prefix: str = PAGE_TOKEN_PREFIX) -> int | None
 class AccountsServicer(pb_grpc.LedgerServiceServicer):
     """Balances, Credit/Debit, history, admin adjustments and erasure."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, poster: Poster | None = None) -> None:
         self.store = store
+        # Credit, Debit and AdminAdjust go through the group commit when the app gives one.
+        self.poster: Poster = store if poster is None else poster
 
     @rpc
     async def GetBalance(
@@ -131,13 +134,13 @@ class AccountsServicer(pb_grpc.LedgerServiceServicer):
     @rpc
     async def Credit(self, request: pb.CreditRequest, context: grpc.aio.ServicerContext) -> pb.CreditResponse:
         posting = self._posting(request, Kind.GRANT, validation.positive_amount(request.amount))
-        posted = await self.store.post(posting)
+        posted = await self.poster.post(posting)
         return pb.CreditResponse(transaction=transaction_proto(posted.entry), replayed=posted.replayed)
 
     @rpc
     async def Debit(self, request: pb.DebitRequest, context: grpc.aio.ServicerContext) -> pb.DebitResponse:
         posting = self._posting(request, Kind.SPEND, -validation.positive_amount(request.amount))
-        posted = await self.store.post(posting)
+        posted = await self.poster.post(posting)
         return pb.DebitResponse(transaction=transaction_proto(posted.entry), replayed=posted.replayed)
 
     @rpc
@@ -164,7 +167,7 @@ class AccountsServicer(pb_grpc.LedgerServiceServicer):
             reason=validation.reason(request.reason),
             actor=validation.identifier("actor", request.actor, validation.ACTOR_CHARS_MAX),
         )
-        posted = await self.store.post(posting)
+        posted = await self.poster.post(posting)
         return pb.AdminAdjustResponse(
             transaction=transaction_proto(posted.entry),
             replayed=posted.replayed,

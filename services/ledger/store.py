@@ -1,8 +1,10 @@
 """SQL for the ledger's accounts and journal, on an asyncpg pool.
 
 Each mutation is one round trip: a server-side function (migrations/versions/0001) that checks
-idempotency, locks the account row, applies and journals in one transaction. asyncpg prepares
-and caches each statement per connection, so the hot path sends only a Bind/Execute.
+idempotency, locks the account row, applies and journals in one transaction; concurrent Credit /
+Debit / AdminAdjust requests share one (ledger_post_batch, migration 0004; services/ledger/group_commit.py).
+asyncpg prepares and caches each statement per connection, so the hot path sends only a Bind/Execute,
+and the pool returns connections without a reset query (one round trip per call, not two).
 Database failures are translated here into Unavailable / Internal; nothing asyncpg leaks out.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 _RETRYABLE_SQLSTATE_CLASSES = ("08", "53", "57", "40")
 
 POST_SQL = "SELECT * FROM ledger_post($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+POST_BATCH_SQL = "SELECT * FROM ledger_post_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 ENTRY_COLUMNS = (
     "id, user_id, delta, balance_after, kind, idempotency_key, reason, reference, payment_id, "
     "admin_action_id, hold_id, created_at"
@@ -78,9 +81,21 @@ def translate_database_error(exc: BaseException) -> errors.LedgerError:
         if sqlstate.startswith(_RETRYABLE_SQLSTATE_CLASSES):
             return errors.Unavailable(f"database unavailable ({sqlstate}); retry with the same idempotency key")
         return errors.Internal("database error")
-    if isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, ConnectionError)):
+    # InternalClientError: asyncpg found the connection in a state it cannot use (a statement cut off by a
+    # restart, a cancelled call): the connection is broken, not the request; safe to retry with its key.
+    broken = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, ConnectionError, asyncpg.InternalClientError)
+    if isinstance(exc, broken):
         return errors.Unavailable("database unreachable; retry with the same idempotency key")
     return errors.Internal("unexpected database failure")
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release without asyncpg's default reset query (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL).
+
+    That query is a second round trip on every call, and resets state the ledger never creates: no
+    advisory locks, cursors, LISTEN or session settings (a test's connection_setup sets its clock on
+    every acquire). An open transaction is still rolled back on release, by asyncpg itself.
+    """
 
 
 class Store:
@@ -109,6 +124,7 @@ class Store:
             max_inactive_connection_lifetime=300.0,
             server_settings={"application_name": "credits-ledger"},
             setup=setup,
+            reset=_keep_session,
         )
         return cls(pool)
 
@@ -123,7 +139,9 @@ class Store:
                 yield conn
         except errors.LedgerError:
             raise
-        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+        except (
+            TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncpg.InternalClientError
+        ) as exc:
             translated = translate_database_error(exc)
             if isinstance(translated, errors.Internal):
                 log.exception("database error", extra={"sqlstate": getattr(exc, "sqlstate", None)})
@@ -134,25 +152,29 @@ class Store:
             await conn.fetchval("SELECT 1", timeout=2)
 
     async def post(self, posting: Posting, *, allow_negative: bool = False) -> Posted:
-        metadata_json = json.dumps(posting.metadata) if posting.metadata else None
         async with self.connection() as conn:
-            row = await conn.fetchrow(
-                POST_SQL,
-                posting.user_id,
-                posting.delta,
-                posting.kind.value,
-                posting.idempotency_key,
-                posting.fingerprint(),
-                posting.reason,
-                posting.reference,
-                metadata_json,
-                posting.actor,
-                allow_negative,
-            )
-        outcome = row["outcome"]
-        if outcome not in ("applied", "replayed"):
-            raise _refusal(outcome, posting, row)
-        return Posted(entry=entry_from_row(row), replayed=outcome == "replayed")
+            row = await conn.fetchrow(POST_SQL, *_post_arguments(posting, allow_negative))
+        answer = posted_or_refusal(posting, row)
+        if isinstance(answer, errors.LedgerError):
+            raise answer
+        return answer
+
+    async def post_batch(self, requests: Sequence[tuple[Posting, bool]]) -> list[Posted | errors.LedgerError]:
+        """Applies (posting, allow_negative) requests in one transaction (ledger_post_batch, migration 0004).
+
+        Answers one result per request, in order: what ledger_post alone would answer, a refusal as a
+        LedgerError value. Raises (Unavailable / Internal) only when the statement failed as a whole.
+        """
+        assert requests
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [], [])
+        for posting, allow_negative in requests:
+            for column, value in zip(columns, _post_arguments(posting, allow_negative), strict=True):
+                column.append(value)
+        async with self.connection() as conn:
+            rows = await conn.fetch(POST_BATCH_SQL, *columns)
+        by_ordinal = {row["ordinal"]: row for row in rows}
+        assert len(by_ordinal) == len(requests), "ledger_post_batch answers one row per request"
+        return [posted_or_refusal(posting, by_ordinal[ordinal]) for ordinal, (posting, _) in enumerate(requests, 1)]
 
     async def balance(self, user_id: str) -> Balance:
         async with self.connection() as conn:
@@ -183,6 +205,30 @@ class Store:
             metadata_erased_count=row["metadata_erased_count"],
             balance=row["balance"],
         )
+
+
+def _post_arguments(posting: Posting, allow_negative: bool) -> tuple[Any, ...]:
+    """ledger_post's arguments (and one element of each of ledger_post_batch's arrays)."""
+    return (
+        posting.user_id,
+        posting.delta,
+        posting.kind.value,
+        posting.idempotency_key,
+        posting.fingerprint(),
+        posting.reason,
+        posting.reference,
+        json.dumps(posting.metadata) if posting.metadata else None,
+        posting.actor,
+        allow_negative,
+    )
+
+
+def posted_or_refusal(posting: Posting, row: Any) -> Posted | errors.LedgerError:
+    """One ledger_post answer: the entry (applied or replayed), or the refusal to raise."""
+    outcome = row["outcome"]
+    if outcome not in ("applied", "replayed"):
+        return _refusal(outcome, posting, row)
+    return Posted(entry=entry_from_row(row), replayed=outcome == "replayed")
 
 
 def _refusal(outcome: str, posting: Posting, row: Any) -> errors.LedgerError:

@@ -21,6 +21,7 @@ from typing import Final
 from aiohttp import web
 from opentelemetry.trace import TracerProvider
 
+from services.common import event_loop
 from services.common.config import ConfigError
 from services.common.logs import configure_logging, register_secret
 from services.common.metrics import start_metrics_server
@@ -129,7 +130,7 @@ def main() -> int:
         print(f"{SERVICE_NAME}: configuration error: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(run(settings))
+        event_loop.run(run(settings), settings.event_loop)
     except OSError as exc:
         print(f"{SERVICE_NAME}: cannot listen on {settings.listen}: {exc.strerror or exc}", file=sys.stderr)
         return 1

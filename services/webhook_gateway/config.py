@@ -13,6 +13,7 @@
 | `METRICS_PORT` | serve `/metrics` on this port too (unset: only on the main port) |
 | `GATEWAY_SHUTDOWN_GRACE_SECONDS` | time in-flight requests get to finish on SIGTERM (10) |
 | `LOG_LEVEL` | DEBUG, INFO, WARNING or ERROR (INFO) |
+| `GATEWAY_EVENT_LOOP` | `auto` (uvloop when installed), `uvloop` or `asyncio` (auto) |
 | JWT / CORS / rate-limit variables | see services.webhook_gateway.edge_config |
 
 A bad value stops start-up with one line naming the variable; secret values are never echoed.
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlsplit
 
-from services.common import config
+from services.common import config, event_loop
 from services.common.catalog import Catalog
 from services.common.config import ConfigError
 from services.webhook_gateway.edge_config import EdgeSettings
@@ -69,6 +70,7 @@ class GatewaySettings:
     shutdown_grace_seconds: float
     log_level: str
     edge: EdgeSettings
+    event_loop: str = "auto"  # GATEWAY_EVENT_LOOP: uvloop when installed (auto), uvloop, or asyncio
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> GatewaySettings:
@@ -96,6 +98,7 @@ class GatewaySettings:
             ),
             log_level=config.log_level(environ),
             edge=EdgeSettings.from_env(environ),
+            event_loop=event_loop.setting(environ, "GATEWAY_EVENT_LOOP"),
         )
 
 

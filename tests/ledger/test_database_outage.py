@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import asyncpg
 import grpc
 import pytest
 
@@ -17,6 +18,7 @@ from credits.ledger.v1 import ledger_service_pb2 as pb
 from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from services.ledger import app, errors
 from services.ledger.client import LedgerClient
+from services.ledger.store import translate_database_error
 from tests.conftest import ALL_ROLES_TOKEN, ledger_settings, new_key
 from tests.ledger.helpers import (
     adjust_request,
@@ -222,3 +224,22 @@ async def wait_until(condition) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("condition never held")
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        pytest.param(
+            asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress"),
+            id="connection-in-an-unusable-state",
+        ),
+        pytest.param(
+            asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+            id="connection-closed-mid-operation",
+        ),
+    ],
+)
+def test_a_broken_connection_is_unavailable_not_internal(failure):
+    # Found by tests/faults: after a PostgreSQL restart asyncpg raised InternalClientError on a pooled
+    # connection; it escaped the translation and the call was answered INTERNAL (a webhook 500).
+    assert isinstance(translate_database_error(failure), errors.Unavailable)

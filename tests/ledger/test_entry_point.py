@@ -17,6 +17,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from credits.ledger.v1 import ledger_service_pb2 as pb
 from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from tests.conftest import ROOT, new_key
 from tests.ledger.helpers import (
@@ -161,7 +162,10 @@ async def test_serves_and_finishes_in_flight_calls_on_sigterm(ledger_process, db
                 )
                 for _ in range(IN_FLIGHT_CREDITS)
             ]
-            await wait_for_lock_waiters(db, IN_FLIGHT_CREDITS)
+            # Group commit puts concurrent credits in shared batches: at least one waits on the lock. A read
+            # sent after the credits on the same connection answers only once the server has taken them all in.
+            await wait_for_lock_waiters(db, 1)
+            await stub.GetBalance(pb.GetBalanceRequest(user_id=user_id), metadata=bearer(TOKEN), timeout=30)
             # Watch health from before the signal, so that the stream is already open when it comes.
             watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=30)
             assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING

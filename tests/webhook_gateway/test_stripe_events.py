@@ -285,6 +285,11 @@ def test_refusal_reasons_carry_no_personal_data() -> None:
         pytest.param(lambda e: e["data"].pop("object"), id="no-object"),
         pytest.param(lambda e: e["data"].update(object=[1]), id="object-not-object"),
         pytest.param(lambda e: e["data"]["object"].update(amount_total=float("nan")), id="nan"),
+        # Found by tests/hostile (fuzz): the ledger refused to record these, so the gateway answered 500.
+        pytest.param(lambda e: e.update(type=" "), id="type-a-space"),
+        pytest.param(lambda e: e.update(type="charge.refunded\n"), id="type-with-control-character"),
+        pytest.param(lambda e: e.update(id="evt_ 1"), id="id-with-a-space"),
+        pytest.param(lambda e: e.update(id="evt_\u00e9"), id="id-not-ascii"),
     ],
 )
 def test_malformed_envelopes_are_refused(mutate: Any) -> None:

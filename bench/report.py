@@ -1,0 +1,196 @@
+"""Figures out of raw results: latency percentiles, ratios against targets, the summary table, the JSON file."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+# (ratio name, numerator workload, denominator workload, target minimum)
+RATIOS: tuple[tuple[str, str, str, float], ...] = (
+    ("credit_uniform / grpc_floor", "credit_uniform", "grpc_floor", 0.8),
+    ("debit_hot / sql_floor(hot)", "debit_hot", "sql_floor_hot", 1.0),
+    ("balance / grpc_floor", "balance", "grpc_floor", 0.9),
+)
+CREDIT_P99_MS_MAX = 20.0
+WEBHOOK_EVENTS_PER_SECOND_MIN = 1500.0
+WEBHOOK_P99_MS_MAX = 50.0
+RECONCILE_SECONDS_MAX = 60.0
+RECONCILE_MEMORY_MB_MAX = 200.0
+RECONCILE_TARGET_CHARGES = 100_000
+
+
+def percentile_ms(sorted_seconds: Sequence[float], fraction: float) -> float | None:
+    if not sorted_seconds:
+        return None
+    index = min(len(sorted_seconds) - 1, max(0, round(fraction * len(sorted_seconds)) - 1))
+    return round(sorted_seconds[index] * 1000.0, 3)
+
+
+def latency_fields(latencies_seconds: Iterable[float]) -> dict[str, float | None]:
+    ordered = sorted(latencies_seconds)
+    mean = sum(ordered) / len(ordered) * 1000.0 if ordered else None
+    return {
+        "latency_ms_p50": percentile_ms(ordered, 0.50),
+        "latency_ms_p90": percentile_ms(ordered, 0.90),
+        "latency_ms_p99": percentile_ms(ordered, 0.99),
+        "latency_ms_max": round(ordered[-1] * 1000.0, 3) if ordered else None,
+        "latency_ms_mean": round(mean, 3) if mean is not None else None,
+    }
+
+
+def ratios(workloads: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for name, numerator, denominator, target in RATIOS:
+        top = workloads.get(numerator, {}).get("ops_per_second")
+        bottom = workloads.get(denominator, {}).get("ops_per_second")
+        if not top or not bottom:
+            continue
+        value = round(top / bottom, 3)
+        found[name] = {"value": value, "target_min": target, "met": value >= target}
+    return found
+
+
+def median_round(rounds: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per workload, the round with the median throughput, plus every round's throughput."""
+    chosen: dict[str, dict[str, Any]] = {}
+    names = [name for name in rounds[0]] if rounds else []
+    for name in names:
+        samples = [found[name] for found in rounds if name in found and found[name].get("ops_per_second")]
+        if not samples:
+            chosen[name] = dict(rounds[0][name])
+            continue
+        ordered = sorted(samples, key=lambda figures: figures["ops_per_second"])
+        median = dict(ordered[(len(ordered) - 1) // 2])
+        if len(samples) > 1:
+            median["rounds_ops_per_second"] = [figures["ops_per_second"] for figures in samples]
+        chosen[name] = median
+    return chosen
+
+
+def median_ratios(rounds: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Each ratio computed inside each round (its two sides ran minutes apart at most), then the median."""
+    per_round = [ratios(found) for found in rounds]
+    merged: dict[str, dict[str, Any]] = {}
+    for name, _, _, target in RATIOS:
+        values = sorted(found[name]["value"] for found in per_round if name in found)
+        if not values:
+            continue
+        value = values[(len(values) - 1) // 2]
+        merged[name] = {"value": value, "target_min": target, "met": value >= target}
+        if len(values) > 1:
+            merged[name]["rounds"] = [found[name]["value"] for found in per_round if name in found]
+    return merged
+
+
+def targets(workloads: Mapping[str, Mapping[str, Any]], found_ratios: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per target of issue 8: the figure, the bound, met or not."""
+    lines = []
+    for name, ratio in found_ratios.items():
+        lines.append(f"{name} = {ratio['value']:.2f} (target >= {ratio['target_min']}): {_met(ratio['met'])}")
+    credit = workloads.get("credit_uniform")
+    if credit and credit.get("latency_ms_p99") is not None:
+        p99 = credit["latency_ms_p99"]
+        lines.append(f"credit_uniform p99 = {p99:.1f} ms (target <= {CREDIT_P99_MS_MAX:.0f}): {_met(p99 <= 20.0)}")
+    webhook = workloads.get("webhook_e2e")
+    if webhook:
+        rate, p99 = webhook.get("ops_per_second", 0.0), webhook.get("latency_ms_p99") or 0.0
+        doubles = webhook.get("double_credits", -1)
+        missing = webhook.get("not_credited", -1)
+        lines.append(
+            f"webhook_e2e = {rate:.0f} events/s (target >= 1500): {_met(rate >= WEBHOOK_EVENTS_PER_SECOND_MIN)}"
+        )
+        lines.append(f"webhook_e2e p99 = {p99:.1f} ms (target <= 50): {_met(p99 <= WEBHOOK_P99_MS_MAX)}")
+        lines.append(
+            f"webhook_e2e double credits = {doubles}, not credited = {missing}: {_met(doubles == 0 == missing)}"
+        )
+    reconcile = workloads.get("reconcile")
+    if reconcile:
+        seconds, memory = reconcile.get("seconds", 0.0), reconcile.get("peak_memory_mb", 0.0)
+        charges = reconcile.get("charges", 0)
+        scaled = "" if charges == RECONCILE_TARGET_CHARGES else f" (measured on {charges} charges, not 100,000)"
+        lines.append(f"reconcile = {seconds:.1f} s (target <= 60){scaled}: {_met(seconds <= RECONCILE_SECONDS_MAX)}")
+        lines.append(f"reconcile peak memory = {memory:.0f} MB (target <= 200): {_met(memory <= 200.0)}")
+    return lines
+
+
+def _met(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
+def table(workloads: Mapping[str, Mapping[str, Any]]) -> str:
+    header = (
+        f"{'workload':<16} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>7}"
+        "  cpu s (process: seconds)"
+    )
+    rows = [header, "-" * len(header)]
+    for name, figures in workloads.items():
+        cpu = figures.get("cpu_seconds", {})
+        cpu_text = " ".join(f"{process}:{seconds:.1f}" for process, seconds in cpu.items())
+        rows.append(
+            f"{name:<16} {_number(figures.get('ops_per_second'), 9, 1)} {_number(figures.get('latency_ms_p50'), 8, 2)} "
+            f"{_number(figures.get('latency_ms_p99'), 8, 2)} {_number(figures.get('latency_ms_max'), 8, 1)} "
+            f"{figures.get('errors', 0):>7}  {cpu_text}"
+        )
+    return "\n".join(rows)
+
+
+def _number(value: Any, width: int, digits: int) -> str:
+    if value is None:
+        return f"{'-':>{width}}"
+    return f"{value:>{width}.{digits}f}"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+def machine_info(postgres_version: str, load_processes: int) -> dict[str, Any]:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gib = None
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        memory_gib = round(pages / 2**30, 1)
+    except (ValueError, OSError):
+        pass
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": memory_gib,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "postgresql": postgres_version,
+        "grpcio": _version("grpcio"),
+        "asyncpg": _version("asyncpg"),
+        "aiohttp": _version("aiohttp"),
+        "uvloop": _version("uvloop"),
+        "load_average_at_start": [round(value, 2) for value in os.getloadavg()],
+        "load_processes": load_processes,
+        "note": "absolute figures are specific to this machine (shared, noisy); compare ratios",
+    }
+
+
+def write_json(path: Path, document: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    temporary.replace(path)
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

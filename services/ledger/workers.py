@@ -1,0 +1,161 @@
+"""How `python -m services.ledger` runs: one server process, or LEDGER_WORKERS of them on one port.
+
+A Python process runs Python on one core at a time, and the ledger's own work (gRPC, validation,
+protobuf, asyncpg) is Python. So the ledger starts LEDGER_WORKERS (default: the CPU count) worker
+processes, each the whole server (its own pool, group commit, health probe and hold sweeper), all
+listening on the same address with SO_REUSEPORT: the kernel spreads incoming connections over them.
+The first process only supervises:
+
+- SIGTERM / SIGINT are passed on; each worker drains its calls (LEDGER_SHUTDOWN_GRACE_SECONDS), and the
+  supervisor exits 0 once every worker has exited 0;
+- a worker that exits on its own (a failed bind, a crash) stops the others, and the supervisor exits
+  non-zero, so the container or unit restarts the whole ledger;
+- every worker dies with the supervisor (PR_SET_PDEATHSIG): a SIGKILLed ledger leaves nothing
+  listening on its port.
+
+Port 0 (any free port) is resolved once by the supervisor, so the workers share one port.
+With METRICS_PORT set, worker i serves its metrics on METRICS_PORT + i. LEDGER_DB_POOL_SIZE_MAX stays
+the bound of the whole ledger: each worker's pool gets an equal share of it (at least one connection).
+
+The event loop is uvloop when installed (LEDGER_EVENT_LOOP=auto, the default), or as configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import dataclasses
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import sys
+from types import FrameType
+from typing import Final
+
+from services.common import event_loop
+from services.common.logs import configure_logging, register_secret
+from services.common.metrics import start_metrics_server
+from services.common.tracing import configure_tracing
+from services.ledger import app
+from services.ledger.config import LedgerSettings
+
+log = logging.getLogger("services.ledger")
+
+_PR_SET_PDEATHSIG: Final = 1  # prctl(2) option, from <linux/prctl.h>
+EXIT_WORKER_FAILED: Final = 1
+
+
+async def run(settings: LedgerSettings, *, reuse_port: bool = False) -> None:
+    """Serves until SIGTERM or SIGINT, then finishes the calls in flight and stops."""
+    ledger = await app.start(settings, reuse_port=reuse_port)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log.info("stopping: finishing in-flight calls", extra={"grace_seconds": settings.shutdown_grace_seconds})
+    await ledger.stop()
+    log.info("stopped")
+
+
+def serve(settings: LedgerSettings, *, reuse_port: bool = False, metrics_port: int | None = None) -> int:
+    """One server process: metrics, tracing exporter, the event loop; returns the exit code."""
+    metrics_server = start_metrics_server(metrics_port)
+    tracer_provider = configure_tracing("ledger")
+    try:
+        event_loop.run(run(settings, reuse_port=reuse_port), settings.event_loop)
+    except OSError as exc:
+        print(f"ledger: {exc}", file=sys.stderr)
+        return EXIT_WORKER_FAILED
+    finally:
+        if metrics_server is not None:
+            metrics_server.stop()
+        if tracer_provider is not None:
+            tracer_provider.shutdown()
+    return 0
+
+
+def supervise(settings: LedgerSettings) -> int:
+    """Starts settings.workers worker processes on one port and waits for them; returns the exit code."""
+    settings = worker_settings(settings)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: gRPC does not survive fork()
+    workers = [
+        context.Process(target=worker_main, args=(settings, index, os.getpid()), name=f"ledger-worker-{index}")
+        for index in range(settings.workers)
+    ]
+    stopping = False
+
+    def stop_workers(signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
+        nonlocal stopping
+        stopping = True
+        for worker in workers:
+            if worker.pid is not None and worker.exitcode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop_workers)
+    signal.signal(signal.SIGINT, stop_workers)
+    for worker in workers:
+        worker.start()
+    log.info("ledger workers started", extra={"workers": settings.workers, "listen": settings.listen})
+    code = 0
+    remaining = list(workers)
+    while remaining:
+        ended = multiprocessing.connection.wait([worker.sentinel for worker in remaining])
+        for worker in [worker for worker in remaining if worker.sentinel in ended]:
+            worker.join()
+            remaining.remove(worker)
+            if worker.exitcode != 0:
+                code = code or EXIT_WORKER_FAILED
+            if not stopping:
+                log.error("a ledger worker exited on its own; stopping the others", extra={"code": worker.exitcode})
+                stop_workers()
+    return code
+
+
+def worker_settings(settings: LedgerSettings) -> LedgerSettings:
+    """What each worker runs with: the one concrete port, and its share of the connection pool.
+
+    LEDGER_DB_POOL_SIZE_MAX bounds the ledger's connections, all workers together: PostgreSQL's
+    max_connections is sized for the ledger, not for one of its processes.
+    """
+    return dataclasses.replace(
+        settings,
+        listen=_concrete_listen(settings.listen),
+        pool_size_max=max(1, settings.pool_size_max // settings.workers),
+    )
+
+
+def worker_main(settings: LedgerSettings, index: int, supervisor_pid: int) -> None:
+    """A worker process (multiprocessing target): the whole server, on the shared port."""
+    _die_with(supervisor_pid)
+    configure_logging("ledger", settings.log_level)
+    for secret in settings.secret_values:
+        register_secret(secret)
+    metrics_port = None if settings.metrics_port is None else settings.metrics_port + index
+    sys.exit(serve(settings, reuse_port=True, metrics_port=metrics_port))
+
+
+def _die_with(supervisor_pid: int) -> None:
+    """SIGKILL this process when its parent dies (Linux); exit at once if that already happened."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != supervisor_pid:
+        os._exit(EXIT_WORKER_FAILED)
+
+
+def _concrete_listen(listen: str) -> str:
+    """host:0 becomes host:<a free port>, so every worker binds the same one."""
+    host, _, port = listen.rpartition(":")
+    if port != "0":
+        return listen
+    bare = host.strip("[]")
+    family = socket.AF_INET6 if ":" in bare else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((bare, 0))
+        return f"{host}:{probe.getsockname()[1]}"
