@@ -62,7 +62,18 @@ class DisputeStatus(enum.StrEnum):
     LOST = "lost"
 
 
-_DISPUTE_STATUS_BY_NAME: Final[Mapping[str, DisputeStatus]] = {status.value: status for status in DisputeStatus}
+# Stripe statuses the ledger has no value of its own for, read as the one that moves the same money:
+# `prevented` closes a dispute before any chargeback (no funds ever move, like a closed inquiry); the
+# `appeal_*` statuses follow a lost dispute while the funds stay withdrawn (a chargeback under review).
+_DISPUTE_STATUS_ALIASES: Final[Mapping[str, DisputeStatus]] = {
+    "prevented": DisputeStatus.WARNING_CLOSED,
+    "appeal_needs_response": DisputeStatus.UNDER_REVIEW,
+    "appeal_under_review": DisputeStatus.UNDER_REVIEW,
+}
+_DISPUTE_STATUS_BY_NAME: Final[Mapping[str, DisputeStatus]] = {
+    **{status.value: status for status in DisputeStatus},
+    **_DISPUTE_STATUS_ALIASES,
+}
 
 SETTLE_SESSION_TYPES: Final = frozenset({"checkout.session.completed", "checkout.session.async_payment_succeeded"})
 FAIL_SESSION_TYPE: Final = "checkout.session.async_payment_failed"

@@ -17,8 +17,10 @@ from grpc_reflection.v1alpha import reflection
 from credits.ledger.v1 import ledger_service_pb2 as pb
 from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from services.common.metrics import MetricsServerInterceptor
+from services.common.request_ids import RequestIdServerInterceptor
 from services.common.tracing import grpc_server_interceptors
 from services.ledger import errors
+from services.ledger import metrics as ledger_metrics
 from services.ledger.auth import Authenticator, AuthInterceptor
 from services.ledger.config import LedgerSettings
 from services.ledger.decoding import UndecodableRequestInterceptor
@@ -73,6 +75,7 @@ class LedgerServer:
         await self.server.stop(grace)
         if self.batcher is not None:
             await self.batcher.close()
+        ledger_metrics.DB_POOL.unwatch(self.store.pool)
         await self.store.close()
 
     async def probe_forever(self) -> None:
@@ -84,6 +87,7 @@ class LedgerServer:
                 now_serving = True
             except errors.LedgerError:
                 now_serving = False
+            ledger_metrics.record_database_reachable(now_serving)
             if now_serving != serving:
                 log.info("database %s", "reachable" if now_serving else "unreachable")
                 await self._set_serving(now_serving)
@@ -128,9 +132,11 @@ async def start(
         connect_timeout_seconds=min(settings.command_timeout_seconds, 5.0),
     )
     store = await Store.open(settings.database_url, pool_settings, setup=connection_setup)
+    ledger_metrics.DB_POOL.watch(store.pool)
     # Order matters: traces and metrics see every call, including those auth refuses.
     interceptors = (
         *grpc_server_interceptors(),
+        RequestIdServerInterceptor(),
         MetricsServerInterceptor(),
         *extra_interceptors,
         AuthInterceptor(Authenticator(settings.callers), abort),

@@ -15,6 +15,7 @@ from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from services.ledger import holds_validation, validation
 from services.ledger.holds_domain import Capture, Hold, HoldQuery, HoldStatus, Reservation
 from services.ledger.holds_store import HoldsStore
+from services.ledger.metrics import record_entry
 from services.ledger.server import decode_page_token, encode_page_token, rpc, timestamp, transaction_proto
 from services.ledger.store import Store
 
@@ -95,6 +96,7 @@ class HoldsServicer(pb_grpc.LedgerServiceServicer):
         self, request: pb.CaptureHoldRequest, context: grpc.aio.ServicerContext
     ) -> pb.CaptureHoldResponse:
         captured = await self.holds.capture(capture_from_proto(request))
+        record_entry(captured.entry.kind, captured.entry.delta, captured.replayed)
         return pb.CaptureHoldResponse(
             hold=hold_proto(captured.hold), transaction=transaction_proto(captured.entry), replayed=captured.replayed
         )

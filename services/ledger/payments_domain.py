@@ -155,6 +155,8 @@ class Changed:
     payment: Payment | None
     credits_moved: int
     duplicate_event: bool
+    # The journal kind of the entry this call wrote (refund, chargeback, chargeback_reversal), if any.
+    entry_kind: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from credits.ledger.v1 import ledger_service_pb2 as pb
 from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from services.ledger import errors, validation
 from services.ledger import payments_validation as check
+from services.ledger.metrics import record_entry
 from services.ledger.payments_domain import (
     DisputeStatus,
     EventOutcome,
@@ -213,6 +214,8 @@ class PaymentsServicer(pb_grpc.LedgerServiceServicer):
         details = details_from_proto(request.details, price_required=True)
         check.require_one_id(details)
         settled = await self.payments.settle(details, source_from_proto(request.source))
+        if settled.entry is not None:
+            record_entry(settled.entry.kind, settled.entry.delta, replayed=not settled.credited)
         return pb.SettlePaymentResponse(
             payment=optional_payment_proto(settled.payment),
             credited=settled.credited,
@@ -239,6 +242,7 @@ class PaymentsServicer(pb_grpc.LedgerServiceServicer):
         check.require("details.payment_intent_id", details.payment_intent_id)
         amount_refunded_minor = check.amount_minor("amount_refunded_minor", request.amount_refunded_minor)
         refunded = await self.payments.refund(details, amount_refunded_minor, source_from_proto(request.source))
+        record_entry(refunded.entry_kind or "refund", -refunded.credits_moved, refunded.duplicate_event)
         return pb.ApplyRefundResponse(
             payment=optional_payment_proto(refunded.payment),
             credits_clawed_back=refunded.credits_moved,
@@ -258,6 +262,8 @@ class PaymentsServicer(pb_grpc.LedgerServiceServicer):
         status = DisputeStatus(validation.enum_value("dispute_status", request.dispute_status, DISPUTE_STATUS_BY_PROTO))
         assert dispute_id is not None
         disputed = await self.payments.dispute(details, dispute_id, status, source_from_proto(request.source))
+        fallback_kind = "chargeback_reversal" if disputed.credits_moved > 0 else "chargeback"
+        record_entry(disputed.entry_kind or fallback_kind, disputed.credits_moved, disputed.duplicate_event)
         return pb.ApplyDisputeResponse(
             payment=optional_payment_proto(disputed.payment),
             credits_delta=disputed.credits_moved,

@@ -219,10 +219,12 @@ class PaymentsStore:
     @staticmethod
     def _changed(row: asyncpg.Record, source: EventSource | None) -> Changed:
         _check(row, source)
+        entry = row["entry"]
         return Changed(
             payment=_optional_payment(row["payment"]),
             credits_moved=int(row["credits_moved"] or 0),
             duplicate_event=row["outcome"] == "duplicate_event",
+            entry_kind=entry["kind"] if entry is not None else None,
         )
 
 

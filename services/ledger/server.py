@@ -22,6 +22,7 @@ from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from services.ledger import errors, validation
 from services.ledger.domain import Entry, Kind, Posting
 from services.ledger.group_commit import Poster
+from services.ledger.metrics import record_entry
 from services.ledger.status import abort
 from services.ledger.store import Store
 
@@ -135,12 +136,14 @@ class AccountsServicer(pb_grpc.LedgerServiceServicer):
     async def Credit(self, request: pb.CreditRequest, context: grpc.aio.ServicerContext) -> pb.CreditResponse:
         posting = self._posting(request, Kind.GRANT, validation.positive_amount(request.amount))
         posted = await self.poster.post(posting)
+        record_entry(posted.entry.kind, posted.entry.delta, posted.replayed)
         return pb.CreditResponse(transaction=transaction_proto(posted.entry), replayed=posted.replayed)
 
     @rpc
     async def Debit(self, request: pb.DebitRequest, context: grpc.aio.ServicerContext) -> pb.DebitResponse:
         posting = self._posting(request, Kind.SPEND, -validation.positive_amount(request.amount))
         posted = await self.poster.post(posting)
+        record_entry(posted.entry.kind, posted.entry.delta, posted.replayed)
         return pb.DebitResponse(transaction=transaction_proto(posted.entry), replayed=posted.replayed)
 
     @rpc
@@ -168,6 +171,7 @@ class AccountsServicer(pb_grpc.LedgerServiceServicer):
             actor=validation.identifier("actor", request.actor, validation.ACTOR_CHARS_MAX),
         )
         posted = await self.poster.post(posting)
+        record_entry(posted.entry.kind, posted.entry.delta, posted.replayed)
         return pb.AdminAdjustResponse(
             transaction=transaction_proto(posted.entry),
             replayed=posted.replayed,

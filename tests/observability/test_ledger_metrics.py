@@ -1,8 +1,8 @@
 """The ledger's business and pool metrics (services/ledger/metrics.py).
 
 - `record_entry`: direction by sign and kind, replays and zero moves count nothing, unknown kinds are `other`.
-- Wired (test-locally, the way docs/observability.md tells app.py / server.py / payments_server.py to wire it)
-  into a real ledger: a purchase, its redelivery, a refund, a dispute and its win move the counters by exactly
+- Through a real ledger (app.py wires the pool, the servicers record entries): a purchase, its redelivery,
+  a refund, a dispute and its win move the counters by exactly
   what the journal moved.
 - `DatabasePoolCollector`: in-use, idle, size and waiting acquirers of a real asyncpg pool, read at scrape time.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import asyncpg
 import pytest
@@ -23,7 +22,7 @@ from services.ledger import app
 from services.ledger import metrics as ledger_metrics
 from services.ledger.client import LedgerClient
 from services.ledger.domain import Kind
-from services.ledger.metrics import DB_POOL, DatabasePoolCollector, credit_direction, record_entry
+from services.ledger.metrics import DatabasePoolCollector, credit_direction, record_entry
 from services.ledger.server import KIND_TO_PROTO
 from tests.conftest import ALL_ROLES_TOKEN, ledger_settings, new_key
 from tests.ledger.payment_helpers import MEDIUM_AMOUNT_MINOR, MEDIUM_CREDITS, Ids, details, source
@@ -123,54 +122,14 @@ def test_database_up_follows_the_probe() -> None:
 # --- wired into a real ledger -------------------------------------------------------------------
 
 
-def _wired_servicer(base: type) -> type:
-    """The servicer with the wiring lines of docs/observability.md, read here from the responses."""
-
-    class Wired(base):
-        async def Credit(self, request: Any, context: Any) -> Any:
-            response = await super().Credit(request, context)
-            _record_transaction(response.transaction, response.replayed)
-            return response
-
-        async def Debit(self, request: Any, context: Any) -> Any:
-            response = await super().Debit(request, context)
-            _record_transaction(response.transaction, response.replayed)
-            return response
-
-        async def SettlePayment(self, request: Any, context: Any) -> Any:
-            response = await super().SettlePayment(request, context)
-            if response.HasField("transaction"):
-                _record_transaction(response.transaction, replayed=not response.credited)
-            return response
-
-        async def ApplyRefund(self, request: Any, context: Any) -> Any:
-            response = await super().ApplyRefund(request, context)
-            record_entry(Kind.REFUND, -response.credits_clawed_back, response.duplicate_event)
-            return response
-
-        async def ApplyDispute(self, request: Any, context: Any) -> Any:
-            response = await super().ApplyDispute(request, context)
-            kind = Kind.CHARGEBACK_REVERSAL if response.credits_delta > 0 else Kind.CHARGEBACK
-            record_entry(kind, response.credits_delta, response.duplicate_event)
-            return response
-
-    return Wired
-
-
-def _record_transaction(transaction: pb.Transaction, replayed: bool) -> None:
-    record_entry(KIND_BY_PROTO[transaction.kind], transaction.delta, replayed)
-
-
 @pytest.fixture
-async def wired_ledger(database_url, monkeypatch) -> AsyncIterator[LedgerClient]:
-    monkeypatch.setattr(app, "LedgerServicer", _wired_servicer(app.LedgerServicer))
+async def wired_ledger(database_url) -> AsyncIterator[LedgerClient]:
+    """A real ledger: app.start wires the pool collector, the servicers record every applied entry."""
     server = await app.start(ledger_settings(database_url))
-    DB_POOL.watch(server.store.pool)
     try:
         async with LedgerClient(f"127.0.0.1:{server.port}", ALL_ROLES_TOKEN) as client:
             yield client
     finally:
-        DB_POOL.unwatch(server.store.pool)
         await server.stop(grace_seconds=1.0)
 
 

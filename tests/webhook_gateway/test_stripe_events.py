@@ -242,10 +242,34 @@ def test_refund_with_an_impossible_amount_is_refused() -> None:
     assert action.code == "malformed_object"
 
 
+@pytest.mark.parametrize(
+    ("stripe_status", "ledger_status"),
+    [
+        pytest.param("prevented", DisputeStatus.WARNING_CLOSED, id="prevented-moves-no-money"),
+        pytest.param("appeal_needs_response", DisputeStatus.UNDER_REVIEW, id="appeal-keeps-funds-withdrawn"),
+        pytest.param("appeal_under_review", DisputeStatus.UNDER_REVIEW, id="appeal-under-review"),
+    ],
+)
+def test_newer_stripe_dispute_statuses_map_to_the_money_they_move(
+    stripe_status: str, ledger_status: DisputeStatus
+) -> None:
+    event = se.charge_dispute(
+        "charge.dispute.updated",
+        status=stripe_status,
+        charge_id="ch_x",
+        payment_intent_id="pi_x",
+        amount_minor=1,
+        currency="eur",
+    )
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Dispute)
+    assert action.status is ledger_status
+
+
 def test_dispute_with_an_unknown_status_is_refused() -> None:
     event = se.charge_dispute(
         "charge.dispute.closed",
-        status="prevented",
+        status="made_up_status",
         charge_id="ch_x",
         payment_intent_id=None,
         amount_minor=1,
