@@ -6,15 +6,16 @@
 
 Natural batching, no timer: requests that arrive in one turn of the event loop leave together, at once
 when a batch slot is free (so at low load a request goes alone, with no added wait); while every slot is
-busy, requests queue and leave together when the next slot frees. A request therefore waits at most for
-one batch to finish before its own starts, and batches grow exactly as fast as the database falls behind.
+busy, requests queue and leave together (up to POST_BATCH_SIZE_MAX each) as slots free. Batches thus grow
+exactly as fast as the database falls behind, and a request never waits for a clock.
 
 Per request, the answer is what ledger_post alone would answer (migrations/versions/0004_post_batch.py):
 applied, replayed, or its own refusal; a refusal is a row of the batch's result, never an exception, so
 it never fails its batch-mates. When the batch statement fails as a whole:
-- the database is unreachable (errors.Unavailable): every request of the batch gets Unavailable, as each
-  would alone (the caller retries with the same key; a batch that committed before the connection broke
-  answers those retries as replays);
+- the database is unreachable, or rolled the transaction back as retryable (deadlock, serialization:
+  errors.Unavailable): every request of the batch gets Unavailable, as each would alone (the caller
+  retries with the same key; a batch that committed before the connection broke answers those retries
+  as replays);
 - anything else (errors.Internal: a constraint that validation should have caught): each request is
   applied alone with ledger_post, so only the offending one fails.
 """

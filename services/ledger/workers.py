@@ -88,8 +88,9 @@ def supervise(settings: LedgerSettings) -> int:
         for index in range(settings.workers)
     ]
     stopping = False
+    asked_to_stop = False  # by SIGTERM / SIGINT, as opposed to a worker failing
 
-    def stop_workers(signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
+    def stop_workers() -> None:
         nonlocal stopping
         stopping = True
         for worker in workers:
@@ -97,8 +98,13 @@ def supervise(settings: LedgerSettings) -> int:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker.pid, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, stop_workers)
-    signal.signal(signal.SIGINT, stop_workers)
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal asked_to_stop
+        asked_to_stop = True
+        stop_workers()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     for worker in workers:
         worker.start()
     log.info("ledger workers started", extra={"workers": settings.workers, "listen": settings.listen})
@@ -109,8 +115,11 @@ def supervise(settings: LedgerSettings) -> int:
         for worker in [worker for worker in remaining if worker.sentinel in ended]:
             worker.join()
             remaining.remove(worker)
-            if worker.exitcode != 0:
-                code = code or EXIT_WORKER_FAILED
+            # A worker still starting when asked to stop dies of the SIGTERM itself (its handler is not
+            # installed yet); it was serving nothing, so that is a clean stop too.
+            clean = (0, -signal.SIGTERM) if asked_to_stop else (0,)
+            if worker.exitcode not in clean:
+                code = EXIT_WORKER_FAILED
             if not stopping:
                 log.error("a ledger worker exited on its own; stopping the others", extra={"code": worker.exitcode})
                 stop_workers()
