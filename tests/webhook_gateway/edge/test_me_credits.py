@@ -157,17 +157,12 @@ async def test_anonymized_account_shows_its_status_and_keeps_amounts(edge: Edge,
 
 
 async def test_held_credits_are_not_available(edge: Edge, ledger) -> None:
-    if not hasattr(pb, "ReserveCreditsRequest"):
-        pytest.skip("the ledger has no holds in this build")
     user_id = fresh_user_id()
     await seed_credits(ledger, user_id, 50)
     request = pb.ReserveCreditsRequest(
         user_id=user_id, amount=20, idempotency_key=new_key(), reason="job", ttl_seconds=60
     )
-    try:
-        await ledger.call(ledger.stub.ReserveCredits, request)
-    except Exception as exc:  # UNIMPLEMENTED until issue 9 lands the holds.
-        pytest.skip(f"ReserveCredits is not served yet ({type(exc).__name__})")
+    await ledger.call(ledger.stub.ReserveCredits, request)
     answer = await edge.call("GET", PATH, bearer=token(user_id))
     assert (answer.body["balance"], answer.body["held"], answer.body["available"]) == (50, 20, 30)
 
