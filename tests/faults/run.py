@@ -36,6 +36,7 @@ from tests.faults import checker
 from tests.faults.cluster import PgCluster
 from tests.faults.delivery import DeliveryPlan, DeliverySimulator
 from tests.faults.history import History
+from tests.faults.holds import HoldClients
 from tests.faults.nemesis import Nemesis, Reconcilers
 from tests.faults.processes import (
     ReconcilerRunner,
@@ -72,6 +73,7 @@ class FaultsConfig:
     duration_seconds: float
     folder: Path
     ledger_clients: int = 6
+    hold_clients: int = 2
     shoppers: int = 3
     ledger_only_users: int = 10
     shopper_users: int = 14
@@ -197,7 +199,7 @@ async def _run_with_database(
                 await services.ledger.stop()
 
 
-async def _run_and_check(
+async def _run_and_check(  # noqa: PLR0915 - the run, read top to bottom as one script
     config: FaultsConfig,
     rng: random.Random,
     history: History,
@@ -212,6 +214,9 @@ async def _run_and_check(
     users = Users.make(f"{config.seed}", config.ledger_only_users, config.shopper_users)
     tokens = Tokens(TOKENS["spender"][0], TOKENS["payments"][0], TOKENS["admin"][0])
     clients = LedgerClients(services.ledger_target, tokens, users, history, random.Random(rng.random()))
+    holds = HoldClients(
+        services.ledger_target, tokens.spender, users.ledger_only + users.shoppers, random.Random(rng.random())
+    )
     world = StripeWorld(fake, Catalog.default(), random.Random(rng.random()))
     shoppers = Shoppers(world, services.gateway_url, JWT_SECRET, users, history, random.Random(rng.random()))
     reconcilers = Reconcilers(services.reconciler, history)
@@ -224,6 +229,7 @@ async def _run_and_check(
         stop = asyncio.Event()
         tasks = [asyncio.create_task(clients.run(stop, n)) for n in range(config.ledger_clients)]
         tasks += [asyncio.create_task(shoppers.run(stop, n)) for n in range(config.shoppers)]
+        tasks += [asyncio.create_task(holds.run(stop, n)) for n in range(config.hold_clients)]
         tasks.append(asyncio.create_task(reconcilers.schedule(stop)))
         if config.nemesis:
             tasks.append(asyncio.create_task(nemesis.run(stop)))
@@ -253,6 +259,7 @@ async def _run_and_check(
         violations += [f"{anomaly.kind} at {anomaly.at_seconds}s: {anomaly.detail}" for anomaly in history.anomalies]
         failed_faults = [fault for fault in history.faults if fault.detail.startswith("failed:")]
         violations += [f"the nemesis could not inject {fault.kind}: {fault.detail}" for fault in failed_faults]
+        violations += await holds.resolve_and_check(direct_url)
         snapshot = await checker.load_snapshot(direct_url)
         states = simulator.events.values()
         facts = checker.RunFacts(
@@ -268,6 +275,7 @@ async def _run_and_check(
             "total_seconds": round(time.monotonic() - started, 1),
             **history.figures(),
             **simulator.figures(),
+            **holds.figures(),
             "purchases": len(world.purchases),
             "accounts": len(snapshot.accounts),
             "journal_entries": len(snapshot.journal),
@@ -279,6 +287,7 @@ async def _run_and_check(
         return _report(config, history, figures, violations)
     finally:
         await clients.close()
+        await holds.close()
         await shoppers.close()
 
 
