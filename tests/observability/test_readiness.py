@@ -15,8 +15,8 @@ import uuid
 from services.ledger import app
 from tests.conftest import ledger_settings
 from tests.fakes import stripe_events as se
-from tests.observability.conftest import free_port, running_gateway, wait_until
-from tests.webhook_gateway.conftest import WEBHOOK_SECRET, gateway_environ
+from tests.observability.conftest import free_port, wait_until
+from tests.webhook_gateway.conftest import WEBHOOK_SECRET, gateway_environ, running_gateway
 
 # The gateway's readiness check waits at most 2 s for the ledger (READINESS_TIMEOUT_SECONDS); a probe
 # period of a few seconds on top is what "within seconds" means for an orchestrator.

@@ -26,8 +26,7 @@ from services.ledger import app
 from services.ledger.client import LedgerClient
 from tests.conftest import ALL_ROLES_TOKEN, ledger_settings
 from tests.fakes import stripe_events as se
-from tests.observability.conftest import RunningGateway, running_gateway
-from tests.webhook_gateway.conftest import WEBHOOK_SECRET, gateway_environ, user_token
+from tests.webhook_gateway.conftest import WEBHOOK_SECRET, RunningGateway, gateway_environ, running_gateway, user_token
 
 GENERATED_ID_CHARS = 32  # uuid4().hex
 

@@ -20,8 +20,8 @@ from services.common.tracing import grpc_server_interceptors, in_memory_tracing
 from services.ledger import app
 from tests.conftest import ledger_settings
 from tests.fakes import stripe_events as se
-from tests.observability.conftest import RunningGateway, running_gateway, wait_until
-from tests.webhook_gateway.conftest import WEBHOOK_SECRET, gateway_environ
+from tests.observability.conftest import wait_until
+from tests.webhook_gateway.conftest import WEBHOOK_SECRET, RunningGateway, gateway_environ, running_gateway
 
 SETTLE_METHOD = "/credits.ledger.v1.LedgerService/SettlePayment"
 WEBHOOK_SPAN_NAME = "POST /webhooks/stripe"

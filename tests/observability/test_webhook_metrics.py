@@ -20,8 +20,14 @@ from services.webhook_gateway.metrics import (
     WEBHOOK_OUTCOMES,
 )
 from tests.fakes import stripe_events as se
-from tests.observability.conftest import RunningGateway, free_port, running_gateway
-from tests.webhook_gateway.conftest import WEBHOOK_SECRET, WRONG_WEBHOOK_SECRET, gateway_environ
+from tests.observability.conftest import free_port
+from tests.webhook_gateway.conftest import (
+    WEBHOOK_SECRET,
+    WRONG_WEBHOOK_SECRET,
+    RunningGateway,
+    gateway_environ,
+    running_gateway,
+)
 
 COMPLETED = "checkout.session.completed"
 

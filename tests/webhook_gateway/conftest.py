@@ -19,9 +19,11 @@ import asyncpg
 import jwt
 import pytest
 from aiohttp import web
+from opentelemetry.trace import TracerProvider
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
 from services.ledger.client import LedgerClient
+from services.webhook_gateway.__main__ import connect_ledger
 from services.webhook_gateway.app import build_app
 from services.webhook_gateway.config import GatewaySettings
 from services.webhook_gateway.stripe_client import StripeApi
@@ -36,8 +38,6 @@ JWT_SECRET = "test-gateway-jwt-secret-0123456789abcdef"
 ORIGIN = "https://app.example.test"
 SUCCESS_URL = "https://app.example.test/credits?checkout=success"
 CANCEL_URL = "https://app.example.test/credits?checkout=cancelled"
-LEDGER_DEADLINE_SECONDS = 3.0
-LEDGER_ATTEMPTS_MAX = 3
 HTTP_TIMEOUT_SECONDS = 30.0
 
 
@@ -74,16 +74,14 @@ class RunningGateway:
 
 
 @asynccontextmanager
-async def running_gateway(environ: Mapping[str, str]) -> AsyncIterator[RunningGateway]:
+async def running_gateway(
+    environ: Mapping[str, str], tracer_provider: TracerProvider | None = None
+) -> AsyncIterator[RunningGateway]:
+    """The gateway as `python -m services.webhook_gateway` builds it (same ledger client), on 127.0.0.1."""
     settings = GatewaySettings.from_env(environ)
-    ledger = LedgerClient(
-        settings.ledger_target,
-        settings.ledger_token,
-        deadline_seconds=LEDGER_DEADLINE_SECONDS,
-        attempts_max=LEDGER_ATTEMPTS_MAX,
-    )
+    ledger = connect_ledger(settings, tracer_provider)
     stripe_api = StripeApi(settings.stripe_api_key, settings.stripe_api_base)
-    app = build_app(settings, ledger, stripe_api)
+    app = build_app(settings, ledger, stripe_api, tracer_provider=tracer_provider)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
