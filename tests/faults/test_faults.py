@@ -6,7 +6,10 @@
 The seed is random unless FAULTS_SEED is set; it is printed, with a one-line repro command, on failure
 (and with -s always). The plan (operations, customers' actions, faults and their timing) follows from the
 seed; the real processes' interleavings do not, so a repro replays the same plan, not the same schedule.
-FAULTS_FOLDER keeps the run's logs and history somewhere other than pytest's temporary folder.
+FAULTS_FOLDER keeps the run's logs and history in a folder of your choice; by default they go to a fresh
+folder under the system's temporary directory (not pytest's: as root the cluster runs as pgserver's system
+user, which must traverse the path, and pytest keeps its own base folder private to its user), removed
+after a run without violations.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Final
 
@@ -28,8 +33,9 @@ DURATION_SECONDS: Final = float(os.environ.get("FAULTS_DURATION_SECONDS") or DUR
 
 
 @pytest.mark.timeout(DURATION_SECONDS + SETTLE_SECONDS_MAX)
-async def test_history_under_faults_is_exactly_once_and_matches_stripe(tmp_path: Path) -> None:
-    folder = Path(os.environ["FAULTS_FOLDER"]) / f"seed-{SEED}" if os.environ.get("FAULTS_FOLDER") else tmp_path
+async def test_history_under_faults_is_exactly_once_and_matches_stripe() -> None:
+    chosen = os.environ.get("FAULTS_FOLDER")
+    folder = Path(chosen) / f"seed-{SEED}" if chosen else Path(tempfile.mkdtemp(prefix=f"credits-faults-{SEED}-"))
     report = await run_faults(FaultsConfig(seed=SEED, duration_seconds=DURATION_SECONDS, folder=folder))
 
     repro = (
@@ -40,6 +46,8 @@ async def test_history_under_faults_is_exactly_once_and_matches_stripe(tmp_path:
     assert not report.violations, (
         f"{len(report.violations)} violation(s) with seed {SEED}; logs in {report.folder}\nrepro: {repro}\n{shown}"
     )
+    if not chosen:
+        shutil.rmtree(folder, ignore_errors=True)
     figures = report.figures
     assert figures["operations"] > 0
     assert figures["purchases"] > 0
