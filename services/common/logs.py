@@ -54,13 +54,33 @@ _BEARER = re.compile(r"\b(Bearer)\s+[0-9A-Za-z._~+/=-]+", re.IGNORECASE)
 _EMAIL = re.compile(r"(?<![0-9A-Za-z._%+-])([0-9A-Za-z])[0-9A-Za-z._%+-]*@([0-9A-Za-z.-]+\.[A-Za-z]{2,})")
 
 
+_REDACTION_PATTERNS_BUILT_IN = (_BEARER, _SECRET_VALUE, _EMAIL)
+
+
+def _screen(secrets_pattern: re.Pattern[str] | None) -> re.Pattern[str]:
+    """One pattern that matches somewhere in a text exactly when one of the redaction patterns does.
+
+    Most logged strings (ids, event types, short messages) contain nothing to redact; one search says
+    so for about half the cost of the four substitutions it saves, on every string of every log line.
+    """
+    patterns = (*((secrets_pattern,) if secrets_pattern is not None else ()), *_REDACTION_PATTERNS_BUILT_IN)
+    # Each alternative keeps its own flags (the Bearer pattern ignores case), so it matches what it matches alone.
+    return re.compile("|".join(f"(?{_inline_flags(pattern)}:{pattern.pattern})" for pattern in patterns))
+
+
+def _inline_flags(pattern: re.Pattern[str]) -> str:
+    assert pattern.flags & ~(re.IGNORECASE | re.UNICODE) == 0, "only IGNORECASE is carried into the screen"
+    return "i" if pattern.flags & re.IGNORECASE else ""
+
+
 class _SecretRegistry:
-    """Configured secrets, compiled into one pattern; readers see the pattern without locking."""
+    """Configured secrets, compiled into one pattern; readers see the patterns without locking."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.secrets: set[str] = set()
         self.pattern: re.Pattern[str] | None = None
+        self.screen: re.Pattern[str] = _screen(None)
 
     def add(self, secret: str) -> None:
         with self.lock:
@@ -71,7 +91,9 @@ class _SecretRegistry:
             self.secrets.add(secret)
             # Longest first, so a secret that contains another is scrubbed whole.
             ordered = sorted(self.secrets, key=len, reverse=True)
-            self.pattern = re.compile("|".join(re.escape(item) for item in ordered))
+            pattern = re.compile("|".join(re.escape(item) for item in ordered))
+            self.screen = _screen(pattern)
+            self.pattern = pattern
 
 
 _registered_secrets = _SecretRegistry()
@@ -92,6 +114,8 @@ def register_secret(value: str) -> bool:
 def redact_text(text: str) -> str:
     """Mask emails and replace secrets in free text; never raises."""
     try:
+        if _registered_secrets.screen.search(text) is None:
+            return text  # Nothing below would change it.
         pattern = _registered_secrets.pattern
         if pattern is not None:
             text = pattern.sub(REDACTED, text)

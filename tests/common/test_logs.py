@@ -137,6 +137,8 @@ SECRET_CASES = [
         id="jwt",
     ),
     pytest.param("authorization: Bearer opaque-token.value_123", "opaque-token.value_123", id="bearer"),
+    # Only the Bearer pattern ignores case; the one search that screens each text first must keep that.
+    pytest.param("authorization: bEARER opaque-token.value_123", "opaque-token.value_123", id="bearer-any-case"),
 ]
 
 
