@@ -119,12 +119,23 @@ HTTP_DURATION = Histogram(
 )
 
 # Every series exists from start-up, so that rate() and the SLO ratio work before the first failure.
-for _outcome in WEBHOOK_OUTCOMES:
-    WEBHOOK_PROCESSING.labels(outcome=_outcome)
-    for _type in (*sorted(HANDLED_TYPES), OTHER_EVENT_TYPE):
-        WEBHOOK_EVENTS.labels(type=_type, outcome=_outcome)
+# The label children are looked up once, here: `.labels()` validates and locks on every call, and a
+# delivery records four series (these two, and the HTTP pair below).
+_PROCESSING_BY_OUTCOME: Final[Mapping[str, Histogram]] = {
+    outcome: WEBHOOK_PROCESSING.labels(outcome=outcome) for outcome in WEBHOOK_OUTCOMES
+}
+_EVENTS_BY_TYPE_AND_OUTCOME: Final[Mapping[tuple[str, str], Counter]] = {
+    (event_type, outcome): WEBHOOK_EVENTS.labels(type=event_type, outcome=outcome)
+    for outcome in WEBHOOK_OUTCOMES
+    for event_type in (*sorted(HANDLED_TYPES), OTHER_EVENT_TYPE)
+}
 for _reason in (*REJECTION_REASON_BY_CODE.values(), OTHER_REJECTION_REASON):
     WEBHOOK_REJECTED.labels(reason=_reason)
+
+# HTTP series, looked up once per (route, method, code): all three are bounded already (route templates,
+# HTTP_METHODS, status codes); the bound below only keeps a misbehaving app from growing this dict.
+HTTP_SERIES_CACHED_MAX: Final = 1024
+_http_series: dict[tuple[str, str, int], tuple[Histogram, Counter]] = {}
 
 
 def event_type_label(event_type: str | None) -> str:
@@ -138,8 +149,8 @@ def rejection_reason(code: str) -> str:
 def record_webhook(event_type: str | None, outcome: str, elapsed_seconds: float) -> None:
     """Count and time one answered delivery."""
     assert outcome in WEBHOOK_OUTCOMES, outcome
-    WEBHOOK_PROCESSING.labels(outcome=outcome).observe(elapsed_seconds)
-    WEBHOOK_EVENTS.labels(type=event_type_label(event_type), outcome=outcome).inc()
+    _PROCESSING_BY_OUTCOME[outcome].observe(elapsed_seconds)
+    _EVENTS_BY_TYPE_AND_OUTCOME[event_type_label(event_type), outcome].inc()
 
 
 def route_label(request: web.Request) -> str:
@@ -163,7 +174,18 @@ async def http_metrics_middleware(request: web.Request, handler: Handler) -> web
         status = exc.status
         raise
     finally:
-        route = route_label(request)
         method = request.method if request.method in HTTP_METHODS else OTHER_METHOD
-        HTTP_DURATION.labels(route=route).observe(time.perf_counter() - started)
-        HTTP_REQUESTS.labels(route=route, method=method, code=str(status)).inc()
+        duration, requests = _http_series_of(route_label(request), method, status)
+        duration.observe(time.perf_counter() - started)
+        requests.inc()
+
+
+def _http_series_of(route: str, method: str, status: int) -> tuple[Histogram, Counter]:
+    """The duration and request-count series of one (route, method, status), looked up once."""
+    key = (route, method, status)
+    series = _http_series.get(key)
+    if series is None:
+        series = (HTTP_DURATION.labels(route=route), HTTP_REQUESTS.labels(route=route, method=method, code=str(status)))
+        if len(_http_series) < HTTP_SERIES_CACHED_MAX:
+            _http_series[key] = series
+    return series
