@@ -24,7 +24,7 @@ from services.ledger import metrics as ledger_metrics
 from services.ledger.auth import Authenticator, AuthInterceptor
 from services.ledger.config import LedgerSettings
 from services.ledger.decoding import UndecodableRequestInterceptor
-from services.ledger.group_commit import PostBatcher
+from services.ledger.group_commit import GroupCommits
 from services.ledger.holds_server import HoldsServicer
 from services.ledger.holds_store import HoldsStore
 from services.ledger.payments_server import PaymentsServicer
@@ -48,6 +48,15 @@ HOLD_SWEEP_BATCH_MAX = 500
 class LedgerServicer(AccountsServicer, PaymentsServicer, HoldsServicer):
     """The whole LedgerService: one class composed of the per-area servicers."""
 
+    def __init__(self, store: Store, batchers: GroupCommits | None) -> None:
+        if batchers is None:  # LEDGER_GROUP_COMMIT=false: one transaction per request
+            AccountsServicer.__init__(self, store)
+            PaymentsServicer.__init__(self, store)
+        else:
+            AccountsServicer.__init__(self, store, batchers.post, batchers.balance)
+            PaymentsServicer.__init__(self, store, batchers.settle)
+        HoldsServicer.__init__(self, store)
+
 
 @dataclass
 class LedgerServer:
@@ -58,7 +67,7 @@ class LedgerServer:
     health: HealthServicer
     port: int
     settings: LedgerSettings
-    batcher: PostBatcher | None = None
+    batchers: GroupCommits | None = None
     _probe: asyncio.Task[None] | None = field(default=None, repr=False)
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -73,8 +82,8 @@ class LedgerServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper  # no sweep left running on the pool about to close
         await self.server.stop(grace)
-        if self.batcher is not None:
-            await self.batcher.close()
+        if self.batchers is not None:
+            await self.batchers.close()
         ledger_metrics.DB_POOL.unwatch(self.store.pool)
         await self.store.close()
 
@@ -151,15 +160,15 @@ async def start(
             ("grpc.so_reuseport", 1 if reuse_port else 0),
         ],
     )
-    batcher = PostBatcher(store, size_max=settings.post_batch_size_max) if settings.group_commit else None
-    pb_grpc.add_LedgerServiceServicer_to_server(LedgerServicer(store, batcher), server)
+    batchers = GroupCommits.open(store, size_max=settings.post_batch_size_max) if settings.group_commit else None
+    pb_grpc.add_LedgerServiceServicer_to_server(LedgerServicer(store, batchers), server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = _bind(server, settings)
     await server.start()
     ledger = LedgerServer(
-        server=server, store=store, health=health_servicer, port=port, settings=settings, batcher=batcher
+        server=server, store=store, health=health_servicer, port=port, settings=settings, batchers=batchers
     )
     await ledger._set_serving(False)
     ledger._probe = asyncio.create_task(ledger.probe_forever())

@@ -41,7 +41,8 @@ class LedgerSettings:
     log_level: str
     # Raw secrets (caller tokens) that the log redactor must scrub wherever they appear.
     secret_values: tuple[str, ...] = ()
-    # Group commit (services/ledger/group_commit.py): concurrent Credit / Debit / AdminAdjust share a transaction.
+    # Group commit (services/ledger/group_commit.py): concurrent Credit / Debit / AdminAdjust share a transaction,
+    # as do concurrent SettlePayment calls; concurrent GetBalance calls share one query.
     group_commit: bool = True
     post_batch_size_max: int = POST_BATCH_SIZE_MAX_DEFAULT
     # `python -m services.ledger` runs this many server processes on one port (SO_REUSEPORT).

@@ -1,42 +1,54 @@
-"""Group commit: concurrent Credit / Debit / AdminAdjust requests applied in one transaction per batch.
+"""Group commit: concurrent requests of one kind applied in one statement (one transaction) per batch.
 
-    Credit ─┐                    ┌─► batch of ≤ POST_BATCH_SIZE_MAX ─► ledger_post_batch: one round trip,
-    Debit  ─┼─► PostBatcher ─────┤                                    one commit, one lock per account
-    Debit  ─┘   (queue)          └─► at most POST_BATCHES_IN_FLIGHT_MAX batches at once (pooled connections)
+    Credit ─┐                     ┌─► batch of ≤ size_max ─► one statement: one round trip, one commit,
+    Debit  ─┼─► GroupCommit ──────┤                           one lock per account
+    Debit  ─┘   (queue)           └─► at most in_flight_max batches at once (pooled connections)
+
+Three kinds share the machinery (`GroupCommit`), each with its own queue and batch slots:
+- `PostBatcher`: Credit, Debit, AdminAdjust (ledger_post_batch, migrations/versions/0004_post_batch.py);
+- `SettleBatcher`: SettlePayment, the webhook path (ledger_payment_settle per request, in one statement:
+  services/ledger/payments_store.py, `settle_batch`);
+- `BalanceReader`: GetBalance (one `unnest` query for the whole batch: services/ledger/store.py, `balances`).
 
 Natural batching, no timer: requests that arrive in one turn of the event loop leave together, at once
 when a batch slot is free (so at low load a request goes alone, with no added wait); while every slot is
-busy, requests queue and leave together (up to POST_BATCH_SIZE_MAX each) as slots free. Batches thus grow
+busy, requests queue and leave together (up to size_max each) as slots free. Batches thus grow
 exactly as fast as the database falls behind, and a request never waits for a clock.
 
-Per request, the answer is what ledger_post alone would answer (migrations/versions/0004_post_batch.py):
-applied, replayed, or its own refusal; a refusal is a row of the batch's result, never an exception, so
-it never fails its batch-mates. When the batch statement fails as a whole:
+Per request, the answer is what the request alone would get: applied, replayed, or its own refusal; a
+refusal is a value of the batch's result, never an exception, so it never fails its batch-mates. When
+the batch statement fails as a whole:
 - the database is unreachable, or rolled the transaction back as retryable (deadlock, serialization:
   errors.Unavailable): every request of the batch gets Unavailable, as each would alone (the caller
   retries with the same key; a batch that committed before the connection broke answers those retries
   as replays);
 - anything else (errors.Internal: a constraint that validation should have caught): each request is
-  applied alone with ledger_post, so only the offending one fails.
+  applied alone, so only the offending one fails.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, Generic, Protocol, TypeVar
 
 from services.ledger import errors
-from services.ledger.domain import Posted, Posting
+from services.ledger.domain import Balance, Posted, Posting
+from services.ledger.payments_domain import EventSource, PaymentDetails, Settled
+from services.ledger.payments_store import PaymentsStore
 from services.ledger.store import Store
 
 log = logging.getLogger(__name__)
 
 POST_BATCH_SIZE_MAX: Final = 64
 POST_BATCHES_IN_FLIGHT_MAX: Final = 4
+
+Request = TypeVar("Request")
+Result = TypeVar("Result")
 
 
 class Poster(Protocol):
@@ -45,37 +57,49 @@ class Poster(Protocol):
     async def post(self, posting: Posting, *, allow_negative: bool = False) -> Posted: ...
 
 
+class Settler(Protocol):
+    """What SettlePayment goes through: the PaymentsStore itself (one by one) or a SettleBatcher."""
+
+    async def settle(self, details: PaymentDetails, source: EventSource | None) -> Settled: ...
+
+
+class BalanceSource(Protocol):
+    """What GetBalance reads through: the Store itself (one by one) or a BalanceReader."""
+
+    async def balance(self, user_id: str) -> Balance: ...
+
+
 @dataclass(slots=True)
-class _Pending:
-    posting: Posting
-    allow_negative: bool
-    future: asyncio.Future[Posted]
+class _Pending(Generic[Request, Result]):
+    request: Request
+    future: asyncio.Future[Result]
 
 
-class PostBatcher:
-    """Batches posts into ledger_post_batch calls; `close()` waits for the batches in flight."""
+class GroupCommit(ABC, Generic[Request, Result]):
+    """Batches requests into `_apply_batch` calls; `close()` waits for the batches in flight."""
 
-    def __init__(
-        self,
-        store: Store,
-        *,
-        size_max: int = POST_BATCH_SIZE_MAX,
-        in_flight_max: int = POST_BATCHES_IN_FLIGHT_MAX,
-    ) -> None:
+    def __init__(self, *, size_max: int = POST_BATCH_SIZE_MAX, in_flight_max: int = POST_BATCHES_IN_FLIGHT_MAX) -> None:
         assert size_max >= 1
         assert in_flight_max >= 1
-        self.store = store
         self.size_max = size_max
         self.in_flight_max = in_flight_max
-        self._queue: deque[_Pending] = deque()
+        self._queue: deque[_Pending[Request, Result]] = deque()
         self._in_flight = 0
         self._launch_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def post(self, posting: Posting, *, allow_negative: bool = False) -> Posted:
+    @abstractmethod
+    async def _apply_batch(self, requests: Sequence[Request]) -> list[Result | errors.LedgerError]:
+        """One result per request, in order; raises only when the batch failed as a whole."""
+
+    @abstractmethod
+    async def _apply_alone(self, request: Request) -> Result:
+        """The request applied alone (after its batch failed as a whole); raises its LedgerError."""
+
+    async def submit(self, request: Request) -> Result:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Posted] = loop.create_future()
-        self._queue.append(_Pending(posting, allow_negative, future))
+        future: asyncio.Future[Result] = loop.create_future()
+        self._queue.append(_Pending(request, future))
         if not self._launch_scheduled:
             # Next turn of the loop: every request that arrives in this turn joins the same batch.
             self._launch_scheduled = True
@@ -102,15 +126,15 @@ class PostBatcher:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _take(self) -> list[_Pending]:
-        batch: list[_Pending] = []
+    def _take(self) -> list[_Pending[Request, Result]]:
+        batch: list[_Pending[Request, Result]] = []
         while self._queue and len(batch) < self.size_max:
             pending = self._queue.popleft()
             if not pending.future.done():  # a cancelled call (deadline, client gone) is not applied
                 batch.append(pending)
         return batch
 
-    async def _apply(self, batch: list[_Pending]) -> None:
+    async def _apply(self, batch: list[_Pending[Request, Result]]) -> None:
         try:
             results = await self._results(batch)
             for pending, result in zip(batch, results, strict=True):
@@ -129,18 +153,103 @@ class PostBatcher:
             if self._queue:
                 self._launch()
 
-    async def _results(self, batch: Sequence[_Pending]) -> list[Posted | errors.LedgerError]:
-        requests = [(pending.posting, pending.allow_negative) for pending in batch]
+    async def _results(self, batch: Sequence[_Pending[Request, Result]]) -> list[Result | errors.LedgerError]:
+        requests = [pending.request for pending in batch]
         try:
-            return await self.store.post_batch(requests)
+            return await self._apply_batch(requests)
         except errors.Unavailable as exc:
             return [errors.Unavailable(exc.message) for _ in batch]
         except errors.LedgerError:
-            log.warning("a batch of %d posts failed as a whole; applying them one by one", len(batch))
-            return [await self._alone(posting, allow_negative) for posting, allow_negative in requests]
+            log.warning("a batch of %d %s requests failed as a whole; applying them one by one",
+                        len(batch), type(self).__name__)
+            return [await self._alone(request) for request in requests]
 
-    async def _alone(self, posting: Posting, allow_negative: bool) -> Posted | errors.LedgerError:
+    async def _alone(self, request: Request) -> Result | errors.LedgerError:
         try:
-            return await self.store.post(posting, allow_negative=allow_negative)
+            return await self._apply_alone(request)
         except errors.LedgerError as exc:
             return exc
+
+
+class PostBatcher(GroupCommit[tuple[Posting, bool], Posted]):
+    """Credit, Debit and AdminAdjust: (posting, allow_negative) requests through ledger_post_batch."""
+
+    def __init__(
+        self, store: Store, *, size_max: int = POST_BATCH_SIZE_MAX, in_flight_max: int = POST_BATCHES_IN_FLIGHT_MAX
+    ) -> None:
+        super().__init__(size_max=size_max, in_flight_max=in_flight_max)
+        self.store = store
+
+    async def post(self, posting: Posting, *, allow_negative: bool = False) -> Posted:
+        return await self.submit((posting, allow_negative))
+
+    async def _apply_batch(self, requests: Sequence[tuple[Posting, bool]]) -> list[Posted | errors.LedgerError]:
+        return await self.store.post_batch(requests)
+
+    async def _apply_alone(self, request: tuple[Posting, bool]) -> Posted:
+        posting, allow_negative = request
+        return await self.store.post(posting, allow_negative=allow_negative)
+
+
+class SettleBatcher(GroupCommit[tuple[PaymentDetails, EventSource | None], Settled]):
+    """SettlePayment: (details, source) requests, each through ledger_payment_settle, one statement per batch."""
+
+    def __init__(
+        self,
+        payments: PaymentsStore,
+        *,
+        size_max: int = POST_BATCH_SIZE_MAX,
+        in_flight_max: int = POST_BATCHES_IN_FLIGHT_MAX,
+    ) -> None:
+        super().__init__(size_max=size_max, in_flight_max=in_flight_max)
+        self.payments = payments
+
+    async def settle(self, details: PaymentDetails, source: EventSource | None) -> Settled:
+        return await self.submit((details, source))
+
+    async def _apply_batch(
+        self, requests: Sequence[tuple[PaymentDetails, EventSource | None]]
+    ) -> list[Settled | errors.LedgerError]:
+        return await self.payments.settle_batch(requests)
+
+    async def _apply_alone(self, request: tuple[PaymentDetails, EventSource | None]) -> Settled:
+        return await self.payments.settle(*request)
+
+
+class BalanceReader(GroupCommit[str, Balance]):
+    """GetBalance: concurrent reads answered by one query per batch (one snapshot, one round trip)."""
+
+    def __init__(
+        self, store: Store, *, size_max: int = POST_BATCH_SIZE_MAX, in_flight_max: int = POST_BATCHES_IN_FLIGHT_MAX
+    ) -> None:
+        super().__init__(size_max=size_max, in_flight_max=in_flight_max)
+        self.store = store
+
+    async def balance(self, user_id: str) -> Balance:
+        return await self.submit(user_id)
+
+    async def _apply_batch(self, requests: Sequence[str]) -> list[Balance | errors.LedgerError]:
+        return list(await self.store.balances(requests))
+
+    async def _apply_alone(self, request: str) -> Balance:
+        return await self.store.balance(request)
+
+
+@dataclass(frozen=True)
+class GroupCommits:
+    """The batchers of one ledger process."""
+
+    post: PostBatcher
+    settle: SettleBatcher
+    balance: BalanceReader
+
+    @classmethod
+    def open(cls, store: Store, *, size_max: int = POST_BATCH_SIZE_MAX) -> GroupCommits:
+        return cls(
+            post=PostBatcher(store, size_max=size_max),
+            settle=SettleBatcher(PaymentsStore(store), size_max=size_max),
+            balance=BalanceReader(store, size_max=size_max),
+        )
+
+    async def close(self) -> None:
+        await asyncio.gather(self.post.close(), self.settle.close(), self.balance.close())

@@ -17,6 +17,7 @@ from credits.ledger.v1 import ledger_service_pb2 as pb
 from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from services.ledger import errors, validation
 from services.ledger import payments_validation as check
+from services.ledger.group_commit import Settler
 from services.ledger.metrics import record_entry
 from services.ledger.payments_domain import (
     DisputeStatus,
@@ -191,8 +192,10 @@ class PaymentsServicer(pb_grpc.LedgerServiceServicer):
 
     store: Store
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, settler: Settler | None = None) -> None:
         self.store = store
+        # SettlePayment (the webhook path) goes through the group commit when the app gives one.
+        self.settler: Settler = self.payments if settler is None else settler
 
     @functools.cached_property
     def payments(self) -> PaymentsStore:
@@ -213,7 +216,7 @@ class PaymentsServicer(pb_grpc.LedgerServiceServicer):
     ) -> pb.SettlePaymentResponse:
         details = details_from_proto(request.details, price_required=True)
         check.require_one_id(details)
-        settled = await self.payments.settle(details, source_from_proto(request.source))
+        settled = await self.settler.settle(details, source_from_proto(request.source))
         if settled.entry is not None:
             record_entry(settled.entry.kind, settled.entry.delta, replayed=not settled.credited)
         return pb.SettlePaymentResponse(

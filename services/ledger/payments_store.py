@@ -8,7 +8,7 @@ transaction. The functions answer an outcome; refusals are translated here into 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -40,6 +40,21 @@ SETTLE_SQL = f"SELECT * FROM ledger_payment_settle({_DETAILS_PARAMS}, $11, $12, 
 FAIL_SQL = f"SELECT * FROM ledger_payment_fail({_DETAILS_PARAMS}, $11, $12, $13)"
 REFUND_SQL = f"SELECT * FROM ledger_payment_refund({_DETAILS_PARAMS}, $11, $12, $13, $14)"
 DISPUTE_SQL = f"SELECT * FROM ledger_payment_dispute({_DETAILS_PARAMS}, $11, $12, $13, $14, $15)"
+# SettlePayment for a batch (services/ledger/group_commit.py, SettleBatcher): ledger_payment_settle once per
+# element of the arrays, in array order (a nested loop over the unnest), all in the statement's transaction.
+SETTLE_ARGUMENTS = 13
+SETTLE_BATCH_SQL = """
+SELECT r.* FROM unnest(
+    $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::text[],
+    $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[]
+) WITH ORDINALITY AS a(user_id, session_id, intent_id, charge_id, package_id, credits, amount_minor, currency_code,
+                       customer_email, customer_id, event_id, event_type, payload_sha256, ordinal)
+CROSS JOIN LATERAL ledger_payment_settle(
+    a.user_id, a.session_id, a.intent_id, a.charge_id, a.package_id, a.credits, a.amount_minor, a.currency_code,
+    a.customer_email, a.customer_id, a.event_id, a.event_type, a.payload_sha256
+) AS r
+ORDER BY a.ordinal
+"""
 RECORD_SQL = "SELECT * FROM ledger_event_record($1, $2, $3, $4, $5, $6, $7)"
 
 PAYMENT_COLUMNS = (
@@ -114,7 +129,23 @@ def _source_args(source: EventSource | None) -> tuple[Any, ...]:
     return (source.event_id, source.event_type, source.payload_sha256)
 
 
-def _check(row: asyncpg.Record, source: EventSource | None) -> None:
+def _settled(row: Mapping[str, Any], source: EventSource | None) -> Settled:
+    """ledger_payment_settle's answer; raises the error of a refusal."""
+    _check(row, source)
+    entry = row["entry"]
+    settled = Settled(
+        payment=_optional_payment(row["payment"]),
+        credited=bool(row["credited"]),
+        entry=entry_from_row(entry) if entry is not None and entry["id"] is not None else None,
+        duplicate_event=row["outcome"] == "duplicate_event",
+    )
+    if settled.payment is not None and settled.payment.status is PaymentStatus.PAID:
+        # Paid but not credited: the account was anonymized. An operator must refund it.
+        log.warning("payment paid but not credited (account anonymized)", extra={"payment_id": settled.payment.id})
+    return settled
+
+
+def _check(row: Mapping[str, Any], source: EventSource | None) -> None:
     """Raises the error for a refusal outcome; returns on success."""
     outcome, detail = row["outcome"], row["detail"] or ""
     if outcome in _SUCCESS_OUTCOMES:
@@ -152,18 +183,33 @@ class PaymentsStore:
 
     async def settle(self, details: PaymentDetails, source: EventSource | None) -> Settled:
         row = await self._call(SETTLE_SQL, *_details_args(details), *_source_args(source))
-        _check(row, source)
-        entry = row["entry"]
-        settled = Settled(
-            payment=_optional_payment(row["payment"]),
-            credited=bool(row["credited"]),
-            entry=entry_from_row(entry) if entry is not None and entry["id"] is not None else None,
-            duplicate_event=row["outcome"] == "duplicate_event",
-        )
-        if settled.payment is not None and settled.payment.status is PaymentStatus.PAID:
-            # Paid but not credited: the account was anonymized. An operator must refund it.
-            log.warning("payment paid but not credited (account anonymized)", extra={"payment_id": settled.payment.id})
-        return settled
+        return _settled(row, source)
+
+    async def settle_batch(
+        self, requests: Sequence[tuple[PaymentDetails, EventSource | None]]
+    ) -> list[Settled | errors.LedgerError]:
+        """Settles (details, source) requests in one statement, one transaction: each through
+        ledger_payment_settle, as alone, users in ascending order (as ledger_post_batch locks them, so two
+        batches never deadlock), one user's requests in arrival order; a later request sees the earlier
+        ones (a redelivered event in the same batch is a duplicate). One result per request, in order: a
+        refusal as a LedgerError value. Raises (Unavailable / Internal) only when the statement failed."""
+        assert requests
+        order = sorted(range(len(requests)), key=lambda index: requests[index][0].user_id or "")
+        columns: tuple[list[Any], ...] = tuple([] for _ in range(SETTLE_ARGUMENTS))
+        for index in order:
+            details, source = requests[index]
+            for column, value in zip(columns, (*_details_args(details), *_source_args(source)), strict=True):
+                column.append(value)
+        async with self.store.connection() as conn:
+            rows = await conn.fetch(SETTLE_BATCH_SQL, *columns)
+        assert len(rows) == len(requests), "ledger_payment_settle answers one row per request"
+        answers: dict[int, Settled | errors.LedgerError] = {}
+        for index, row in zip(order, rows, strict=True):
+            try:
+                answers[index] = _settled(row, requests[index][1])
+            except errors.LedgerError as refusal:
+                answers[index] = refusal
+        return [answers[index] for index in range(len(requests))]
 
     async def fail(self, details: PaymentDetails, source: EventSource | None) -> Changed:
         row = await self._call(FAIL_SQL, *_details_args(details), *_source_args(source))

@@ -1,0 +1,221 @@
+"""Group commit of SettlePayment and GetBalance (services/ledger/group_commit.py): a batch answers every
+request as it would be answered alone. Settles: a redelivery inside one batch is a duplicate of its
+original, refusals (conflict, payload mismatch) fail only themselves, batches lock users in order and
+never deadlock, a batch that raises is applied one by one. Reads: one query answers each user as a
+lone read does (unknown, anonymized, with holds, repeated)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+
+import pytest
+
+from services.ledger import errors
+from services.ledger.app import LedgerServer
+from services.ledger.domain import Balance
+from services.ledger.group_commit import BalanceReader, SettleBatcher
+from services.ledger.payments_domain import EventSource, PaymentDetails, PaymentStatus, Price, Settled
+from services.ledger.payments_store import PaymentsStore
+from services.ledger.store import Store
+from tests.conftest import new_key
+from tests.ledger.helpers import assert_journal_consistent
+from tests.ledger.payment_helpers import MEDIUM_AMOUNT_MINOR, MEDIUM_CREDITS, Ids, stripe_id
+
+MEDIUM = Price(package_id="medium", credits=MEDIUM_CREDITS, amount_minor=MEDIUM_AMOUNT_MINOR, currency_code="eur")
+PURCHASES = 40
+
+
+def new_user() -> str:
+    return f"user-{uuid.uuid4().hex}"
+
+
+def purchase(user_id: str, ids: Ids | None = None, **changes: str) -> PaymentDetails:
+    ids = ids or Ids.new()
+    fields = {"checkout_session_id": ids.session, "payment_intent_id": ids.intent, **changes}
+    return PaymentDetails(user_id=user_id, price=MEDIUM, **fields)
+
+
+def event(event_id: str | None = None, payload: str = "") -> EventSource:
+    event_id = event_id or stripe_id("evt")
+    digest = hashlib.sha256((payload or event_id).encode()).digest()
+    return EventSource(event_id=event_id, event_type="checkout.session.completed", payload_sha256=digest)
+
+
+def credited(result: Settled | errors.LedgerError) -> Settled:
+    assert isinstance(result, Settled), result
+    assert result.credited and not result.duplicate_event
+    assert result.payment is not None and result.payment.status is PaymentStatus.CREDITED
+    return result
+
+
+@pytest.fixture
+def payments(ledger_server: LedgerServer) -> PaymentsStore:
+    return PaymentsStore(ledger_server.store)
+
+
+@pytest.fixture
+def store(ledger_server: LedgerServer) -> Store:
+    return ledger_server.store
+
+
+async def purchase_entries(db, user_id: str) -> int:
+    sql = "SELECT count(*) FROM credit_transactions WHERE user_id = $1 AND kind = 'purchase'"
+    return await db.fetchval(sql, user_id)
+
+
+async def test_a_settle_batch_answers_each_request_as_alone(payments, db):
+    buyer, other = new_user(), new_user()
+    ids = Ids.new()
+    first = event()
+    results = await payments.settle_batch([
+        (purchase(buyer, ids), first),
+        (purchase(other), event()),
+        (purchase(buyer, ids), first),  # Stripe redelivered it: same batch, a duplicate
+        (purchase(buyer, ids, payment_intent_id=stripe_id("pi")), event()),  # another intent for the session
+        (purchase(buyer, ids), event(first.event_id, payload="tampered")),  # same event id, other payload
+    ])
+
+    original = credited(results[0])
+    credited(results[1])
+    duplicate = results[2]
+    assert isinstance(duplicate, Settled) and duplicate.duplicate_event and not duplicate.credited
+    assert duplicate.entry == original.entry
+    assert isinstance(results[3], errors.AlreadyExists)
+    assert isinstance(results[4], errors.EventPayloadMismatch)
+    assert await purchase_entries(db, buyer) == 1
+    assert await assert_journal_consistent(db, buyer) == MEDIUM_CREDITS
+    assert await assert_journal_consistent(db, other) == MEDIUM_CREDITS
+
+
+async def test_one_users_settles_apply_in_arrival_order_among_other_users(payments, db):
+    """Users are sorted for locking; a user's own requests keep their order: the first of two events of
+    one purchase credits, the second finds it settled."""
+    users = sorted(new_user() for _ in range(3))
+    ids = Ids.new()
+    later, earlier = users[2], users[0]
+    results = await payments.settle_batch([
+        (purchase(later, ids), event()),
+        (purchase(earlier), event()),
+        (purchase(later, ids), event()),
+    ])
+
+    credited(results[0])
+    credited(results[1])
+    second = results[2]
+    assert isinstance(second, Settled) and not second.credited and not second.duplicate_event
+    assert second.entry == results[0].entry  # type: ignore[union-attr]
+    assert await purchase_entries(db, later) == 1
+
+
+async def test_concurrent_settle_batches_in_opposite_user_orders_never_deadlock(payments, db):
+    users = [new_user() for _ in range(6)]
+
+    async def batch(order: list[str]) -> list[Settled | errors.LedgerError]:
+        return await payments.settle_batch([(purchase(user), event()) for user in order])
+
+    rounds = await asyncio.gather(*(batch(users if index % 2 else users[::-1]) for index in range(16)))
+
+    for results in rounds:
+        for result in results:
+            credited(result)
+    for user in users:
+        assert await purchase_entries(db, user) == 16
+        await assert_journal_consistent(db, user)
+
+
+async def test_a_settle_batch_that_raises_is_applied_one_by_one(payments, db):
+    """A session id longer than the payments table's CHECK (validation refuses it first on the RPC) aborts
+    the batch statement; each request is then settled alone, and only the offending one fails."""
+    good_user, bad_user = new_user(), new_user()
+    batcher = SettleBatcher(payments)
+    bad = purchase(bad_user, checkout_session_id="cs_" + "x" * 300)
+
+    results = await asyncio.gather(
+        batcher.settle(purchase(good_user), event()), batcher.settle(bad, event()), return_exceptions=True
+    )
+    await batcher.close()
+
+    credited(results[0])  # type: ignore[arg-type]
+    assert isinstance(results[1], errors.Internal)
+    assert await purchase_entries(db, good_user) == 1
+    assert await db.fetchval("SELECT count(*) FROM payments WHERE user_id = $1", bad_user) == 0
+
+
+class CountingPayments(PaymentsStore):
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.sizes: list[int] = []
+
+    async def settle_batch(self, requests):
+        self.sizes.append(len(requests))
+        return await super().settle_batch(requests)
+
+
+async def test_concurrent_settles_share_bounded_batches_and_credit_each_purchase_once(store, db):
+    """Every purchase delivered twice at once (Stripe's redelivery racing its original): one credit each."""
+    counting = CountingPayments(store)
+    batcher = SettleBatcher(counting, size_max=8, in_flight_max=1)
+    deliveries = []
+    for _ in range(PURCHASES):
+        user, ids, source = new_user(), Ids.new(), event()
+        deliveries += [(user, purchase(user, ids), source)] * 2
+
+    results = await asyncio.gather(*(batcher.settle(details, source) for _, details, source in deliveries))
+    await batcher.close()
+
+    assert sum(counting.sizes) == 2 * PURCHASES
+    assert max(counting.sizes) <= 8
+    assert len(counting.sizes) < 2 * PURCHASES
+    for index in range(0, len(results), 2):
+        pair = results[index], results[index + 1]
+        assert sorted(result.credited for result in pair) == [False, True]
+        assert pair[0].entry == pair[1].entry
+        assert await purchase_entries(db, deliveries[index][0]) == 1
+
+
+async def test_a_balance_batch_reads_each_user_as_alone(ledger, store):
+    funded, unknown, erased, holding = (new_user() for _ in range(4))
+    await ledger.credit(funded, 30, new_key(), "gc read")
+    await ledger.credit(erased, 5, new_key(), "gc read")
+    await ledger.anonymize(erased)
+    await ledger.credit(holding, 50, new_key(), "gc read")
+    await ledger.reserve_credits(holding, 20, new_key(), "gc read", 600)
+    users = [funded, unknown, erased, holding, funded]
+
+    batch = await store.balances(users)
+    alone = [await store.balance(user) for user in users]
+
+    assert batch == alone
+    assert [balance.balance for balance in batch] == [30, 0, 5, 50, 30]  # an anonymized account keeps it, frozen
+    assert [balance.held for balance in batch] == [0, 0, 0, 20, 0]
+    assert batch[2].anonymized and not batch[0].anonymized
+    assert batch[1] == Balance(user_id=unknown, balance=0, anonymized=False, updated_at=None)
+
+
+class CountingStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.sizes: list[int] = []
+
+    async def balances(self, user_ids):
+        self.sizes.append(len(user_ids))
+        return await self.store.balances(user_ids)
+
+    async def balance(self, user_id):
+        return await self.store.balance(user_id)
+
+
+async def test_concurrent_reads_share_bounded_batches(ledger, store):
+    users = [new_user() for _ in range(30)]
+    for amount, user in enumerate(users, 1):
+        await ledger.credit(user, amount, new_key(), "gc read")
+    counting = CountingStore(store)
+    reader = BalanceReader(counting, size_max=8, in_flight_max=1)  # type: ignore[arg-type]
+
+    balances = await asyncio.gather(*(reader.balance(user) for user in users))
+    await reader.close()
+
+    assert [balance.balance for balance in balances] == list(range(1, 31))
+    assert sum(counting.sizes) == 30 and max(counting.sizes) <= 8 and len(counting.sizes) < 30
