@@ -1,7 +1,9 @@
 """OpenTelemetry tracing: provider set-up from the standard OTEL_* variables, and instrumentation.
 
 Export is opt-in: spans leave the process only when `OTEL_TRACES_EXPORTER` names an exporter or an
-OTLP endpoint is set. `OTEL_SDK_DISABLED=true` turns tracing off (no provider). Samplers, batch
+OTLP endpoint is set. Without one, no span is recorded (sampler always_off, unless `OTEL_TRACES_SAMPLER`
+says otherwise), but trace ids are still made, continued from callers and passed on, so log lines
+carry them. `OTEL_SDK_DISABLED=true` turns tracing off (no provider). Samplers, batch
 sizes and exporter options keep the SDK's own OTEL_* variables (`OTEL_TRACES_SAMPLER`,
 `OTEL_BSP_*`, `OTEL_EXPORTER_OTLP_HEADERS`, ...).
 
@@ -30,7 +32,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
 from opentelemetry.propagate import extract
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
@@ -38,6 +40,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .config import ConfigError
@@ -75,13 +78,19 @@ def configure_tracing(
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
     name = env.get("OTEL_SERVICE_NAME", "").strip() or service_name
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
+    processors: list[SpanProcessor] = []
     for exporter_name in _exporter_names(env):
         exporter = _build_exporter(exporter_name, env)
         if exporter is None:
             continue
         # Console output is for debugging and must appear at once; real exports are batched.
-        processor = SimpleSpanProcessor(exporter) if exporter_name == "console" else BatchSpanProcessor(exporter)
+        processors.append(SimpleSpanProcessor(exporter) if exporter_name == "console" else BatchSpanProcessor(exporter))
+    # With nowhere to send spans, record none: every call still gets (or continues) a trace id for its log
+    # lines and for the services it calls, without building spans that would be dropped. An operator's
+    # OTEL_TRACES_SAMPLER (read by the SDK from the process environment) is kept as given.
+    sampler = None if processors or os.environ.get("OTEL_TRACES_SAMPLER", "").strip() else ALWAYS_OFF
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}), sampler=sampler)
+    for processor in processors:
         provider.add_span_processor(processor)
     if set_global:
         trace.set_tracer_provider(provider)

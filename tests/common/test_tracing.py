@@ -17,7 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.sdk.resources import SERVICE_NAME
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags, set_span_in_context
 
 from services.common import tracing
 from services.common.config import ConfigError
@@ -42,6 +42,47 @@ def test_no_variables_gives_a_provider_without_export(caplog: pytest.LogCaptureF
     with provider.get_tracer("test").start_as_current_span("work") as span:
         assert span.get_span_context().is_valid
     assert caplog.records == []
+    provider.shutdown()
+
+
+def test_without_an_exporter_no_span_is_recorded_but_trace_ids_are_made_and_continued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    provider = configure_tracing("ledger", environ={}, set_global=False)
+    assert provider is not None
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("work") as span:
+        assert not span.is_recording()
+        assert span.get_span_context().is_valid
+    caller = SpanContext(
+        trace_id=int(TRACE_ID_HEX, 16), span_id=int(PARENT_SPAN_ID_HEX, 16), is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
+    with tracer.start_as_current_span("call", context=set_span_in_context(NonRecordingSpan(caller))) as span:
+        assert not span.is_recording()
+        assert span.get_span_context().trace_id == int(TRACE_ID_HEX, 16)
+    provider.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("environ", "sampler"),
+    [
+        pytest.param({"OTEL_TRACES_EXPORTER": "console"}, None, id="exporter"),
+        pytest.param({}, "always_on", id="operator-sampler"),
+    ],
+)
+def test_an_exporter_or_an_operators_sampler_records_spans(
+    monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], sampler: str | None
+) -> None:
+    if sampler is None:
+        monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    else:
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    provider = configure_tracing("ledger", environ=environ, set_global=False)
+    assert provider is not None
+    with provider.get_tracer("test").start_as_current_span("work") as span:
+        assert span.is_recording()
     provider.shutdown()
 
 
