@@ -3,11 +3,13 @@
     HTTP client --X-Request-Id--> gateway (request_id_middleware) --x-request-id--> ledger
                                      | binds services.common.logs.request_id_var      | RequestIdServerInterceptor
                                      | answers X-Request-Id                           | binds it for the RPC
+                                     | request_id_metadata() on each ledger call
 
 The gateway takes the caller's `X-Request-Id` when it is a plain token (REQUEST_ID_PATTERN: letters,
 digits, `.`, `_`, `-`; at most REQUEST_ID_CHARS_MAX), so a host app or a load balancer can correlate its
 own logs; anything else is replaced by a new id, never echoed. The gateway's ledger client sends the id
-as `x-request-id` metadata (RequestIdClientInterceptor); the ledger binds it (or a new one) per RPC.
+as `x-request-id` metadata (`request_id_metadata`, services.webhook_gateway.ledger_client); the ledger
+binds it (or a new one) per RPC.
 Trace ids (services.common.tracing) correlate the same lines when tracing is on; request ids work
 without it, and are what a support ticket quotes (the gateway answers them in a header).
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import grpc
 import grpc.aio
@@ -56,34 +58,12 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         return response
 
 
-class RequestIdClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
-    """Sends the bound request id (if any) as `x-request-id` metadata with every unary call."""
-
-    async def intercept_unary_unary(
-        self,
-        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        request_id = request_id_var.get()
-        if request_id is None:
-            return await continuation(client_call_details, request)
-        metadata = grpc.aio.Metadata(*tuple(client_call_details.metadata or ()))
-        metadata[REQUEST_ID_METADATA_KEY] = request_id
-        details = grpc.aio.ClientCallDetails(
-            client_call_details.method,
-            client_call_details.timeout,
-            metadata,
-            client_call_details.credentials,
-            client_call_details.wait_for_ready,
-        )
-        return await continuation(details, request)
-
-
-def request_id_client_interceptors() -> list[grpc.aio.ClientInterceptor]:
-    """The client interceptors to give a ledger channel, typed as the channel takes them."""
-    # grpc-stubs leave ClientInterceptor a partial stub that concrete interceptors must be cast to.
-    return [cast(grpc.aio.ClientInterceptor, RequestIdClientInterceptor())]
+def request_id_metadata() -> tuple[tuple[str, str], ...]:
+    """The gRPC metadata that carries the bound request id to the ledger; empty outside a request."""
+    request_id = request_id_var.get()
+    if request_id is None:
+        return ()
+    return ((REQUEST_ID_METADATA_KEY, request_id),)
 
 
 class RequestIdServerInterceptor(grpc.aio.ServerInterceptor):

@@ -25,12 +25,12 @@ from services.common import event_loop
 from services.common.config import ConfigError
 from services.common.logs import configure_logging, register_secret
 from services.common.metrics import start_metrics_server
-from services.common.request_ids import request_id_client_interceptors
-from services.common.tracing import configure_tracing, grpc_client_interceptors
+from services.common.tracing import configure_tracing
 from services.ledger.client import LedgerClient
 from services.webhook_gateway.app import build_app
 from services.webhook_gateway.config import WEBHOOK_PATH, GatewaySettings
 from services.webhook_gateway.context import GATEWAY_KEY
+from services.webhook_gateway.ledger_client import GatewayLedgerClient
 from services.webhook_gateway.ratelimit import connect_redis
 from services.webhook_gateway.stripe_client import StripeApi
 
@@ -78,17 +78,17 @@ async def run(settings: GatewaySettings) -> None:
 def connect_ledger(settings: GatewaySettings, tracer_provider: TracerProvider | None = None) -> LedgerClient:
     """The gateway's ledger client: short deadlines, few attempts, and the trace context sent along.
 
-    The OpenTelemetry client interceptors start a client span per call and inject `traceparent` into
-    the call's metadata, which the ledger's server interceptor continues: one webhook, one trace.
+    Each call is a client span whose context goes along as `traceparent` in the call's metadata, which
+    the ledger's server interceptor continues: one webhook, one trace (services.webhook_gateway.ledger_client).
     `tracer_provider` is the global one when None (tests pass an in-memory one). The request id of the
     HTTP request being handled goes along as `x-request-id` (services.common.request_ids).
     """
-    return LedgerClient(
+    return GatewayLedgerClient(
         settings.ledger_target,
         settings.ledger_token,
+        tracer_provider=tracer_provider,
         deadline_seconds=LEDGER_DEADLINE_SECONDS,
         attempts_max=LEDGER_ATTEMPTS_MAX,
-        interceptors=[*grpc_client_interceptors(tracer_provider), *request_id_client_interceptors()],
     )
 
 

@@ -53,8 +53,7 @@ def build_app(
     """The application; the caller owns (and closes) the clients it passes in.
 
     `tracer_provider` records the server spans (the global provider when None). Give `ledger_client`
-    the gRPC client interceptors of the same provider (`__main__.connect_ledger`) so that the ledger's
-    spans join the webhook's trace.
+    the same provider (`__main__.connect_ledger`) so that the ledger's spans join the webhook's trace.
     """
     middlewares = [
         aiohttp_tracing_middleware(tracer_provider),
