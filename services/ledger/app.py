@@ -160,7 +160,11 @@ async def start(
             ("grpc.so_reuseport", 1 if reuse_port else 0),
         ],
     )
-    batchers = GroupCommits.open(store, size_max=settings.post_batch_size_max) if settings.group_commit else None
+    batchers = (
+        GroupCommits.open(store, size_max=settings.post_batch_size_max, in_flight_max=settings.batches_in_flight_max)
+        if settings.group_commit
+        else None
+    )
     pb_grpc.add_LedgerServiceServicer_to_server(LedgerServicer(store, batchers), server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -244,11 +244,13 @@ class GroupCommits:
     balance: BalanceReader
 
     @classmethod
-    def open(cls, store: Store, *, size_max: int = POST_BATCH_SIZE_MAX) -> GroupCommits:
+    def open(
+        cls, store: Store, *, size_max: int = POST_BATCH_SIZE_MAX, in_flight_max: int = POST_BATCHES_IN_FLIGHT_MAX
+    ) -> GroupCommits:
         return cls(
-            post=PostBatcher(store, size_max=size_max),
-            settle=SettleBatcher(PaymentsStore(store), size_max=size_max),
-            balance=BalanceReader(store, size_max=size_max),
+            post=PostBatcher(store, size_max=size_max, in_flight_max=in_flight_max),
+            settle=SettleBatcher(PaymentsStore(store), size_max=size_max, in_flight_max=in_flight_max),
+            balance=BalanceReader(store, size_max=size_max, in_flight_max=in_flight_max),
         )
 
     async def close(self) -> None:

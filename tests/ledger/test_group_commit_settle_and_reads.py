@@ -12,14 +12,15 @@ import uuid
 
 import pytest
 
-from services.ledger import errors
+from services.ledger import app, errors
 from services.ledger.app import LedgerServer
+from services.ledger.client import LedgerClient
 from services.ledger.domain import Balance
 from services.ledger.group_commit import BalanceReader, SettleBatcher
 from services.ledger.payments_domain import EventSource, PaymentDetails, PaymentStatus, Price, Settled
 from services.ledger.payments_store import PaymentsStore
 from services.ledger.store import Store
-from tests.conftest import new_key
+from tests.conftest import ALL_ROLES_TOKEN, ledger_settings, new_key
 from tests.ledger.helpers import assert_journal_consistent
 from tests.ledger.payment_helpers import MEDIUM_AMOUNT_MINOR, MEDIUM_CREDITS, Ids, stripe_id
 
@@ -219,3 +220,27 @@ async def test_concurrent_reads_share_bounded_batches(ledger, store):
 
     assert [balance.balance for balance in balances] == list(range(1, 31))
     assert sum(counting.sizes) == 30 and max(counting.sizes) <= 8 and len(counting.sizes) < 30
+
+
+@pytest.mark.parametrize(("slots", "held_up"), [(1, True), (2, False)])
+async def test_batches_in_flight_bound_what_one_blocked_batch_holds_up(database_url, db, slots, held_up):
+    """LEDGER_BATCHES_IN_FLIGHT_MAX: with one slot, a batch waiting on a lock held elsewhere holds up the
+    next request of another user; with two, that request goes in the free slot."""
+    server = await app.start(ledger_settings(database_url, batches_in_flight_max=slots, workers=1))
+    client = LedgerClient(f"127.0.0.1:{server.port}", ALL_ROLES_TOKEN)
+    try:
+        locked, free = new_user(), new_user()
+        await client.credit(locked, 1, new_key(), "gc slots")
+        async with db.acquire() as blocker, blocker.transaction():
+            await blocker.execute("SELECT 1 FROM accounts WHERE user_id = $1 FOR UPDATE", locked)
+            waiting = asyncio.ensure_future(client.credit(locked, 1, new_key(), "gc slots"))
+            await asyncio.sleep(0.3)
+            other = asyncio.ensure_future(client.credit(free, 1, new_key(), "gc slots"))
+            done, _ = await asyncio.wait({other}, timeout=1.5)
+            assert (other not in done) is held_up
+            assert not waiting.done()
+        assert (await waiting).transaction.balance_after == 2
+        assert (await other).transaction.balance_after == 1
+    finally:
+        await client.close()
+        await server.stop(grace_seconds=1.0)
