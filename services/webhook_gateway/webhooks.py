@@ -67,17 +67,20 @@ def _bad_request(code: str, message: str) -> HttpError:
 
 async def read_body_limited(request: web.Request, limit_bytes: int) -> bytes:
     """The request body, or 413 as soon as it is known to exceed `limit_bytes` (declared or streamed)."""
-    too_large = HttpError(413, "PAYLOAD_TOO_LARGE", f"the body must be at most {limit_bytes} bytes")
     if request.content_length is not None and request.content_length > limit_bytes:
-        raise too_large
+        raise _too_large(limit_bytes)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(BODY_CHUNK_BYTES):
         size += len(chunk)
         if size > limit_bytes:
-            raise too_large
+            raise _too_large(limit_bytes)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _too_large(limit_bytes: int) -> HttpError:
+    return HttpError(413, "PAYLOAD_TOO_LARGE", f"the body must be at most {limit_bytes} bytes")
 
 
 def verify_signature(
