@@ -117,6 +117,9 @@ UnaryBehavior = Callable[[Any, Any], Any]
 
 
 def _measured(behavior: UnaryBehavior, method: str) -> UnaryBehavior:
+    duration = RPC_DURATION.labels(method=method)  # label children looked up once per method, not per call
+    requests_by_code: dict[str, Any] = {}
+
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         started = time.perf_counter()
         error: BaseException | None = None
@@ -128,17 +131,35 @@ def _measured(behavior: UnaryBehavior, method: str) -> UnaryBehavior:
             error = exc
             raise
         finally:
-            RPC_DURATION.labels(method=method).observe(time.perf_counter() - started)
-            RPC_REQUESTS.labels(method=method, code=status_code_name(context, error)).inc()
+            duration.observe(time.perf_counter() - started)
+            code = status_code_name(context, error)
+            counter = requests_by_code.get(code)
+            if counter is None:
+                counter = requests_by_code[code] = RPC_REQUESTS.labels(method=method, code=code)
+            counter.inc()
 
     return handle
+
+
+def measured_handler(handler: grpc.RpcMethodHandler[Any, Any], full_method: str) -> grpc.RpcMethodHandler[Any, Any]:
+    """`handler` (unary-unary), counted and timed under its method's name."""
+    behavior: UnaryBehavior = handler.unary_unary  # type: ignore[assignment]
+    return grpc.unary_unary_rpc_method_handler(
+        _measured(behavior, method_label(full_method)),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 class MetricsServerInterceptor(grpc.aio.ServerInterceptor):
     """Counts and times unary-unary RPCs; streaming and unknown methods pass through untouched.
 
-    Unknown methods are not counted, so a caller cannot grow the label set with made-up names.
+    Unknown methods are not counted, so a caller cannot grow the label set with made-up names. The
+    measured handler of a method is reused for as long as the handlers further in give the same one.
     """
+
+    def __init__(self) -> None:
+        self._measured: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
 
     async def intercept_service(
         self,
@@ -148,9 +169,10 @@ class MetricsServerInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        method = method_label(handler_call_details.method)
-        return grpc.unary_unary_rpc_method_handler(
-            _measured(handler.unary_unary, method),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        method = handler_call_details.method
+        cached = self._measured.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        measured = measured_handler(handler, method)
+        self._measured[method] = (handler, measured)
+        return measured

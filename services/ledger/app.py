@@ -16,14 +16,12 @@ from grpc_reflection.v1alpha import reflection
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
 from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
-from services.common.metrics import MetricsServerInterceptor
-from services.common.request_ids import RequestIdServerInterceptor
 from services.common.tracing import grpc_server_interceptors
 from services.ledger import errors
 from services.ledger import metrics as ledger_metrics
-from services.ledger.auth import Authenticator, AuthInterceptor
+from services.ledger.auth import Authenticator
+from services.ledger.calls import CallInterceptor
 from services.ledger.config import LedgerSettings
-from services.ledger.decoding import UndecodableRequestInterceptor
 from services.ledger.group_commit import GroupCommits
 from services.ledger.holds_server import HoldsServicer
 from services.ledger.holds_store import HoldsStore
@@ -142,14 +140,12 @@ async def start(
     )
     store = await Store.open(settings.database_url, pool_settings, setup=connection_setup)
     ledger_metrics.DB_POOL.watch(store.pool)
-    # Order matters: traces and metrics see every call, including those auth refuses.
+    # Order matters: traces see every call, and the call interceptor (request id, metrics, auth, decoding)
+    # must be last: it answers known methods from its own cache.
     interceptors = (
         *grpc_server_interceptors(),
-        RequestIdServerInterceptor(),
-        MetricsServerInterceptor(),
         *extra_interceptors,
-        AuthInterceptor(Authenticator(settings.callers), abort),
-        UndecodableRequestInterceptor(abort),  # last: it wraps the handler itself
+        CallInterceptor(Authenticator(settings.callers), abort),
     )
     server = grpc.aio.server(
         interceptors=interceptors,

@@ -1,4 +1,4 @@
-"""Caller authentication and per-RPC roles (SPEC §3), as a grpc.aio server interceptor.
+"""Caller authentication and per-RPC roles (SPEC §3), checked per call by services/ledger/calls.py.
 
 Every call carries `authorization: Bearer <token>`. Tokens map to callers and callers to roles;
 each RPC names the roles allowed, and anything not named is denied. The token is hashed and
@@ -11,11 +11,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
-
-import grpc
 
 from services.ledger import errors
 
@@ -95,38 +91,3 @@ class Authenticator:
         if not method.startswith(SERVICE_PREFIX) or not caller.roles & allowed:
             raise errors.PermissionDenied(f"caller {caller.name!r} may not call {method.rsplit('/', 1)[-1]}")
         return caller
-
-
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses calls whose token is missing, unknown, or lacks a role the RPC allows."""
-
-    def __init__(self, authenticator: Authenticator, abort: Callable[[Any, errors.LedgerError], Awaitable[None]]):
-        self.authenticator = authenticator
-        self.abort = abort
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        if method.startswith(OPEN_SERVICE_PREFIXES):
-            return await continuation(handler_call_details)
-        values = [value for key, value in handler_call_details.invocation_metadata or () if key == "authorization"]
-        authorization = None
-        if values:
-            authorization = values[0] if isinstance(values[0], str) else values[0].decode("latin-1")
-        try:
-            if len(values) > 1:  # Which of two tokens counts would be up to each reader (a proxy, us): refuse.
-                raise errors.Unauthenticated("more than one authorization metadata entry")
-            caller = self.authenticator.authorize(method, authorization)
-        except errors.LedgerError as refusal:
-            return self._refuse(refusal)
-        current_caller.set(caller.name)
-        return await continuation(handler_call_details)
-
-    def _refuse(self, refusal: errors.LedgerError) -> grpc.RpcMethodHandler:
-        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
-            await self.abort(context, refusal)
-
-        return grpc.unary_unary_rpc_method_handler(refuse)

@@ -2,8 +2,8 @@
 else a new one), answers it in `X-Request-Id`, and sends it to the ledger, which binds it for the RPC: the
 log lines of both services about one request carry the same `request_id`.
 
-The ledger runs in process here with `RequestIdServerInterceptor` added the way docs/observability.md tells
-app.py to add it; its log lines are captured with the request id bound when they were written.
+The ledger runs in process here as app.py builds it (its call interceptor binds the id: services/ledger/calls.py);
+its log lines are captured with the request id bound when they were written.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from services.common.logs import request_id_var
 from services.common.request_ids import (
     REQUEST_ID_CHARS_MAX,
     REQUEST_ID_HEADER,
-    RequestIdServerInterceptor,
     accepted_request_id,
 )
 from services.ledger import app
@@ -93,7 +92,7 @@ def written() -> Iterator[list[Written]]:
 
 @pytest.fixture
 async def ledger_with_request_ids(database_url) -> AsyncIterator[str]:
-    server = await app.start(ledger_settings(database_url), extra_interceptors=(RequestIdServerInterceptor(),))
+    server = await app.start(ledger_settings(database_url))
     yield f"127.0.0.1:{server.port}"
     await server.stop(grace_seconds=1.0)
 
