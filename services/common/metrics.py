@@ -2,8 +2,8 @@
 
 - `start_metrics_server(port)`: serve the default registry on its own port (`METRICS_PORT`).
 - `metrics_handler`: an aiohttp handler for `GET /metrics` on a service's main port.
-- `MetricsServerInterceptor`: a grpc.aio server interceptor counting unary-unary RPCs by method and
-  status code and timing them.
+- `measured_handler(handler, method)`: a unary-unary handler, counted by method and status code and
+  timed (the ledger wraps each of its methods once: services/ledger/calls.py).
 
 Metric objects are module-level: prometheus-client refuses to register a name twice.
 """
@@ -14,7 +14,7 @@ import asyncio
 import inspect
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIServer
@@ -149,30 +149,3 @@ def measured_handler(handler: grpc.RpcMethodHandler[Any, Any], full_method: str)
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
-
-
-class MetricsServerInterceptor(grpc.aio.ServerInterceptor):
-    """Counts and times unary-unary RPCs; streaming and unknown methods pass through untouched.
-
-    Unknown methods are not counted, so a caller cannot grow the label set with made-up names. The
-    measured handler of a method is reused for as long as the handlers further in give the same one.
-    """
-
-    def __init__(self) -> None:
-        self._measured: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        method = handler_call_details.method
-        cached = self._measured.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        measured = measured_handler(handler, method)
-        self._measured[method] = (handler, measured)
-        return measured

@@ -8,7 +8,7 @@ sizes and exporter options keep the SDK's own OTEL_* variables (`OTEL_TRACES_SAM
 `OTEL_BSP_*`, `OTEL_EXPORTER_OTLP_HEADERS`, ...).
 
     provider = configure_tracing("ledger")
-    server = grpc.aio.server(interceptors=[*grpc_server_interceptors(), MetricsServerInterceptor()])
+    server = grpc.aio.server(interceptors=[*grpc_server_interceptors(), CallInterceptor(...)])
     channel = grpc.aio.insecure_channel(target, interceptors=grpc_client_interceptors())
     app = web.Application(middlewares=[aiohttp_tracing_middleware()])
     ...
