@@ -70,8 +70,9 @@ DATABASE_UP = Gauge(
     "ledger_database_up",
     "1 while the ledger's health probe reaches PostgreSQL (gRPC health SERVING), else 0.",
 )
-for _direction, _kind in EXPECTED_SERIES:
-    CREDITS.labels(direction=_direction, kind=_kind)
+_CREDITS_SERIES: dict[tuple[str, str], Any] = {
+    (_direction, _kind): CREDITS.labels(direction=_direction, kind=_kind) for _direction, _kind in EXPECTED_SERIES
+}
 
 
 def credit_direction(kind: str, delta: int) -> str:
@@ -87,7 +88,11 @@ def record_entry(kind: str, delta: int, replayed: bool) -> None:
     if replayed or delta == 0:
         return
     label = kind if kind in KNOWN_KINDS else OTHER_KIND
-    CREDITS.labels(direction=credit_direction(label, delta), kind=label).inc(abs(delta))
+    series = (credit_direction(label, delta), label)
+    counter = _CREDITS_SERIES.get(series)
+    if counter is None:  # a bounded set: four directions by the known kinds and OTHER_KIND
+        counter = _CREDITS_SERIES[series] = CREDITS.labels(direction=series[0], kind=series[1])
+    counter.inc(abs(delta))
 
 
 def record_database_reachable(reachable: bool) -> None:

@@ -11,7 +11,7 @@ import base64
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -43,6 +43,8 @@ KIND_TO_PROTO: dict[Kind, int] = {
 }
 PAGE_TOKEN_PREFIX = "t1:"
 ENTRY_ID_MAX = 2**63 - 1  # the journal's id is a bigint
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SECONDS_PER_DAY = 86400
 
 
 def rpc(
@@ -65,11 +67,13 @@ def rpc(
 
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    """A database time (timestamptz: always aware) as a Timestamp, by integer arithmetic (exact)."""
     if value is None:
         return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
+    since_epoch = value - EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=since_epoch.days * SECONDS_PER_DAY + since_epoch.seconds, nanos=since_epoch.microseconds * 1000
+    )
 
 
 def transaction_proto(entry: Entry) -> pb.Transaction:
