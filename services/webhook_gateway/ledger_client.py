@@ -85,7 +85,7 @@ class GatewayLedgerClient(LedgerClient):
     ) -> Response:
         """One attempt of `call`: a client span around the RPC, its context and the request id in the metadata."""
         rpc = self._rpcs.get(method)
-        if rpc is None or not is_instrumentation_enabled():  # Not a LedgerService method: sent untraced.
+        if rpc is None or not is_instrumentation_enabled():  # Not a LedgerService method, or tracing suppressed.
             return await method(request, metadata=(*metadata, *request_id_metadata()), timeout=timeout)
         name, attributes = rpc
         with self._tracer.start_as_current_span(
