@@ -1,7 +1,7 @@
 """Request ids: one id per HTTP request, carried to the ledger, on every log line of both services.
 
     HTTP client --X-Request-Id--> gateway (request_id_middleware) --x-request-id--> ledger
-                                     | binds services.common.logs.request_id_var      | RequestIdServerInterceptor
+                                     | binds services.common.logs.request_id_var      | CallInterceptor (services/ledger/calls.py)
                                      | answers X-Request-Id                           | binds it for the RPC
                                      | request_id_metadata() on each ledger call
 
@@ -17,15 +17,12 @@ without it, and are what a support ticket quotes (the gateway answers them in a 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Final
 
-import grpc
-import grpc.aio
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from services.common.logs import new_request_id, request_id_scope, request_id_var
+from services.common.logs import request_id_scope, request_id_var
 
 REQUEST_ID_HEADER: Final = "X-Request-Id"
 REQUEST_ID_METADATA_KEY: Final = "x-request-id"
@@ -64,22 +61,3 @@ def request_id_metadata() -> tuple[tuple[str, str], ...]:
     if request_id is None:
         return ()
     return ((REQUEST_ID_METADATA_KEY, request_id),)
-
-
-class RequestIdServerInterceptor(grpc.aio.ServerInterceptor):
-    """Binds the caller's `x-request-id` (or a new id) for the log lines of the RPC.
-
-    grpc.aio runs the interceptors and the handler of one RPC in one task, so the binding is the RPC's own.
-    """
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        received = None
-        for key, value in handler_call_details.invocation_metadata or ():
-            if key == REQUEST_ID_METADATA_KEY:
-                received = accepted_request_id(value)
-        request_id_var.set(received or new_request_id())
-        return await continuation(handler_call_details)
