@@ -51,7 +51,7 @@ class LedgerServicer(AccountsServicer, PaymentsServicer, HoldsServicer):
             AccountsServicer.__init__(self, store)
             PaymentsServicer.__init__(self, store)
         else:
-            AccountsServicer.__init__(self, store, batchers.post, batchers.balance)
+            AccountsServicer.__init__(self, store, batchers.post)
             PaymentsServicer.__init__(self, store, batchers.settle)
         HoldsServicer.__init__(self, store)
 

@@ -44,7 +44,7 @@ class LedgerSettings:
     # Raw secrets (caller tokens) that the log redactor must scrub wherever they appear.
     secret_values: tuple[str, ...] = ()
     # Group commit (services/ledger/group_commit.py): concurrent Credit / Debit / AdminAdjust share a transaction,
-    # as do concurrent SettlePayment calls; concurrent GetBalance calls share one query.
+    # as do concurrent SettlePayment calls.
     group_commit: bool = True
     post_batch_size_max: int = POST_BATCH_SIZE_MAX_DEFAULT
     # Batches of one kind in the database at once, per worker: more lowers latency at low load, fewer makes

@@ -4,11 +4,11 @@
     Debit  ─┼─► GroupCommit ──────┤                           one lock per account
     Debit  ─┘   (queue)           └─► at most in_flight_max batches at once (pooled connections)
 
-Three kinds share the machinery (`GroupCommit`), each with its own queue and batch slots:
+Two kinds share the machinery (`GroupCommit`), each with its own queue and batch slots:
 - `PostBatcher`: Credit, Debit, AdminAdjust (ledger_post_batch, migrations/versions/0004_post_batch.py);
 - `SettleBatcher`: SettlePayment, the webhook path (ledger_payment_settle per request, in one statement:
-  services/ledger/payments_store.py, `settle_batch`);
-- `BalanceReader`: GetBalance (one `unnest` query for the whole batch: services/ledger/store.py, `balances`).
+  services/ledger/payments_store.py, `settle_batch`).
+(GetBalance reads batched into one `unnest` query did not pay: docs/performance.md.)
 
 Natural batching, no timer: requests that arrive in one turn of the event loop leave together, at once
 when a batch slot is free (so at low load a request goes alone, with no added wait); while every slot is
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Final, Generic, Protocol, TypeVar
 
 from services.ledger import errors
-from services.ledger.domain import Balance, Posted, Posting
+from services.ledger.domain import Posted, Posting
 from services.ledger.payments_domain import EventSource, PaymentDetails, Settled
 from services.ledger.payments_store import PaymentsStore
 from services.ledger.store import Store
@@ -61,12 +61,6 @@ class Settler(Protocol):
     """What SettlePayment goes through: the PaymentsStore itself (one by one) or a SettleBatcher."""
 
     async def settle(self, details: PaymentDetails, source: EventSource | None) -> Settled: ...
-
-
-class BalanceSource(Protocol):
-    """What GetBalance reads through: the Store itself (one by one) or a BalanceReader."""
-
-    async def balance(self, user_id: str) -> Balance: ...
 
 
 @dataclass(slots=True)
@@ -216,32 +210,12 @@ class SettleBatcher(GroupCommit[tuple[PaymentDetails, EventSource | None], Settl
         return await self.payments.settle(*request)
 
 
-class BalanceReader(GroupCommit[str, Balance]):
-    """GetBalance: concurrent reads answered by one query per batch (one snapshot, one round trip)."""
-
-    def __init__(
-        self, store: Store, *, size_max: int = POST_BATCH_SIZE_MAX, in_flight_max: int = POST_BATCHES_IN_FLIGHT_MAX
-    ) -> None:
-        super().__init__(size_max=size_max, in_flight_max=in_flight_max)
-        self.store = store
-
-    async def balance(self, user_id: str) -> Balance:
-        return await self.submit(user_id)
-
-    async def _apply_batch(self, requests: Sequence[str]) -> list[Balance | errors.LedgerError]:
-        return list(await self.store.balances(requests))
-
-    async def _apply_alone(self, request: str) -> Balance:
-        return await self.store.balance(request)
-
-
 @dataclass(frozen=True)
 class GroupCommits:
     """The batchers of one ledger process."""
 
     post: PostBatcher
     settle: SettleBatcher
-    balance: BalanceReader
 
     @classmethod
     def open(
@@ -250,8 +224,7 @@ class GroupCommits:
         return cls(
             post=PostBatcher(store, size_max=size_max, in_flight_max=in_flight_max),
             settle=SettleBatcher(PaymentsStore(store), size_max=size_max, in_flight_max=in_flight_max),
-            balance=BalanceReader(store, size_max=size_max, in_flight_max=in_flight_max),
         )
 
     async def close(self) -> None:
-        await asyncio.gather(self.post.close(), self.settle.close(), self.balance.close())
+        await asyncio.gather(self.post.close(), self.settle.close())

@@ -21,7 +21,7 @@ from credits.ledger.v1 import ledger_service_pb2 as pb
 from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from services.ledger import errors, validation
 from services.ledger.domain import Entry, Kind, Posting
-from services.ledger.group_commit import BalanceSource, Poster
+from services.ledger.group_commit import Poster
 from services.ledger.metrics import record_entry
 from services.ledger.status import abort
 from services.ledger.store import Store
@@ -116,17 +116,16 @@ def decode_page_token(token: str, prefix: str = PAGE_TOKEN_PREFIX) -> int | None
 class AccountsServicer(pb_grpc.LedgerServiceServicer):
     """Balances, Credit/Debit, history, admin adjustments and erasure."""
 
-    def __init__(self, store: Store, poster: Poster | None = None, balances: BalanceSource | None = None) -> None:
+    def __init__(self, store: Store, poster: Poster | None = None) -> None:
         self.store = store
-        # Credit, Debit and AdminAdjust (and GetBalance's reads) go through the group commit when the app gives one.
+        # Credit, Debit and AdminAdjust go through the group commit when the app gives one.
         self.poster: Poster = store if poster is None else poster
-        self.balances: BalanceSource = store if balances is None else balances
 
     @rpc
     async def GetBalance(
         self, request: pb.GetBalanceRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetBalanceResponse:
-        balance = await self.balances.balance(validation.user_id(request.user_id))
+        balance = await self.store.balance(validation.user_id(request.user_id))
         status = pb.ACCOUNT_STATUS_ANONYMIZED if balance.anonymized else pb.ACCOUNT_STATUS_ACTIVE
         return pb.GetBalanceResponse(
             user_id=balance.user_id,

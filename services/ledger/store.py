@@ -45,16 +45,6 @@ SELECT a.balance, a.status, a.updated_at,
   FROM accounts a
  WHERE a.user_id = $1
 """
-# GetBalance for a batch of users (services/ledger/group_commit.py, BalanceReader): one snapshot, one
-# round trip; a user without an account answers a row of NULLs (balance 0).
-BALANCES_SQL = """
-SELECT u.ordinal, a.balance, a.status, a.updated_at,
-       (SELECT COALESCE(sum(h.amount), 0)::bigint FROM holds h
-         WHERE h.user_id = a.user_id AND h.status = 'active' AND h.expires_at > (SELECT ledger_now())) AS held
-  FROM unnest($1::text[]) WITH ORDINALITY AS u(user_id, ordinal)
-  LEFT JOIN accounts a ON a.user_id = u.user_id
- ORDER BY u.ordinal
-"""
 PAGE_SQL = f"SELECT {ENTRY_COLUMNS} FROM credit_transactions WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
 ANONYMIZE_SQL = "SELECT * FROM ledger_anonymize($1)"
 
@@ -190,13 +180,6 @@ class Store:
         async with self.connection() as conn:
             row = await conn.fetchrow(BALANCE_SQL, user_id)
         return balance_from_row(user_id, row)
-
-    async def balances(self, user_ids: Sequence[str]) -> list[Balance]:
-        """One Balance per user id, in order (repeats allowed), read in one statement."""
-        async with self.connection() as conn:
-            rows = await conn.fetch(BALANCES_SQL, user_ids)
-        assert len(rows) == len(user_ids), "one row per requested user"
-        return [balance_from_row(user_id, row) for user_id, row in zip(user_ids, rows, strict=True)]
 
     async def entries(self, user_id: str, before_id: int | None, limit: int) -> EntryPage:
         async with self.connection() as conn:
