@@ -20,13 +20,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
-from urllib.parse import urlsplit
 
 from services.common import config
 from services.common.catalog import Catalog
 from services.common.config import ConfigError
 from services.ledger.client import LedgerClient
-from services.ledger.config import TOKEN_CHARS_MIN as LEDGER_TOKEN_CHARS_MIN
 
 __all__ = ["ConfigError", "LedgerAccess", "StripeAccess", "log_level"]
 
@@ -47,9 +45,7 @@ class LedgerAccess:
     @classmethod
     def from_env(cls, environ: Mapping[str, str], deadline_seconds: float = DEADLINE_SECONDS_DEFAULT) -> LedgerAccess:
         target = config.require(environ, "LEDGER_TARGET", "the ledger's host:port (for example ledger:50051)")
-        token = config.require(environ, "LEDGER_TOKEN", "a ledger caller token (see LEDGER_CALLERS)")
-        if len(token) < LEDGER_TOKEN_CHARS_MIN:
-            raise ConfigError(f"LEDGER_TOKEN: expected at least {LEDGER_TOKEN_CHARS_MIN} characters")
+        token = config.ledger_token(environ, "a ledger caller token (see LEDGER_CALLERS)")
         if not 0 < deadline_seconds <= DEADLINE_SECONDS_MAX:
             raise ConfigError(f"--timeout-seconds: expected more than 0 and at most {DEADLINE_SECONDS_MAX:.0f}")
         return cls(target=target, token=token, deadline_seconds=deadline_seconds)
@@ -71,25 +67,11 @@ class StripeAccess:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> StripeAccess:
-        # The gateway's rules for these values; imported here, as only two commands need them.
-        from services.webhook_gateway.config import STRIPE_API_KEY_PREFIXES
-
-        api_key = config.require(environ, "STRIPE_API_KEY", "a Stripe secret or restricted key (sk_... or rk_...)")
-        if not api_key.startswith(STRIPE_API_KEY_PREFIXES):
-            raise ConfigError("STRIPE_API_KEY: expected a Stripe secret or restricted key (sk_... or rk_...)")
-        return cls(api_key=api_key, api_base=_api_base(environ), catalog=Catalog.from_env(environ))
-
-
-def _api_base(environ: Mapping[str, str]) -> str | None:
-    from services.webhook_gateway.config import URL_CHARS_MAX
-
-    value = config.optional(environ, "STRIPE_API_BASE")
-    if value is None:
-        return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(value) > URL_CHARS_MAX:
-        raise ConfigError(f"STRIPE_API_BASE: expected an http(s):// URL, got {value[:200]!r}")
-    return value.rstrip("/")
+        return cls(
+            api_key=config.stripe_api_key(environ),
+            api_base=config.stripe_api_base(environ),
+            catalog=Catalog.from_env(environ),
+        )
 
 
 def log_level(environ: Mapping[str, str], default: str) -> str:

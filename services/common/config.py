@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+STRIPE_API_KEY_PREFIXES: Final = ("sk_live_", "sk_test_", "rk_live_", "rk_test_")
+URL_CHARS_MAX: Final = 2048
+LEDGER_TOKEN_CHARS_MIN: Final = 16  # a ledger caller token (LEDGER_CALLERS), and what each caller sends
 
 
 class ConfigError(ValueError):
@@ -84,3 +89,36 @@ def log_level(environ: Mapping[str, str]) -> str:
     if value not in LOG_LEVELS:
         raise ConfigError(f"LOG_LEVEL: expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
     return value
+
+
+def http_url(environ: Mapping[str, str], name: str) -> str | None:
+    """An optional http(s):// URL with a host, at most URL_CHARS_MAX characters."""
+    value = optional(environ, name)
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(value) > URL_CHARS_MAX:
+        raise ConfigError(f"{name}: expected an http(s):// URL, got {value[:200]!r}")
+    return value
+
+
+def stripe_api_key(environ: Mapping[str, str]) -> str:
+    """STRIPE_API_KEY: a secret or restricted key, live or test."""
+    key = require(environ, "STRIPE_API_KEY", "a Stripe secret key (sk_live_..., sk_test_... or rk_...)")
+    if not key.startswith(STRIPE_API_KEY_PREFIXES):
+        raise ConfigError("STRIPE_API_KEY: expected a Stripe secret or restricted key (sk_... or rk_...)")
+    return key
+
+
+def stripe_api_base(environ: Mapping[str, str]) -> str | None:
+    """STRIPE_API_BASE: where the stripe SDK sends its requests (None: Stripe itself), without a trailing /."""
+    value = http_url(environ, "STRIPE_API_BASE")
+    return None if value is None else value.rstrip("/")
+
+
+def ledger_token(environ: Mapping[str, str], expected: str) -> str:
+    """LEDGER_TOKEN: this caller's ledger token, at least LEDGER_TOKEN_CHARS_MIN characters."""
+    token = require(environ, "LEDGER_TOKEN", expected)
+    if len(token) < LEDGER_TOKEN_CHARS_MIN:
+        raise ConfigError(f"LEDGER_TOKEN: expected at least {LEDGER_TOKEN_CHARS_MIN} characters")
+    return token

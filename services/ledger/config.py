@@ -13,7 +13,7 @@ from services.ledger.auth import ROLES, Caller
 
 LISTEN_DEFAULT = "[::]:50051"
 CALLERS_EXPECTED = 'a JSON object {"name": {"token": "...", "roles": ["reader", ...]}}'
-TOKEN_CHARS_MIN = 16
+TOKEN_CHARS_MIN = config.LEDGER_TOKEN_CHARS_MIN
 POST_BATCH_SIZE_MAX_DEFAULT = 64
 POST_BATCH_SIZE_MAX_LIMIT = 1000
 BATCHES_IN_FLIGHT_MAX_DEFAULT = 4

@@ -30,7 +30,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
-from urllib.parse import urlsplit
 
 from services.common import config
 from services.common.catalog import Catalog
@@ -58,9 +57,6 @@ PROGRESS_SECONDS_DEFAULT: Final = 10
 PROGRESS_SECONDS_MAX: Final = 3600
 STRIPE_ATTEMPTS_MAX_LIMIT: Final = 20
 STRIPE_BACKOFF_MAX_SECONDS_LIMIT: Final = 300.0
-LEDGER_TOKEN_CHARS_MIN: Final = 16
-STRIPE_API_KEY_PREFIXES: Final = ("sk_live_", "sk_test_", "rk_live_", "rk_test_")
-URL_CHARS_MAX: Final = 2048
 TEXTFILE_SUFFIX: Final = ".prom"
 _DURATION: Final = re.compile(r"^(\d{1,9})\s*([smhd]?)$")
 _UNIT_SECONDS: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": DAY_SECONDS}
@@ -100,9 +96,9 @@ class ReconcilerSettings:
         metrics_port = config.integer(environ, "METRICS_PORT", 0, 0, 65535)
         return cls(
             ledger_target=config.require(environ, "LEDGER_TARGET", "the ledger's host:port (for example ledger:50051)"),
-            ledger_token=_ledger_token(environ),
-            stripe_api_key=_stripe_api_key(environ),
-            stripe_api_base=_api_base(environ),
+            ledger_token=config.ledger_token(environ, "this caller's ledger token (role reconciler)"),
+            stripe_api_key=config.stripe_api_key(environ),
+            stripe_api_base=config.stripe_api_base(environ),
             catalog=Catalog.from_env(environ),
             window_seconds=config.integer(
                 environ, "RECONCILER_WINDOW_SECONDS", WINDOW_SECONDS_DEFAULT, WINDOW_SECONDS_MIN, WINDOW_SECONDS_MAX
@@ -213,30 +209,6 @@ def _boolean(environ: Mapping[str, str], name: str, default: bool) -> bool:
     if raw in _FALSE:
         return False
     raise ConfigError(f"{name}: expected true or false, got {raw[:40]!r}")
-
-
-def _ledger_token(environ: Mapping[str, str]) -> str:
-    token = config.require(environ, "LEDGER_TOKEN", "this caller's ledger token (role reconciler)")
-    if len(token) < LEDGER_TOKEN_CHARS_MIN:
-        raise ConfigError(f"LEDGER_TOKEN: expected at least {LEDGER_TOKEN_CHARS_MIN} characters")
-    return token
-
-
-def _stripe_api_key(environ: Mapping[str, str]) -> str:
-    key = config.require(environ, "STRIPE_API_KEY", "a Stripe secret key (sk_live_..., sk_test_... or rk_...)")
-    if not key.startswith(STRIPE_API_KEY_PREFIXES):
-        raise ConfigError("STRIPE_API_KEY: expected a Stripe secret or restricted key (sk_... or rk_...)")
-    return key
-
-
-def _api_base(environ: Mapping[str, str]) -> str | None:
-    value = config.optional(environ, "STRIPE_API_BASE")
-    if value is None:
-        return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(value) > URL_CHARS_MAX:
-        raise ConfigError(f"STRIPE_API_BASE: expected an http(s):// URL, got {value[:200]!r}")
-    return value.rstrip("/")
 
 
 def _textfile(environ: Mapping[str, str]) -> str | None:

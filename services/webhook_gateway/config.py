@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
-from urllib.parse import urlsplit
 
 from services.common import config, event_loop
 from services.common.catalog import Catalog
@@ -42,11 +41,8 @@ STRIPE_TOLERANCE_SECONDS_MAX: Final = 3600
 WEBHOOK_SECRETS_MAX: Final = 8
 WEBHOOK_SECRET_PREFIX: Final = "whsec_"
 WEBHOOK_SECRET_CHARS_MIN: Final = len(WEBHOOK_SECRET_PREFIX) + 16
-STRIPE_API_KEY_PREFIXES: Final = ("sk_live_", "sk_test_", "rk_live_", "rk_test_")
-LEDGER_TOKEN_CHARS_MIN: Final = 16
 SHUTDOWN_GRACE_SECONDS_DEFAULT: Final = 10.0
 SHUTDOWN_GRACE_SECONDS_MAX: Final = 120.0
-URL_CHARS_MAX: Final = 2048
 # The host app (Next.js) on its development port: a local run works without configuration.
 CHECKOUT_SUCCESS_URL_DEFAULT: Final = "http://localhost:3000/credits?checkout=success&session_id={CHECKOUT_SESSION_ID}"
 CHECKOUT_CANCEL_URL_DEFAULT: Final = "http://localhost:3000/credits?checkout=cancelled"
@@ -78,16 +74,16 @@ class GatewaySettings:
         return cls(
             listen=config.listen_address(environ, "GATEWAY_LISTEN", LISTEN_DEFAULT),
             ledger_target=config.require(environ, "LEDGER_TARGET", "the ledger's host:port (for example ledger:50051)"),
-            ledger_token=_ledger_token(environ),
+            ledger_token=config.ledger_token(environ, "this caller's ledger token (role payments)"),
             stripe_webhook_secrets=_webhook_secrets(environ),
             stripe_tolerance_seconds=config.integer(
                 environ, "STRIPE_TOLERANCE_SECONDS", STRIPE_TOLERANCE_SECONDS_DEFAULT, 1, STRIPE_TOLERANCE_SECONDS_MAX
             ),
-            stripe_api_key=_stripe_api_key(environ),
-            stripe_api_base=_api_base(environ),
+            stripe_api_key=config.stripe_api_key(environ),
+            stripe_api_base=config.stripe_api_base(environ),
             catalog=Catalog.from_env(environ),
-            checkout_success_url=_optional_url(environ, "CHECKOUT_SUCCESS_URL") or CHECKOUT_SUCCESS_URL_DEFAULT,
-            checkout_cancel_url=_optional_url(environ, "CHECKOUT_CANCEL_URL") or CHECKOUT_CANCEL_URL_DEFAULT,
+            checkout_success_url=config.http_url(environ, "CHECKOUT_SUCCESS_URL") or CHECKOUT_SUCCESS_URL_DEFAULT,
+            checkout_cancel_url=config.http_url(environ, "CHECKOUT_CANCEL_URL") or CHECKOUT_CANCEL_URL_DEFAULT,
             metrics_port=metrics_port or None,
             shutdown_grace_seconds=config.number(
                 environ,
@@ -100,13 +96,6 @@ class GatewaySettings:
             edge=EdgeSettings.from_env(environ),
             event_loop=event_loop.setting(environ, "GATEWAY_EVENT_LOOP"),
         )
-
-
-def _ledger_token(environ: Mapping[str, str]) -> str:
-    token = config.require(environ, "LEDGER_TOKEN", "this caller's ledger token (role payments)")
-    if len(token) < LEDGER_TOKEN_CHARS_MIN:
-        raise ConfigError(f"LEDGER_TOKEN: expected at least {LEDGER_TOKEN_CHARS_MIN} characters")
-    return token
 
 
 def _webhook_secrets(environ: Mapping[str, str]) -> tuple[str, ...]:
@@ -123,25 +112,3 @@ def _webhook_secrets(environ: Mapping[str, str]) -> tuple[str, ...]:
                 f"and have at least {WEBHOOK_SECRET_CHARS_MIN} characters"
             )
     return secrets
-
-
-def _stripe_api_key(environ: Mapping[str, str]) -> str:
-    key = config.require(environ, "STRIPE_API_KEY", "a Stripe secret key (sk_live_..., sk_test_... or rk_...)")
-    if not key.startswith(STRIPE_API_KEY_PREFIXES):
-        raise ConfigError("STRIPE_API_KEY: expected a Stripe secret or restricted key (sk_... or rk_...)")
-    return key
-
-
-def _optional_url(environ: Mapping[str, str], name: str) -> str | None:
-    value = config.optional(environ, name)
-    if value is None:
-        return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(value) > URL_CHARS_MAX:
-        raise ConfigError(f"{name}: expected an http(s):// URL, got {value[:200]!r}")
-    return value
-
-
-def _api_base(environ: Mapping[str, str]) -> str | None:
-    value = _optional_url(environ, "STRIPE_API_BASE")
-    return None if value is None else value.rstrip("/")
