@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import signal
 from collections.abc import Coroutine, Mapping
 from typing import Any, Final
 
@@ -38,3 +39,12 @@ def run(main: Coroutine[Any, Any, None], choice: str) -> None:
         uvloop.run(main)
         return
     asyncio.run(main)
+
+
+def stop_signal_event() -> asyncio.Event:
+    """An event the running loop sets on SIGTERM or SIGINT: a service's graceful stop."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    return stopping

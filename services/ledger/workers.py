@@ -22,7 +22,6 @@ The event loop is uvloop when installed (LEDGER_EVENT_LOOP=auto, the default), o
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import dataclasses
@@ -52,11 +51,7 @@ EXIT_WORKER_FAILED: Final = 1
 async def run(settings: LedgerSettings, *, reuse_port: bool = False) -> None:
     """Serves until SIGTERM or SIGINT, then finishes the calls in flight and stops."""
     ledger = await app.start(settings, reuse_port=reuse_port)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-    await stopping.wait()
+    await event_loop.stop_signal_event().wait()
     log.info("stopping: finishing in-flight calls", extra={"grace_seconds": settings.shutdown_grace_seconds})
     await ledger.stop()
     log.info("stopped")

@@ -25,12 +25,12 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Sequence
 from typing import Final, TextIO
 
+from services.common import event_loop
 from services.common.config import ConfigError
 from services.common.logs import configure_logging, register_secret
 from services.common.metrics import start_metrics_server
@@ -113,7 +113,7 @@ def _ledger_client(settings: ReconcilerSettings) -> LedgerClient:
 
 
 async def run_once(settings: ReconcilerSettings, writer: ReportWriter) -> int:
-    stop = _stop_signal_event()
+    stop = event_loop.stop_signal_event()
     try:
         async with _ledger_client(settings) as ledger:
             summary = await reconcile(settings, ledger=ledger, output=writer, stop=stop)
@@ -139,7 +139,7 @@ async def run_once(settings: ReconcilerSettings, writer: ReportWriter) -> int:
 
 
 async def run_loop(settings: ReconcilerSettings, writer: ReportWriter) -> int:
-    stop = _stop_signal_event()
+    stop = event_loop.stop_signal_event()
     try:
         metrics_server = start_metrics_server(settings.metrics_port)
     except OSError as exc:
@@ -175,14 +175,6 @@ def _write_textfile(settings: ReconcilerSettings) -> None:
         metrics.write_textfile(settings.metrics_textfile)
     except OSError as exc:
         log.error("cannot write the metrics textfile: %s", exc.strerror, extra={"path": settings.metrics_textfile})
-
-
-def _stop_signal_event() -> asyncio.Event:
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-    return stopping
 
 
 if __name__ == "__main__":

@@ -11,10 +11,8 @@ webhook URL (message `webhook URL: ...`), so `stripe listen --forward-to <that U
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import signal
 import sys
 from typing import Final
 
@@ -44,7 +42,7 @@ _WILDCARD_HOSTS: Final = frozenset({"0.0.0.0", "::", "[::]", ""})
 
 
 async def run(settings: GatewaySettings) -> None:
-    stopping = _stop_signal_event()  # First: a SIGTERM during start-up still stops gracefully.
+    stopping = event_loop.stop_signal_event()  # First: a SIGTERM during start-up still stops gracefully.
     ledger = connect_ledger(settings)
     stripe_api = StripeApi(settings.stripe_api_key, settings.stripe_api_base)
     redis = connect_redis(settings.edge.redis_url) if settings.edge.redis_url else None
@@ -103,14 +101,6 @@ def _bound_port(runner: web.AppRunner, configured_port: int) -> int:
         if isinstance(address, tuple) and len(address) >= 2:
             return int(address[1])
     return configured_port
-
-
-def _stop_signal_event() -> asyncio.Event:
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-    return stopping
 
 
 def _register_secrets(settings: GatewaySettings) -> None:
