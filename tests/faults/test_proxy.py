@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.faults.proxy import StallableProxy
+from tests.ledger.tcp_proxy import TcpProxy
 
 STALL_OBSERVED_SECONDS = 0.3
 
@@ -28,21 +28,21 @@ async def echo_port() -> AsyncIterator[int]:
 
 
 @pytest.fixture
-async def proxy(echo_port: int) -> AsyncIterator[StallableProxy]:
-    proxy = StallableProxy("127.0.0.1", echo_port)
+async def proxy(echo_port: int) -> AsyncIterator[TcpProxy]:
+    proxy = TcpProxy("127.0.0.1", echo_port)
     await proxy.start()
     yield proxy
     await proxy.close()
 
 
-async def test_bytes_flow_through(proxy: StallableProxy) -> None:
+async def test_bytes_flow_through(proxy: TcpProxy) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     writer.write(b"ping")
     assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
     writer.close()
 
 
-async def test_a_stall_holds_bytes_and_delivers_them_when_it_ends(proxy: StallableProxy) -> None:
+async def test_a_stall_holds_bytes_and_delivers_them_when_it_ends(proxy: TcpProxy) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     proxy.stall()
     writer.write(b"held")
@@ -53,7 +53,7 @@ async def test_a_stall_holds_bytes_and_delivers_them_when_it_ends(proxy: Stallab
     writer.close()
 
 
-async def test_a_cut_resets_connections_and_refuses_new_ones_until_restored(proxy: StallableProxy) -> None:
+async def test_a_cut_resets_connections_and_refuses_new_ones_until_restored(proxy: TcpProxy) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     writer.write(b"a")
     await asyncio.wait_for(reader.readexactly(1), 5)

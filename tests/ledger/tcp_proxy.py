@@ -1,26 +1,38 @@
-"""A small asyncio TCP proxy that a test puts between a service and its database, to cut the
-database away and give it back: `cut()` drops every open connection and refuses new ones
-(accepted, then reset at once), `restore()` lets new connections through again."""
+"""A small asyncio TCP proxy that a test puts between a service and its database.
+
+- `cut()` drops every open connection and refuses new ones (accepted, then reset at once) until
+  `restore()`: a partition that resets;
+- `stall()` stops moving bytes, both ways, on every connection, open or new, until `restore()`: what was
+  sent meanwhile is held and delivered afterwards, like TCP retransmitting across a partition that
+  heals. A statement sent during a stall may so reach the database after its sender gave up on it.
+
+tests/faults/proxy.py serves it from a thread of its own for the fault run.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
-READ_BYTES_MAX = 64 * 1024
-CONNECTIONS_MAX = 256
+READ_BYTES_MAX: Final = 64 * 1024
+CONNECTIONS_MAX: Final = 512
 
 
 class TcpProxy:
+    """Forwards 127.0.0.1:`port` to the upstream; see the module docstring for cut and stall."""
+
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
-        self.accepting = True
         self.port = 0
+        self.accepting = True
         self.connections_refused = 0
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self._server: asyncio.Server | None = None
-        self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter | None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> int:
@@ -31,13 +43,23 @@ class TcpProxy:
     def cut(self) -> None:
         """Drops every open connection and refuses new ones until `restore()`."""
         self.accepting = False
+        self._flowing.set()  # a cut ends any stall: the held bytes are dropped with their connections
         for client, upstream in list(self._links):
             client.transport.abort()
-            upstream.transport.abort()
+            if upstream is not None:
+                upstream.transport.abort()
         self._links.clear()
+
+    def stall(self) -> None:
+        self._flowing.clear()
 
     def restore(self) -> None:
         self.accepting = True
+        self._flowing.set()
+
+    @property
+    def stalled(self) -> bool:
+        return not self._flowing.is_set()
 
     @property
     def open_connections(self) -> int:
@@ -57,11 +79,19 @@ class TcpProxy:
             self.connections_refused += 1
             client_writer.transport.abort()
             return
+        pending: tuple[asyncio.StreamWriter, asyncio.StreamWriter | None] = (client_writer, None)
+        self._links.add(pending)
         try:
+            await self._flowing.wait()  # a connection opened during a stall waits, as a SYN would be retried
+            if not self.accepting:
+                client_writer.transport.abort()
+                return
             upstream_reader, upstream_writer = await asyncio.open_connection(self.upstream_host, self.upstream_port)
         except OSError:
             client_writer.transport.abort()
             return
+        finally:
+            self._links.discard(pending)
         link = (client_writer, upstream_writer)
         self._links.add(link)
         pumps = [
@@ -80,10 +110,16 @@ class TcpProxy:
             client_writer.transport.abort()
             upstream_writer.transport.abort()
 
-    @staticmethod
-    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # While stalled nothing is read: the bytes wait in the kernel's buffers (TCP's own flow control),
+        # and a read that was under way when the stall began is held until it ends.
         with contextlib.suppress(ConnectionError, OSError):
-            while data := await reader.read(READ_BYTES_MAX):
+            while True:
+                await self._flowing.wait()
+                data = await reader.read(READ_BYTES_MAX)
+                await self._flowing.wait()
+                if not data:
+                    return
                 writer.write(data)
                 await writer.drain()
 
