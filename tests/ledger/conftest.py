@@ -18,6 +18,7 @@ from services.ledger import app
 from tests.conftest import ledger_settings
 
 DB_POOL_SIZE_MAX = 5
+CHANNELS = 8
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +39,17 @@ async def channel(ledger_target: str) -> AsyncIterator[grpc.aio.Channel]:
 def stub(channel: grpc.aio.Channel) -> pb_grpc.LedgerServiceStub:
     """The generated stub, without the client's retries and error mapping."""
     return pb_grpc.LedgerServiceStub(channel)
+
+
+@pytest.fixture
+async def stubs(ledger_target: str) -> AsyncIterator[list[pb_grpc.LedgerServiceStub]]:
+    """Stubs on separate channels, each with its own connection (no shared subchannel): real concurrency."""
+    channels = [
+        grpc.aio.insecure_channel(ledger_target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(CHANNELS)
+    ]
+    yield [pb_grpc.LedgerServiceStub(channel) for channel in channels]
+    await asyncio.gather(*(channel.close() for channel in channels))
 
 
 @pytest.fixture(scope="session")

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
-from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from tests.conftest import ALL_ROLES_TOKEN, new_key
 from tests.ledger.helpers import (
     adjust_request,
@@ -25,24 +23,12 @@ from tests.ledger.helpers import (
     parse_refusal,
 )
 
-CHANNELS = 8
 IDENTICAL_CREDITS = 200
 RACING_CREDITS = 100
 RANDOM_DEBITS = 1000
 DEBIT_AMOUNT_MAX = 100
 FUNDED_CREDITS = 25_000  # about half of what the debits ask for: both outcomes must occur
 CONCURRENT_CALL_TIMEOUT_SECONDS = 120.0
-
-
-@pytest.fixture
-async def stubs(ledger_target: str) -> AsyncIterator[list[pb_grpc.LedgerServiceStub]]:
-    """Stubs on separate channels, each with its own connection (no shared subchannel)."""
-    channels = [
-        grpc.aio.insecure_channel(ledger_target, options=[("grpc.use_local_subchannel_pool", 1)])
-        for _ in range(CHANNELS)
-    ]
-    yield [pb_grpc.LedgerServiceStub(channel) for channel in channels]
-    await asyncio.gather(*(channel.close() for channel in channels))
 
 
 def identical_request(kind: str, user_id: str) -> tuple[str, Any]:
@@ -64,7 +50,7 @@ async def test_identical_concurrent_requests_apply_once(stub, stubs, db, user_id
 
     responses = await asyncio.gather(
         *(
-            getattr(stubs[index % CHANNELS], method)(
+            getattr(stubs[index % len(stubs)], method)(
                 request, metadata=bearer(ALL_ROLES_TOKEN), timeout=CONCURRENT_CALL_TIMEOUT_SECONDS
             )
             for index in range(IDENTICAL_CREDITS)
@@ -96,7 +82,7 @@ async def test_concurrent_requests_with_one_key_and_different_amounts_apply_one(
 
     async def credit(index: int) -> pb.CreditResponse | str | None:
         try:
-            return await stubs[index % CHANNELS].Credit(
+            return await stubs[index % len(stubs)].Credit(
                 requests[index], metadata=bearer(ALL_ROLES_TOKEN), timeout=CONCURRENT_CALL_TIMEOUT_SECONDS
             )
         except grpc.aio.AioRpcError as exc:
@@ -124,7 +110,7 @@ async def test_anonymize_racing_credits_leaves_no_metadata_and_no_later_credit(s
     async def credit(index: int) -> pb.CreditResponse | None:
         request = credit_request(user_id, 1, metadata={"email": f"{user_id}@example.test"})
         try:
-            return await stubs[index % CHANNELS].Credit(
+            return await stubs[index % len(stubs)].Credit(
                 request, metadata=bearer(ALL_ROLES_TOKEN), timeout=CONCURRENT_CALL_TIMEOUT_SECONDS
             )
         except grpc.aio.AioRpcError as exc:
@@ -155,7 +141,7 @@ async def test_concurrent_random_debits_keep_the_journal_consistent(stub, stubs,
     async def debit(index: int) -> tuple[int, pb.DebitResponse | None, dict[str, str] | None]:
         request = pb.DebitRequest(user_id=user_id, amount=amounts[index], idempotency_key=new_key(), reason="storm")
         try:
-            response = await stubs[index % CHANNELS].Debit(
+            response = await stubs[index % len(stubs)].Debit(
                 request, metadata=bearer(ALL_ROLES_TOKEN), timeout=CONCURRENT_CALL_TIMEOUT_SECONDS
             )
         except grpc.aio.AioRpcError as exc:
@@ -200,7 +186,7 @@ async def test_calls_abandoned_by_their_deadline_apply_at_most_once_and_free_the
         await blocker.execute("SELECT 1 FROM accounts WHERE user_id = $1 FOR UPDATE", user_id)
         outcomes = await asyncio.gather(
             *(
-                stubs[index % CHANNELS].Credit(
+                stubs[index % len(stubs)].Credit(
                     request, metadata=bearer(ALL_ROLES_TOKEN), timeout=CANCELLED_CALL_DEADLINE_SECONDS
                 )
                 for index, request in enumerate(requests)
@@ -214,7 +200,7 @@ async def test_calls_abandoned_by_their_deadline_apply_at_most_once_and_free_the
     # Each caller retries with its key: exactly one entry per key, whether or not the first try landed.
     retries = await asyncio.gather(
         *(
-            stubs[index % CHANNELS].Credit(
+            stubs[index % len(stubs)].Credit(
                 request, metadata=bearer(ALL_ROLES_TOKEN), timeout=CONCURRENT_CALL_TIMEOUT_SECONDS
             )
             for index, request in enumerate(requests)

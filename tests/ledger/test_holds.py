@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +16,6 @@ import grpc
 import pytest
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
-from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from services.ledger import errors, holds_validation, validation
 from tests.conftest import ALL_ROLES_TOKEN, new_key
 from tests.ledger.helpers import (
@@ -41,7 +39,6 @@ from tests.ledger.hold_helpers import (
 )
 from tests.ledger.payment_helpers import Ids, details, source
 
-CHANNELS = 8
 PARALLEL_RESERVES = 100
 FUNDED_FOR_RESERVES = 10
 IDENTICAL_CALLS = 50
@@ -49,17 +46,6 @@ CONCURRENT_CALL_TIMEOUT_SECONDS = 120.0
 SWEEP_WAIT_SECONDS_MAX = 15.0
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
-
-
-@pytest.fixture
-async def stubs(ledger_target: str) -> AsyncIterator[list[pb_grpc.LedgerServiceStub]]:
-    """Stubs on separate channels, each with its own connection."""
-    channels = [
-        grpc.aio.insecure_channel(ledger_target, options=[("grpc.use_local_subchannel_pool", 1)])
-        for _ in range(CHANNELS)
-    ]
-    yield [pb_grpc.LedgerServiceStub(channel) for channel in channels]
-    await asyncio.gather(*(channel.close() for channel in channels))
 
 
 async def funded(stub: Any, user_id: str, credits: int) -> None:
@@ -140,7 +126,7 @@ async def test_parallel_reserves_never_hold_more_than_the_balance(stub, stubs, d
 
     async def reserve(index: int) -> str:
         try:
-            await stubs[index % CHANNELS].ReserveCredits(
+            await stubs[index % len(stubs)].ReserveCredits(
                 reserve_request(user_id, 1), metadata=bearer(ALL_ROLES_TOKEN), timeout=CONCURRENT_CALL_TIMEOUT_SECONDS
             )
         except grpc.aio.AioRpcError as exc:
@@ -164,7 +150,7 @@ async def test_identical_concurrent_reserves_hold_once(stub, stubs, db, user_id)
 
     responses = await asyncio.gather(
         *(
-            stubs[index % CHANNELS].ReserveCredits(
+            stubs[index % len(stubs)].ReserveCredits(
                 request, metadata=bearer(ALL_ROLES_TOKEN), timeout=CONCURRENT_CALL_TIMEOUT_SECONDS
             )
             for index in range(IDENTICAL_CALLS)
@@ -305,7 +291,7 @@ async def test_identical_concurrent_captures_capture_once(stub, stubs, db, user_
 
     responses = await asyncio.gather(
         *(
-            stubs[index % CHANNELS].CaptureHold(
+            stubs[index % len(stubs)].CaptureHold(
                 request, metadata=bearer(ALL_ROLES_TOKEN), timeout=CONCURRENT_CALL_TIMEOUT_SECONDS
             )
             for index in range(IDENTICAL_CALLS)
@@ -324,7 +310,7 @@ async def test_concurrent_captures_with_different_keys_capture_once(stub, stubs,
 
     async def capture(index: int) -> pb.CaptureHoldResponse | None:
         try:
-            return await stubs[index % CHANNELS].CaptureHold(
+            return await stubs[index % len(stubs)].CaptureHold(
                 capture_request(user_id, hold.id, 1 + index % 50),
                 metadata=bearer(ALL_ROLES_TOKEN),
                 timeout=CONCURRENT_CALL_TIMEOUT_SECONDS,
