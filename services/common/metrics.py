@@ -1,6 +1,8 @@
 """Prometheus helpers shared by the services.
 
 - `start_metrics_server(port)`: serve the default registry on its own port (`METRICS_PORT`).
+- `start_multiprocess_metrics_server(port, directory)`: serve the sum of several processes' metrics,
+  read from prometheus-client's multiprocess files in `directory` at each scrape (the ledger's workers).
 - `metrics_handler`: an aiohttp handler for `GET /metrics` on a service's main port.
 - `measured_handler(handler, method)`: a unary-unary handler, counted by method and status code and
   timed (the ledger wraps each of its methods once: services/ledger/calls.py).
@@ -22,8 +24,9 @@ from wsgiref.simple_server import WSGIServer
 import grpc
 import grpc.aio
 from aiohttp import web
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
 
 PORT_MAX = 65535
 METRICS_SERVER_SHUTDOWN_TIMEOUT_SECONDS = 5.0
@@ -78,9 +81,26 @@ def start_metrics_server(port: int | None, address: str = "0.0.0.0") -> MetricsS
     """
     if port is None:
         return None
+    return _serve(port, address, REGISTRY)
+
+
+def start_multiprocess_metrics_server(port: int, directory: str, address: str = "0.0.0.0") -> MetricsServer:
+    """Serve, on `address:port`, the metrics that the processes writing to `directory` recorded.
+
+    Those processes run with PROMETHEUS_MULTIPROC_DIR=`directory` (set before they import
+    prometheus_client). Counters and histograms are summed over every process that wrote them; gauges
+    are combined by their own `multiprocess_mode`. This registry holds nothing else: no `process_*`
+    metrics of the serving process, which would describe it alone.
+    """
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)
+    return _serve(port, address, registry)
+
+
+def _serve(port: int, address: str, registry: CollectorRegistry) -> MetricsServer:
     if not 0 <= port <= PORT_MAX:
         raise ValueError(f"METRICS_PORT: expected a port from 0 to {PORT_MAX}, got {port}")
-    server, thread = start_http_server(port, addr=address)
+    server, thread = start_http_server(port, addr=address, registry=registry)
     return MetricsServer(port=server.server_port, server=server, thread=thread)
 
 

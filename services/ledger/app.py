@@ -82,11 +82,10 @@ class LedgerServer:
         await self.server.stop(grace)
         if self.batchers is not None:
             await self.batchers.close()
-        ledger_metrics.DB_POOL.unwatch(self.store.pool)
         await self.store.close()
 
     async def probe_forever(self) -> None:
-        """Keeps health SERVING exactly while the database answers."""
+        """Keeps health SERVING exactly while the database answers, and reports the pool's gauges."""
         serving: bool | None = None
         while True:
             try:
@@ -95,6 +94,7 @@ class LedgerServer:
             except errors.LedgerError:
                 now_serving = False
             ledger_metrics.record_database_reachable(now_serving)
+            ledger_metrics.record_pool(self.store.pool)
             if now_serving != serving:
                 log.info("database %s", "reachable" if now_serving else "unreachable")
                 await self._set_serving(now_serving)
@@ -139,7 +139,6 @@ async def start(
         connect_timeout_seconds=min(settings.command_timeout_seconds, 5.0),
     )
     store = await Store.open(settings.database_url, pool_settings, setup=connection_setup)
-    ledger_metrics.DB_POOL.watch(store.pool)
     # Order matters: traces see every call, and the call interceptor (request id, metrics, auth, decoding)
     # must be last: it answers known methods from its own cache.
     interceptors = (

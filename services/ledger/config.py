@@ -53,6 +53,8 @@ class LedgerSettings:
     # `python -m services.ledger` runs this many server processes on one port (SO_REUSEPORT).
     workers: int = 1
     event_loop: str = "auto"  # uvloop when installed (auto), uvloop, or asyncio
+    # Where the supervisor makes its folder of multiprocess metric files (None: the system's temporary folder).
+    metrics_directory: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> LedgerSettings:
@@ -78,6 +80,7 @@ class LedgerSettings:
             ),
             workers=config.integer(environ, "LEDGER_WORKERS", os.cpu_count() or 1, 1, WORKERS_MAX),
             event_loop=event_loop.setting(environ, "LEDGER_EVENT_LOOP"),
+            metrics_directory=config.optional(environ, "LEDGER_METRICS_DIR"),
         )
 
 

@@ -1,4 +1,4 @@
-"""The ledger's business and database metrics, served with the default registry (METRICS_PORT).
+"""The ledger's business and database metrics (METRICS_PORT).
 
     metric                        type     labels                  meaning
     ledger_credits_total          counter  direction, kind         credits moved by applied journal entries
@@ -8,6 +8,18 @@
     ledger_db_pool_waiting        gauge    -                       calls waiting for a free connection
 
 RPC counts and latencies (`ledger_rpc_*`) live in services.common.metrics, next to their interceptor.
+
+With several workers (services/ledger/workers.py) every metric is written to prometheus-client's
+multiprocess files and the supervisor serves their sum on one port. A gauge then needs a rule for
+combining the workers' values, declared with each (`multiprocess_mode`; ignored in one process):
+
+- `ledger_database_up`: `livemin`, the worst verdict of the running workers: 0 as soon as one of them
+  cannot reach PostgreSQL, so the alert fires on a partial outage too;
+- the pool gauges: `livesum`: each worker has a pool of its own (its share of LEDGER_DB_POOL_SIZE_MAX),
+  and the ledger's connections, waiters and size are the sums of theirs.
+
+`live` modes drop a worker's values when it exits (its files are removed), so a gauge never reports a
+dead worker's last reading.
 
 `ledger_credits_total` counts each journal entry once, when it is applied: a replayed idempotent call
 or a redelivered Stripe event writes nothing and counts nothing. `direction` says where the credits
@@ -19,24 +31,21 @@ went, `kind` why (the journal's kind; anything unknown is `other`, so the label 
     clawed_back   refund, chargeback, admin_adjustment (negative)
     reinstated    chargeback_reversal (a won dispute gives back what its chargeback took)
 
-The pool gauges are read from the pool at scrape time (`DatabasePoolCollector`): nothing is counted
-on the hot path. Waiting callers come from the pool's internal queue (asyncpg 0.29-0.32 `Pool._queue`,
-an asyncio.Queue whose `_getters` are the blocked `acquire()` calls); when a future asyncpg drops
-that attribute the sample is omitted rather than reported as zero, and
-tests/observability/test_ledger_metrics.py fails, which is the signal to revisit it.
+The pool gauges are set by the health probe (about once a second, `record_pool`), not on the hot path:
+a scrape in the supervisor cannot read the workers' pools, so they report their own. Waiting callers come
+from the pool's internal queue (asyncpg 0.29-0.32 `Pool._queue`, an asyncio.Queue whose `_getters` are
+the blocked `acquire()` calls); when a future asyncpg drops that attribute the gauge reads NaN (unknown)
+rather than zero, and tests/observability/test_ledger_metrics.py fails, which is the signal to revisit it.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Iterable, Iterator
+import math
 from dataclasses import dataclass
 from typing import Any, Final
 
-from prometheus_client import REGISTRY, Counter, Gauge
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client import Counter, Gauge
 
 from services.ledger.domain import Kind
 
@@ -59,7 +68,6 @@ EXPECTED_SERIES: Final = (
     ("clawed_back", Kind.ADMIN_ADJUSTMENT.value),
     ("reinstated", Kind.CHARGEBACK_REVERSAL.value),
 )
-POOL_STATES: Final = ("in_use", "idle")
 
 CREDITS = Counter(
     "ledger_credits_total",
@@ -69,7 +77,26 @@ CREDITS = Counter(
 DATABASE_UP = Gauge(
     "ledger_database_up",
     "1 while the ledger's health probe reaches PostgreSQL (gRPC health SERVING), else 0.",
+    multiprocess_mode="livemin",
 )
+POOL_CONNECTIONS = Gauge(
+    "ledger_db_pool_connections",
+    "Open connections of the ledger's database pool, by state.",
+    ["state"],
+    multiprocess_mode="livesum",
+)
+POOL_SIZE_MAX = Gauge(
+    "ledger_db_pool_size_max",
+    "The largest number of connections the pool opens.",
+    multiprocess_mode="livesum",
+)
+POOL_WAITING = Gauge(
+    "ledger_db_pool_waiting",
+    "Calls waiting for a free connection of the ledger's database pool (NaN: the pool does not tell).",
+    multiprocess_mode="livesum",
+)
+_POOL_IN_USE = POOL_CONNECTIONS.labels(state="in_use")
+_POOL_IDLE = POOL_CONNECTIONS.labels(state="idle")
 _CREDITS_SERIES: dict[tuple[str, str], Any] = {
     (_direction, _kind): CREDITS.labels(direction=_direction, kind=_kind) for _direction, _kind in EXPECTED_SERIES
 }
@@ -131,62 +158,17 @@ def _waiting_acquirers(pool: Any) -> int | None:
     return None if getters is None else len(getters)
 
 
-class DatabasePoolCollector(Collector):
-    """Reports the watched asyncpg pool at scrape time; without a pool, the families carry no samples.
+def record_pool(pool: Any) -> None:
+    """Report one reading of `pool` (the health probe calls this about once a second).
 
-    A scrape may run on the metrics server's thread (METRICS_PORT) while the pool lives on the event
-    loop: the reading only looks at sizes and lengths, and a failed reading drops the samples of that
-    scrape instead of failing it.
+    A pool in an odd state (closing, say) keeps the previous reading rather than failing the probe.
     """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pool: Any = None
-
-    def watch(self, pool: Any) -> None:
-        """Report `pool` from now on (the ledger has one pool per process)."""
-        with self._lock:
-            self._pool = pool
-
-    def unwatch(self, pool: Any) -> None:
-        """Stop reporting `pool`; a pool watched since then stays watched."""
-        with self._lock:
-            if self._pool is pool:
-                self._pool = None
-
-    def describe(self) -> Iterable[Metric]:
-        return list(_families(None))
-
-    def collect(self) -> Iterable[Metric]:
-        with self._lock:
-            pool = self._pool
-        stats: PoolStats | None = None
-        if pool is not None:
-            try:
-                stats = read_pool(pool)
-            except Exception:  # A scrape must never fail because of a pool in an odd state.
-                log.debug("cannot read the database pool's statistics", exc_info=True)
-        return list(_families(stats))
-
-
-def _families(stats: PoolStats | None) -> Iterator[Metric]:
-    connections = GaugeMetricFamily(
-        "ledger_db_pool_connections", "Open connections of the ledger's database pool, by state.", labels=["state"]
-    )
-    size_max = GaugeMetricFamily("ledger_db_pool_size_max", "The largest number of connections the pool opens.")
-    waiting = GaugeMetricFamily(
-        "ledger_db_pool_waiting", "Calls waiting for a free connection of the ledger's database pool."
-    )
-    if stats is not None:
-        connections.add_metric(["in_use"], stats.in_use)
-        connections.add_metric(["idle"], stats.idle)
-        size_max.add_metric([], stats.size_max)
-        if stats.waiting is not None:
-            waiting.add_metric([], stats.waiting)
-    yield connections
-    yield size_max
-    yield waiting
-
-
-DB_POOL = DatabasePoolCollector()
-REGISTRY.register(DB_POOL)
+    try:
+        stats = read_pool(pool)
+    except Exception:
+        log.debug("cannot read the database pool's statistics", exc_info=True)
+        return
+    _POOL_IN_USE.set(stats.in_use)
+    _POOL_IDLE.set(stats.idle)
+    POOL_SIZE_MAX.set(stats.size_max)
+    POOL_WAITING.set(math.nan if stats.waiting is None else stats.waiting)

@@ -14,8 +14,16 @@ The first process only supervises:
   listening on its port.
 
 Port 0 (any free port) is resolved once by the supervisor, so the workers share one port.
-With METRICS_PORT set, worker i serves its metrics on METRICS_PORT + i. LEDGER_DB_POOL_SIZE_MAX stays
-the bound of the whole ledger: each worker's pool gets an equal share of it (at least one connection).
+LEDGER_DB_POOL_SIZE_MAX stays the bound of the whole ledger: each worker's pool gets an equal share of
+it (at least one connection).
+
+With METRICS_PORT set, the supervisor serves the whole ledger's metrics on that one port, whatever the
+number of workers: it makes a fresh folder for this run (under LEDGER_METRICS_DIR, the system's temporary
+folder by default), starts the workers with PROMETHEUS_MULTIPROC_DIR pointing at it (prometheus-client's
+multiprocess mode: each worker writes its samples to memory-mapped files there), and sums those files at
+each scrape. A worker that exits has its live gauges removed at once; the folder goes when the
+supervisor exits, and a folder left by a supervisor that was killed is removed at the next start, so a
+new ledger never reports an old one's counts.
 
 The event loop is uvloop when installed (LEDGER_EVENT_LOOP=auto, the default), or as configured.
 """
@@ -29,15 +37,20 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
+from pathlib import Path
 from types import FrameType
 from typing import Final
 
+from prometheus_client import multiprocess
+
 from services.common import event_loop
 from services.common.logs import configure_logging, register_secret
-from services.common.metrics import start_metrics_server
+from services.common.metrics import MetricsServer, start_metrics_server, start_multiprocess_metrics_server
 from services.common.tracing import configure_tracing
 from services.ledger import app
 from services.ledger.config import LedgerSettings
@@ -46,6 +59,10 @@ log = logging.getLogger("services.ledger")
 
 _PR_SET_PDEATHSIG: Final = 1  # prctl(2) option, from <linux/prctl.h>
 EXIT_WORKER_FAILED: Final = 1
+# prometheus-client reads this variable when it is imported: a worker's metrics go to files in that folder.
+MULTIPROCESS_DIRECTORY_VARIABLE: Final = "PROMETHEUS_MULTIPROC_DIR"
+# One folder per running supervisor: <prefix><supervisor pid>-<random>.
+METRICS_DIRECTORY_PREFIX: Final = "credits-ledger-metrics-"
 
 
 async def run(settings: LedgerSettings, *, reuse_port: bool = False) -> None:
@@ -77,6 +94,28 @@ def serve(settings: LedgerSettings, *, reuse_port: bool = False, metrics_port: i
 def supervise(settings: LedgerSettings) -> int:
     """Starts settings.workers worker processes on one port and waits for them; returns the exit code."""
     settings = worker_settings(settings)
+    metrics_directory: Path | None = None
+    metrics_server: MetricsServer | None = None
+    if settings.metrics_port is not None:
+        metrics_directory = fresh_metrics_directory(settings.metrics_directory)
+        try:
+            metrics_server = start_multiprocess_metrics_server(settings.metrics_port, str(metrics_directory))
+        except OSError as exc:
+            shutil.rmtree(metrics_directory, ignore_errors=True)
+            print(f"ledger: METRICS_PORT: cannot listen on {settings.metrics_port}: {exc.strerror}", file=sys.stderr)
+            return EXIT_WORKER_FAILED
+        # Inherited by the workers (spawned below), which import prometheus_client with it set.
+        os.environ[MULTIPROCESS_DIRECTORY_VARIABLE] = str(metrics_directory)
+    try:
+        return _run_workers(settings, metrics_directory)
+    finally:
+        if metrics_server is not None:
+            metrics_server.stop()
+        if metrics_directory is not None:
+            shutil.rmtree(metrics_directory, ignore_errors=True)
+
+
+def _run_workers(settings: LedgerSettings, metrics_directory: Path | None) -> int:
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: gRPC does not survive fork()
     workers = [
         context.Process(target=worker_main, args=(settings, index, os.getpid()), name=f"ledger-worker-{index}")
@@ -110,6 +149,8 @@ def supervise(settings: LedgerSettings) -> int:
         for worker in [worker for worker in remaining if worker.sentinel in ended]:
             worker.join()
             remaining.remove(worker)
+            if metrics_directory is not None and worker.pid is not None:
+                multiprocess.mark_process_dead(worker.pid, str(metrics_directory))  # its live gauges
             # A worker still starting when asked to stop dies of the SIGTERM itself (its handler is not
             # installed yet); it was serving nothing, so that is a clean stop too.
             clean = (0, -signal.SIGTERM) if asked_to_stop else (0,)
@@ -140,8 +181,33 @@ def worker_main(settings: LedgerSettings, index: int, supervisor_pid: int) -> No
     configure_logging("ledger", settings.log_level)
     for secret in settings.secret_values:
         register_secret(secret)
-    metrics_port = None if settings.metrics_port is None else settings.metrics_port + index
-    sys.exit(serve(settings, reuse_port=True, metrics_port=metrics_port))
+    sys.exit(serve(settings, reuse_port=True))  # its metrics: the supervisor serves them (multiprocess files)
+
+
+def fresh_metrics_directory(base: str | None) -> Path:
+    """An empty folder of this supervisor's own; folders of supervisors no longer running are removed.
+
+    The name carries the supervisor's pid: a folder whose process is gone was left by a ledger killed
+    before it could clean up (SIGKILL, a crash). A folder whose pid is alive is never touched, even if
+    the pid was reused: at worst an old folder stays, never is a running ledger's folder removed.
+    """
+    parent = Path(base or tempfile.gettempdir())
+    parent.mkdir(parents=True, exist_ok=True)
+    for folder in parent.glob(f"{METRICS_DIRECTORY_PREFIX}*"):
+        owner = folder.name.removeprefix(METRICS_DIRECTORY_PREFIX).partition("-")[0]
+        if owner.isdigit() and not _process_exists(int(owner)):
+            shutil.rmtree(folder, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{METRICS_DIRECTORY_PREFIX}{os.getpid()}-", dir=parent))
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
 
 
 def _die_with(supervisor_pid: int) -> None:

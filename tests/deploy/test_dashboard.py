@@ -169,9 +169,8 @@ def _collected_names(kind: str, name: str) -> list[str]:
 def exported() -> Exported:
     declared = _declared_labels()
     catalog = Exported()
+    importlib.import_module("services.ledger.metrics")  # its metrics register when it is imported
     families = list(REGISTRY.collect())
-    ledger_metrics = importlib.import_module("services.ledger.metrics")
-    families += list(ledger_metrics.DB_POOL.describe())  # Without a pool, its families carry no samples.
     for family in families:
         for name in _collected_names(family.type, family.name):
             labels = set(getattr(family, "_labelnames", ())) | declared.get(family.name, set())

@@ -32,7 +32,7 @@ TOKEN = "entry-point-test-token-0000"
 GOOD_CALLERS = json.dumps({"gateway": {"token": TOKEN, "roles": ["payments", "reader"]}})
 PROCESS_SECONDS_MAX = 60
 IN_FLIGHT_CREDITS = 8
-OWN_VARIABLES = ("DATABASE_URL", "LEDGER_", "LOG_LEVEL", "METRICS_PORT", "OTEL_")
+OWN_VARIABLES = ("DATABASE_URL", "LEDGER_", "LOG_LEVEL", "METRICS_PORT", "OTEL_", "PROMETHEUS_")
 
 
 def clean_environment(**settings: str) -> dict[str, str]:

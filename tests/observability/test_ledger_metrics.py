@@ -4,25 +4,27 @@
 - Through a real ledger (app.py wires the pool, the servicers record entries): a purchase, its redelivery,
   a refund, a dispute and its win move the counters by exactly
   what the journal moved.
-- `DatabasePoolCollector`: in-use, idle, size and waiting acquirers of a real asyncpg pool, read at scrape time.
+- `read_pool` / `record_pool`: in-use, idle, size and waiting acquirers of a real asyncpg pool, as the
+  health probe reports them. With several workers: tests/observability/test_ledger_metrics_scrape.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
 from services.ledger import app
 from services.ledger import metrics as ledger_metrics
 from services.ledger.client import LedgerClient
 from services.ledger.domain import Kind
-from services.ledger.metrics import DatabasePoolCollector, credit_direction, record_entry
+from services.ledger.metrics import credit_direction, read_pool, record_entry, record_pool
 from services.ledger.server import KIND_TO_PROTO
 from tests.conftest import ALL_ROLES_TOKEN, ledger_settings, new_key
 from tests.ledger.payment_helpers import MEDIUM_AMOUNT_MINOR, MEDIUM_CREDITS, Ids, details, source
@@ -169,27 +171,33 @@ async def test_credits_follow_the_journal_through_a_payment_lifecycle(wired_ledg
     assert (await ledger.get_balance(user_id)).balance == issued - taken
 
 
+def pool_samples() -> dict[str, float | None]:
+    return {
+        "in_use": REGISTRY.get_sample_value("ledger_db_pool_connections", {"state": "in_use"}),
+        "idle": REGISTRY.get_sample_value("ledger_db_pool_connections", {"state": "idle"}),
+        "size_max": REGISTRY.get_sample_value("ledger_db_pool_size_max"),
+        "waiting": REGISTRY.get_sample_value("ledger_db_pool_waiting"),
+    }
+
+
 async def test_the_pool_of_a_running_ledger_is_reported(wired_ledger: LedgerClient) -> None:
+    size_max = ledger_settings("").pool_size_max
     await wired_ledger.get_balance(f"user-{uuid.uuid4().hex}")  # At least one connection opened.
-    assert REGISTRY.get_sample_value("ledger_db_pool_size_max") == ledger_settings("").pool_size_max
-    idle = REGISTRY.get_sample_value("ledger_db_pool_connections", {"state": "idle"})
-    in_use = REGISTRY.get_sample_value("ledger_db_pool_connections", {"state": "in_use"})
+    # The health probe reports the pool once a second; another in-process ledger may have reported before.
+    for _ in range(int(WAIT_SECONDS_MAX / 0.05)):
+        samples = pool_samples()
+        if samples["size_max"] == size_max and (samples["idle"] or 0) + (samples["in_use"] or 0) > 0:
+            break
+        await asyncio.sleep(0.05)
+    assert samples["size_max"] == size_max
+    in_use, idle = samples["in_use"], samples["idle"]
     # The health probe and the hold sweeper use the pool too: some connection may be in use at this moment.
     assert idle is not None and in_use is not None
-    assert 0 < idle + in_use <= ledger_settings("").pool_size_max
-    assert REGISTRY.get_sample_value("ledger_db_pool_waiting") == 0
+    assert 0 < idle + in_use <= size_max
+    assert samples["waiting"] == 0
 
 
-# --- the pool collector -------------------------------------------------------------------------
-
-
-@pytest.fixture
-def collector() -> Iterator[tuple[DatabasePoolCollector, CollectorRegistry]]:
-    """A collector of its own in a registry of its own, so the process-wide one is left alone."""
-    registry = CollectorRegistry()
-    own = DatabasePoolCollector()
-    registry.register(own)
-    yield own, registry
+# --- reading and reporting the pool -------------------------------------------------------------
 
 
 @pytest.fixture
@@ -199,56 +207,38 @@ async def one_connection_pool(database_url) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
-async def test_waiting_acquirers_are_counted_while_the_pool_is_exhausted(collector, one_connection_pool) -> None:
-    own, registry = collector
-    own.watch(one_connection_pool)
+async def test_waiting_acquirers_are_counted_while_the_pool_is_exhausted(one_connection_pool) -> None:
     held = await one_connection_pool.acquire()
     waiters = [asyncio.ensure_future(one_connection_pool.fetchval("SELECT 1")) for _ in range(WAITERS)]
     try:
         for _ in range(int(WAIT_SECONDS_MAX / 0.01)):
-            if registry.get_sample_value("ledger_db_pool_waiting") == WAITERS:
+            if read_pool(one_connection_pool).waiting == WAITERS:
                 break
             await asyncio.sleep(0.01)
-        assert registry.get_sample_value("ledger_db_pool_waiting") == WAITERS
-        assert registry.get_sample_value("ledger_db_pool_connections", {"state": "in_use"}) == 1
-        assert registry.get_sample_value("ledger_db_pool_connections", {"state": "idle"}) == 0
-        assert registry.get_sample_value("ledger_db_pool_size_max") == 1
+        assert read_pool(one_connection_pool) == ledger_metrics.PoolStats(in_use=1, idle=0, size_max=1, waiting=WAITERS)
     finally:
         await one_connection_pool.release(held)
     assert await asyncio.gather(*waiters) == [1] * WAITERS
-    assert registry.get_sample_value("ledger_db_pool_waiting") == 0
-    assert registry.get_sample_value("ledger_db_pool_connections", {"state": "in_use"}) == 0
-    assert registry.get_sample_value("ledger_db_pool_connections", {"state": "idle"}) == 1
+    assert read_pool(one_connection_pool) == ledger_metrics.PoolStats(in_use=0, idle=1, size_max=1, waiting=0)
 
 
-async def test_a_cancelled_acquirer_stops_waiting(collector, one_connection_pool) -> None:
-    own, registry = collector
-    own.watch(one_connection_pool)
+async def test_a_cancelled_acquirer_stops_waiting(one_connection_pool) -> None:
     async with one_connection_pool.acquire():
         waiter = asyncio.ensure_future(one_connection_pool.fetchval("SELECT 1"))
         await asyncio.sleep(0.05)
-        assert registry.get_sample_value("ledger_db_pool_waiting") == 1
+        assert read_pool(one_connection_pool).waiting == 1
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiter
-        assert registry.get_sample_value("ledger_db_pool_waiting") == 0
+        assert read_pool(one_connection_pool).waiting == 0
 
 
-def test_without_a_pool_the_families_exist_without_samples(collector) -> None:
-    own, registry = collector
-    names = {family.name for family in own.describe()}
-    assert names == {"ledger_db_pool_connections", "ledger_db_pool_size_max", "ledger_db_pool_waiting"}
-    assert all(family.samples == [] for family in own.collect())
-    assert registry.get_sample_value("ledger_db_pool_size_max") is None
-
-
-async def test_unwatching_another_pool_keeps_the_watched_one(collector, one_connection_pool) -> None:
-    own, registry = collector
-    own.watch(one_connection_pool)
-    own.unwatch(object())
-    assert registry.get_sample_value("ledger_db_pool_size_max") == 1
-    own.unwatch(one_connection_pool)
-    assert registry.get_sample_value("ledger_db_pool_size_max") is None
+async def test_record_pool_sets_every_pool_gauge(one_connection_pool) -> None:
+    async with one_connection_pool.acquire():
+        record_pool(one_connection_pool)
+        assert pool_samples() == {"in_use": 1.0, "idle": 0.0, "size_max": 1.0, "waiting": 0.0}
+    record_pool(one_connection_pool)
+    assert pool_samples() == {"in_use": 0.0, "idle": 1.0, "size_max": 1.0, "waiting": 0.0}
 
 
 class _BrokenPool:
@@ -269,16 +259,29 @@ class _PoolWithoutQueue:
         return 10
 
 
-def test_a_failed_reading_drops_the_samples_not_the_scrape(collector) -> None:
-    own, registry = collector
-    own.watch(_BrokenPool())
-    assert all(family.samples == [] for family in own.collect())
-    assert registry.get_sample_value("ledger_db_pool_size_max") is None
+def test_a_failed_reading_keeps_the_previous_one() -> None:
+    record_pool(_PoolWithoutQueue())
+    before = pool_samples()
+    record_pool(_BrokenPool())  # Does not raise: the health probe goes on.
+    assert pool_samples() == before
 
 
-def test_waiting_is_omitted_not_zero_when_the_pool_hides_its_queue(collector) -> None:
-    own, registry = collector
-    own.watch(_PoolWithoutQueue())
-    assert registry.get_sample_value("ledger_db_pool_connections", {"state": "in_use"}) == 1
-    assert registry.get_sample_value("ledger_db_pool_size_max") == 10
-    assert registry.get_sample_value("ledger_db_pool_waiting") is None
+def test_waiting_is_unknown_not_zero_when_the_pool_hides_its_queue() -> None:
+    record_pool(_PoolWithoutQueue())
+    samples = pool_samples()
+    assert (samples["in_use"], samples["idle"], samples["size_max"]) == (1.0, 2.0, 10.0)
+    assert samples["waiting"] is not None and math.isnan(samples["waiting"])
+
+
+@pytest.mark.parametrize(
+    ("gauge", "mode"),
+    [
+        (ledger_metrics.DATABASE_UP, "livemin"),
+        (ledger_metrics.POOL_CONNECTIONS, "livesum"),
+        (ledger_metrics.POOL_SIZE_MAX, "livesum"),
+        (ledger_metrics.POOL_WAITING, "livesum"),
+    ],
+    ids=lambda value: getattr(value, "_name", value),
+)
+def test_each_gauge_says_how_the_workers_values_combine(gauge, mode) -> None:
+    assert gauge._multiprocess_mode == mode
