@@ -27,6 +27,7 @@ STRIPE_SDK_VERSION_MIN, and `check_sdk()` refuses to start on an older one):
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Mapping
@@ -166,7 +167,9 @@ class StripeApi:
         """A thin event (`"object": "v2.core.event"`), read by the SDK's EventNotification; its signature is
         verified by the caller (several secrets, both-sided tolerance), so it is not verified again here."""
         try:
-            notification = EventNotification.from_json(dict(event), self._client)
+            # As JSON text: stripe 15 reads only text (16 takes a dict too). It is the object the gateway read
+            # (duplicate keys refused), written again, so the SDK and the gateway read the same event.
+            notification = EventNotification.from_json(json.dumps(event), self._client)
             event_id, event_type = notification.id, notification.type
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise MalformedThinEvent(f"thin event unreadable by the stripe SDK: {type(exc).__name__}") from None
