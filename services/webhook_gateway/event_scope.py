@@ -18,7 +18,8 @@ signed and well formed, yet its money is not this deployment's: it is *foreign*.
     no account and no context                     -                                its own (the endpoint's account)
 
 Stripe puts `account` on a snapshot event from a connected account, and `context` on thin events (and on some
-snapshot events) for the same purpose; both, when present, must agree. `livemode` is on every event Stripe
+snapshot events) for the same purpose: an account id, or a path of them (`acct_parent/acct_child`) whose last
+one is the event's account; both, when present, must agree. `livemode` is on every event Stripe
 sends: an event without a boolean `livemode` is not Stripe's shape and is refused as malformed (400).
 """
 
@@ -79,11 +80,13 @@ def foreign(event: Mapping[str, Any], scope: EventScope) -> Foreign | None:
 
 
 def _originating_account(event: Mapping[str, Any]) -> str | None:
+    """The account the event comes from: `account`, else the last account of the `context` path."""
     account = _account_reference(event, "account")
     context = _account_reference(event, "context")
-    if account is not None and context is not None and account != context:
+    context_account = None if context is None else context.rsplit("/", 1)[-1]
+    if account is not None and context_account is not None and account != context_account:
         raise MalformedScope("account and context name different accounts")
-    return account if account is not None else context
+    return account if account is not None else context_account
 
 
 def _account_reference(event: Mapping[str, Any], key: str) -> str | None:

@@ -7,6 +7,7 @@ deployment serves that account or mode.
     test key                         account: acct_other (Connect)       refused   connected_account      nothing
     test key                         a Connect refund of a known payment refused   connected_account      no clawback
     STRIPE_ACCOUNT_ID=acct_served    account: acct_served                applied   applied                the package
+                                     (context acct_platform/acct_served too)
     STRIPE_ACCOUNT_ID=acct_served    account: acct_other                 refused   connected_account      nothing
     STRIPE_CONNECT_EVENTS=true       account: acct_other                 applied   applied                the package
     live key (sk_live_)              live mode                           applied   applied                the package
@@ -148,6 +149,12 @@ async def test_connect_refund_of_a_known_payment_claws_nothing_back(http, gatewa
 
 async def test_event_of_the_served_account_is_applied(http, served_gateway, ledger) -> None:
     event, user_id, _ = _purchase(account=SERVED_ACCOUNT)
+    await _assert_credited(http, served_gateway, ledger, event, user_id)
+
+
+async def test_served_account_named_by_account_and_context_path_is_applied(http, served_gateway, ledger) -> None:
+    event, user_id, _ = _purchase(account=SERVED_ACCOUNT)
+    event["context"] = f"acct_1PlatformAccount0003/{SERVED_ACCOUNT}"
     await _assert_credited(http, served_gateway, ledger, event, user_id)
 
 

@@ -100,8 +100,12 @@ async def test_thin_event_redelivered_is_a_duplicate(http, gateway, db) -> None:
 
 @pytest.mark.parametrize(
     ("options", "reason"),
-    [({"livemode": True}, "livemode_mismatch"), ({"context": OTHER_ACCOUNT}, "connected_account")],
-    ids=["live-mode", "another-account"],
+    [
+        ({"livemode": True}, "livemode_mismatch"),
+        ({"context": OTHER_ACCOUNT}, "connected_account"),
+        ({"context": f"acct_1PlatformAccount0003/{OTHER_ACCOUNT}"}, "connected_account"),
+    ],
+    ids=["live-mode", "another-account", "another-account-by-context-path"],
 )
 async def test_foreign_thin_event_is_recorded_as_refused(options, reason, http, gateway, db) -> None:
     event = meter_error_report(**options)
