@@ -15,14 +15,16 @@ Stripe's exceptions never leave this module; they become::
                                     without what this code calls, or an answer it cannot read (HTTP 500)
     MalformedThinEvent              a `v2.core.event` body the SDK's EventNotification cannot read (HTTP 400)
 
-The SDK calls made here and the stripe version that introduced each (pyproject pins the highest,
-STRIPE_SDK_VERSION_MIN, and `check_sdk()` refuses to start on an older one):
+The suite's stripe SDK calls and the version that brought each (pyproject's floor is the highest,
+STRIPE_SDK_VERSION_MIN; `check_sdk()` refuses to start on an older SDK):
 
-    StripeClient(..., http_client=AIOHTTPClient)     8.0
-    StripeClient.raw_request_async                   11.0 (reconciler, creditsctl)
-    StripeClient.v1.<service>                        12.5
-    v2.core.EventNotification.from_json              13.0 (`parse_thin_event` until 12.x)
-    StripeObject.to_dict(recursive=True)             15.0
+    WebhookSignature.verify_header(tolerance=None), SignatureVerificationError   before 8.0 (webhooks.py)
+    StripeClient(base_addresses, http_client, max_network_retries)               8.0
+    AIOHTTPClient, close_async, the services' *_async methods                     9.0
+    StripeClient.raw_request_async                                                11.0 (reconciler, creditsctl)
+    StripeClient.v1.<service>                                                     12.5
+    v2.core.EventNotification.from_json (JSON text)                               13.0 (`parse_thin_event` before)
+    StripeObject.to_dict(recursive=True)                                          15.0
 """
 
 from __future__ import annotations
