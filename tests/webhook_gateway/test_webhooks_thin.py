@@ -22,8 +22,10 @@ import uuid
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 from prometheus_client import REGISTRY
 
+from services.webhook_gateway.openapi import OPENAPI_DOCUMENT
 from tests.fakes import stripe_events as se
 from tests.webhook_gateway.conftest import WRONG_WEBHOOK_SECRET, deliver, processed_event
 
@@ -156,3 +158,26 @@ async def test_thin_event_is_verified_like_any_delivery(http, gateway, db) -> No
     assert answer.status == 400
     assert answer.body["error"]["code"] == "SIGNATURE_INVALID"
     assert await processed_event(db, event["id"]) is None
+
+
+# --- the OpenAPI document describes both kinds of event ---------------------------------------------
+
+_EVENT_SCHEMA = Draft202012Validator(
+    {"allOf": [{"$ref": "#/components/schemas/StripeEvent"}], "components": OPENAPI_DOCUMENT["components"]},
+    format_checker=Draft202012Validator.FORMAT_CHECKER,
+)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [meter_error_report, destination_ping, lambda: se.payment_intent_succeeded("u", "small", 500, "eur")],
+    ids=["thin-meter-error-report", "thin-ping", "snapshot"],
+)
+def test_the_documents_event_schema_takes_thin_and_snapshot_events(build) -> None:
+    assert list(_EVENT_SCHEMA.iter_errors(build())) == []
+
+
+def test_the_documents_event_schema_refuses_a_thin_event_without_created() -> None:
+    event = meter_error_report()
+    del event["created"]
+    assert list(_EVENT_SCHEMA.iter_errors(event)) != []
