@@ -12,12 +12,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, from pyproject.toml alone: this layer is rebuilt only when they change.
-COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+# Dependencies first, the locked versions with their hashes (./scripts/lock.sh): rebuilt only when they change.
+COPY pyproject.toml README.md requirements.txt ./
+RUN pip install --require-hashes -r requirements.txt
 
 # The code: generated gRPC stubs, the services (and creditsctl), the migrations.
 COPY credits ./credits

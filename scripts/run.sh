@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.txt && .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 exec .venv/bin/python scripts/suite.py "$@"

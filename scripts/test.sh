@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+# The locked versions (requirements-dev.txt, hashes checked), then the project itself on top of them.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.txt
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 .venv/bin/python scripts/gen_protos.py --check
 .venv/bin/ruff check .
 .venv/bin/mypy services scripts

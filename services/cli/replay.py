@@ -69,6 +69,8 @@ async def fetch_event(access: StripeAccess, event_id: str) -> dict[str, Any]:
         response = await client.raw_request_async("get", f"/v1/events/{quote(event_id, safe='')}")
     except stripe.StripeError as exc:
         raise _stripe_error(exc, event_id) from exc
+    except Exception as exc:  # The SDK's own defect (not a StripeError): named, never a raw traceback.
+        raise Refused(f"the stripe SDK raised {type(exc).__name__} reading event {event_id}") from exc
     finally:
         await http_client.close_async()
     data = response.data

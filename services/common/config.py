@@ -12,6 +12,11 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 STRIPE_API_KEY_PREFIXES: Final = ("sk_live_", "sk_test_", "rk_live_", "rk_test_")
+STRIPE_LIVE_KEY_PREFIXES: Final = ("sk_live_", "rk_live_")
+STRIPE_ACCOUNT_ID_PREFIX: Final = "acct_"
+STRIPE_ACCOUNT_ID_CHARS_MAX: Final = 255
+FLAG_TRUE: Final = ("1", "true", "yes", "on")
+FLAG_FALSE: Final = ("0", "false", "no", "off")
 URL_CHARS_MAX: Final = 2048
 LEDGER_TOKEN_CHARS_MIN: Final = 16  # a ledger caller token (LEDGER_CALLERS), and what each caller sends
 
@@ -56,6 +61,18 @@ def number(environ: Mapping[str, str], name: str, default: float, minimum: float
     if not minimum <= value <= maximum:
         raise ConfigError(f"{name}: expected a number from {minimum} to {maximum}, got {value}")
     return value
+
+
+def flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    """A boolean: true/false, yes/no, on/off or 1/0 (any case); unset or empty is `default`."""
+    raw = environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in FLAG_TRUE:
+        return True
+    if raw in FLAG_FALSE:
+        return False
+    raise ConfigError(f"{name}: expected true or false, got {raw[:40]!r}")
 
 
 def json_value(environ: Mapping[str, str], name: str, expected: str) -> Any:
@@ -108,6 +125,31 @@ def stripe_api_key(environ: Mapping[str, str]) -> str:
     if not key.startswith(STRIPE_API_KEY_PREFIXES):
         raise ConfigError("STRIPE_API_KEY: expected a Stripe secret or restricted key (sk_... or rk_...)")
     return key
+
+
+def stripe_key_livemode(api_key: str | None) -> bool:
+    """Whether a Stripe key acts in live mode (sk_live_, rk_live_); no key acts in no live account at all.
+
+    A deployment without a key cannot create a live Checkout Session nor read a live charge, so it is a
+    test-mode deployment: the gateway treats live events as foreign there (docs/stripe-webhooks.md).
+    """
+    return bool(api_key) and str(api_key).startswith(STRIPE_LIVE_KEY_PREFIXES)
+
+
+def stripe_account_id(environ: Mapping[str, str]) -> str | None:
+    """STRIPE_ACCOUNT_ID: the Stripe account this deployment serves (`acct_...`), optional."""
+    value = optional(environ, "STRIPE_ACCOUNT_ID")
+    if value is None:
+        return None
+    suffix = value[len(STRIPE_ACCOUNT_ID_PREFIX) :]
+    if (
+        not value.startswith(STRIPE_ACCOUNT_ID_PREFIX)
+        or not suffix.isascii()
+        or not suffix.isalnum()
+        or len(value) > STRIPE_ACCOUNT_ID_CHARS_MAX
+    ):
+        raise ConfigError("STRIPE_ACCOUNT_ID: expected a Stripe account id (acct_ then letters and digits)")
+    return value
 
 
 def stripe_api_base(environ: Mapping[str, str]) -> str | None:

@@ -15,6 +15,7 @@ visible in the log:
     Stripe-Should-Retry: false / true        Stripe's word wins over the status
     still failing after attempts_max         StripeUnavailable (the run stops, exit code 3)
     401, 403, 400, other 4xx                 StripeRefused at once (404 on a retrieve: None)
+    the SDK raising anything else            StripeFailure at once, logged with its traceback
 
 Stripe's exceptions never leave this module (see services.reconciler.errors).
 """
@@ -247,6 +248,9 @@ class StripeSource:
                 self.retries_count += 1
                 await self._wait(delay_seconds)
                 continue
+            except Exception as exc:  # The SDK's own defect (not a StripeError): not retried, never escapes raw.
+                log.error("stripe SDK failed: %s on GET %s", type(exc).__name__, path, exc_info=exc)
+                raise StripeFailure(f"GET {path}: the stripe SDK raised {type(exc).__name__}") from exc
             data = response.data
             if not isinstance(data, dict):
                 raise StripeFailure(f"GET {path}: the answer is not a JSON object")

@@ -8,6 +8,8 @@
 | `STRIPE_TOLERANCE_SECONDS` | signature timestamp tolerance, both into the past and the future (300) |
 | `STRIPE_API_KEY` | Stripe secret key (`sk_...` or restricted `rk_...`); required |
 | `STRIPE_API_BASE` | Stripe API base URL override, for tests and emulators (Stripe's own) |
+| `STRIPE_ACCOUNT_ID` | the Stripe account served (`acct_...`); events naming it in `account` are its own (unset) |
+| `STRIPE_CONNECT_EVENTS` | `true`: apply events of other (connected) accounts too (false: record and refuse them) |
 | `CREDIT_PACKAGES` | JSON catalog (the seed's three packs; see services.common.catalog) |
 | `CHECKOUT_SUCCESS_URL`, `CHECKOUT_CANCEL_URL` | Checkout return pages (`http://localhost:3000/credits?...`) |
 | `METRICS_PORT` | serve `/metrics` on this port too (unset: only on the main port) |
@@ -67,6 +69,13 @@ class GatewaySettings:
     log_level: str
     edge: EdgeSettings
     event_loop: str = "auto"  # GATEWAY_EVENT_LOOP: uvloop when installed (auto), uvloop, or asyncio
+    stripe_account_id: str | None = None  # STRIPE_ACCOUNT_ID
+    stripe_connect_events: bool = False  # STRIPE_CONNECT_EVENTS
+
+    @property
+    def stripe_livemode(self) -> bool:
+        """The mode of the events this deployment applies: its API key's (no key: test mode)."""
+        return config.stripe_key_livemode(self.stripe_api_key)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> GatewaySettings:
@@ -95,6 +104,8 @@ class GatewaySettings:
             log_level=config.log_level(environ),
             edge=EdgeSettings.from_env(environ),
             event_loop=event_loop.setting(environ, "GATEWAY_EVENT_LOOP"),
+            stripe_account_id=config.stripe_account_id(environ),
+            stripe_connect_events=config.flag(environ, "STRIPE_CONNECT_EVENTS", False),
         )
 
 

@@ -4,6 +4,9 @@
     webhook_events_total                     counter    type, outcome     Stripe webhook deliveries answered
     webhook_processing_seconds               histogram  outcome           receipt to answer, per delivery
     webhook_rejected_total                   counter    reason            deliveries refused before processing (4xx)
+    webhook_foreign_events_total             counter    reason            signed events of another account or mode:
+                                                                          recorded, refused, never applied (200)
+    webhook_thin_events_total                counter    outcome           thin events (`v2.core.event`) answered 200
     checkout_sessions_created_total          counter    package_id        Checkout Sessions created
     gateway_http_requests_total              counter    route, method,    every HTTP answer but /metrics scrapes
                                                         code
@@ -42,6 +45,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import Counter, Histogram
 
 from services.common.stripe_events import HANDLED_TYPES
+from services.webhook_gateway.event_scope import FOREIGN_CODES
 
 OTHER_EVENT_TYPE: Final = "other"
 WEBHOOK_OUTCOMES: Final = ("applied", "duplicate", "ignored", "refused", "failed")
@@ -54,6 +58,7 @@ REJECTION_REASON_BY_CODE: Final[Mapping[str, str]] = {
     "TIMESTAMP_OUT_OF_TOLERANCE": "timestamp_out_of_tolerance",
     "MALFORMED_BODY": "malformed_body",
     "MALFORMED_EVENT": "malformed_event",
+    "DUPLICATE_KEY": "duplicate_key",
     "PAYLOAD_TOO_LARGE": "too_large",
 }
 OTHER_REJECTION_REASON: Final = "other"
@@ -93,6 +98,17 @@ WEBHOOK_REJECTED = Counter(
     "Stripe webhook deliveries refused before processing (400 or 413), by reason.",
     ["reason"],
 )
+WEBHOOK_FOREIGN = Counter(
+    "webhook_foreign_events_total",
+    "Signed Stripe events of another account or mode: recorded as refused, answered 200, never applied; by reason.",
+    ["reason"],
+)
+WEBHOOK_THIN_EVENTS = Counter(
+    "webhook_thin_events_total",
+    "Thin Stripe events (v2.core.event) answered 200, by outcome (ignored, refused, duplicate).",
+    ["outcome"],
+)
+THIN_EVENT_OUTCOMES: Final = ("ignored", "refused", "duplicate")
 CHECKOUT_SESSIONS_CREATED = Counter(
     "checkout_sessions_created_total",
     "Stripe Checkout Sessions created (and opened in the ledger), by package.",
@@ -131,6 +147,10 @@ _EVENTS_BY_TYPE_AND_OUTCOME: Final[Mapping[tuple[str, str], Counter]] = {
 }
 for _reason in (*REJECTION_REASON_BY_CODE.values(), OTHER_REJECTION_REASON):
     WEBHOOK_REJECTED.labels(reason=_reason)
+for _code in FOREIGN_CODES:
+    WEBHOOK_FOREIGN.labels(reason=_code)
+for _thin_outcome in THIN_EVENT_OUTCOMES:
+    WEBHOOK_THIN_EVENTS.labels(outcome=_thin_outcome)
 
 # HTTP series, looked up once per (route, method, code): all three are bounded already (route templates,
 # HTTP_METHODS, status codes); the bound below only keeps a misbehaving app from growing this dict.

@@ -190,14 +190,39 @@ def _schemas() -> JsonObject:
             }
         ),
         "StripeEvent": {
-            "type": "object",
-            "required": ["id", "type", "data"],
-            "properties": {
-                "id": {"type": "string", "pattern": "^evt_"},
-                "type": {"type": "string"},
-                "data": {"type": "object", "required": ["object"], "properties": {"object": {"type": "object"}}},
-            },
-            "description": "A Stripe event as Stripe sends it, signed in Stripe-Signature.",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["id", "object", "type", "livemode", "data"],
+                    "properties": {
+                        "id": {"type": "string", "pattern": "^evt_"},
+                        "object": {"const": "event"},
+                        "type": {"type": "string"},
+                        "livemode": {"type": "boolean"},
+                        "account": {"type": "string", "pattern": "^acct_"},
+                        "data": {
+                            "type": "object",
+                            "required": ["object"],
+                            "properties": {"object": {"type": "object"}},
+                        },
+                    },
+                    "description": "A snapshot event (`account` on a connected account's event).",
+                },
+                {
+                    "type": "object",
+                    "required": ["id", "object", "type", "livemode", "created"],
+                    "properties": {
+                        "id": {"type": "string", "pattern": "^evt_"},
+                        "object": {"const": "v2.core.event"},
+                        "type": {"type": "string"},
+                        "livemode": {"type": "boolean"},
+                        "created": {"type": "string", "format": "date-time"},
+                        "context": {"type": ["string", "null"]},
+                    },
+                    "description": "A thin event (event destinations): recorded as ignored, never acted on.",
+                },
+            ],
+            "description": "A Stripe event as Stripe sends it, signed in Stripe-Signature (docs/stripe-webhooks.md).",
         },
         "WebhookReceived": _closed_object(
             {"received": {"const": True}, "outcome": {"type": "string", "enum": [outcome.value for outcome in Outcome]}}
@@ -408,14 +433,20 @@ def _webhook() -> JsonObject:
                 "content": {"application/json": {"schema": _ref("StripeEvent")}},
             },
             "responses": {
-                "200": _ok("Applied, a duplicate, ignored (unknown type) or refused (flagged).", "WebhookReceived"),
+                "200": _ok(
+                    "Applied, a duplicate, ignored (unknown type, thin event) or refused (flagged; another account "
+                    "or mode).",
+                    "WebhookReceived",
+                ),
                 "400": _error(
-                    "A missing or invalid signature, a timestamp out of tolerance, or a malformed body or event.",
+                    "A missing or invalid signature, a timestamp out of tolerance, a malformed body (or one naming "
+                    "a key twice) or event.",
                     [
                         "SIGNATURE_MISSING",
                         "SIGNATURE_INVALID",
                         "TIMESTAMP_OUT_OF_TOLERANCE",
                         "MALFORMED_BODY",
+                        "DUPLICATE_KEY",
                         "MALFORMED_EVENT",
                     ],
                 ),

@@ -10,18 +10,35 @@ Stripe's exceptions never leave this module; they become::
     StripeFailure                   any failed call to Stripe
     ├── StripeUnavailable           network error, timeout, rate limit, 5xx: retry later (HTTP 503)
     ├── StripeIdempotencyConflict   an idempotency key reused with other parameters (HTTP 409)
-    └── StripeRefused               Stripe refused the request: bad key, invalid parameter (HTTP 502)
+    ├── StripeRefused               Stripe refused the request: bad key, invalid parameter (HTTP 502)
+    └── StripeSdkFailure            the stripe SDK itself failed (TypeError, AttributeError, ...): an SDK
+                                    without what this code calls, or an answer it cannot read (HTTP 500)
+    MalformedThinEvent              a `v2.core.event` body the SDK's EventNotification cannot read (HTTP 400)
+
+The suite's stripe SDK calls and the version that brought each (pyproject's floor is the highest,
+STRIPE_SDK_VERSION_MIN; `check_sdk()` refuses to start on an older SDK):
+
+    WebhookSignature.verify_header(tolerance=None), SignatureVerificationError   before 8.0 (webhooks.py)
+    StripeClient(base_addresses, http_client, max_network_retries)               8.0
+    AIOHTTPClient, close_async, the services' *_async methods                     9.0
+    StripeClient.raw_request_async                                                11.0 (reconciler, creditsctl)
+    StripeClient.v1.<service>                                                     12.5
+    v2.core.EventNotification.from_json (JSON text)                               13.0 (`parse_thin_event` before)
+    StripeObject.to_dict(recursive=True)                                          15.0
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
 import stripe
+from stripe.v2.core import EventNotification
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +47,7 @@ STRIPE_CONNECT_TIMEOUT_SECONDS: Final = 3.0
 STRIPE_NETWORK_RETRIES_MAX: Final = 2
 HTTP_NOT_FOUND: Final = 404
 HTTP_SERVER_ERROR_MIN: Final = 500
+STRIPE_SDK_VERSION_MIN: Final = (15, 0)  # to_dict(recursive=True); keep in step with pyproject.toml
 
 
 class StripeFailure(Exception):
@@ -46,6 +64,30 @@ class StripeIdempotencyConflict(StripeFailure):
 
 class StripeRefused(StripeFailure):
     """Stripe refused the request (authentication, permission, invalid parameters)."""
+
+
+class StripeSdkFailure(StripeFailure):
+    """The stripe SDK raised something other than a StripeError: a defect of this deployment, not of the call."""
+
+
+class MalformedThinEvent(ValueError):
+    """A `v2.core.event` body that the SDK's EventNotification cannot read (not something Stripe sends)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ThinEvent:
+    """The parts of a thin event the gateway records: its id and type, as the SDK read them."""
+
+    event_id: str
+    event_type: str
+
+
+def check_sdk() -> None:
+    """Refuse, with one line, a stripe SDK older than the one whose calls this code makes."""
+    installed = tuple(int(part) for part in re.findall(r"\d+", stripe.VERSION)[:2])
+    if installed < STRIPE_SDK_VERSION_MIN:
+        wanted = ".".join(map(str, STRIPE_SDK_VERSION_MIN))
+        raise RuntimeError(f"stripe {stripe.VERSION} is installed; this code needs stripe>={wanted} (pyproject.toml)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +112,7 @@ class StripeApi:
     ) -> None:
         assert timeout_seconds > 0, timeout_seconds
         assert 0 <= network_retries_max <= 5, network_retries_max
+        check_sdk()  # At start-up: an SDK without these calls would fail on the first checkout instead.
         timeout = aiohttp.ClientTimeout(
             total=timeout_seconds, connect=min(STRIPE_CONNECT_TIMEOUT_SECONDS, timeout_seconds)
         )
@@ -93,7 +136,12 @@ class StripeApi:
             )
         except stripe.StripeError as exc:
             raise _translated(exc, "create checkout session") from exc
-        data = session.to_dict(recursive=True)
+        except Exception as exc:  # The SDK's own defect: see StripeSdkFailure.
+            raise _sdk_failure(exc, "create checkout session") from exc
+        try:
+            data = session.to_dict(recursive=True)
+        except Exception as exc:
+            raise _sdk_failure(exc, "read checkout session") from exc
         session_id, url, payment_intent = data.get("id"), data.get("url"), data.get("payment_intent")
         if not isinstance(session_id, str) or not isinstance(url, str):
             raise StripeRefused("create checkout session: Stripe answered without a session id or url")
@@ -110,7 +158,38 @@ class StripeApi:
             raise _translated(exc, "retrieve charge") from exc
         except stripe.StripeError as exc:
             raise _translated(exc, "retrieve charge") from exc
-        return charge.to_dict(recursive=True)
+        except Exception as exc:
+            raise _sdk_failure(exc, "retrieve charge") from exc
+        try:
+            return charge.to_dict(recursive=True)
+        except Exception as exc:
+            raise _sdk_failure(exc, "read charge") from exc
+
+    def parse_thin_event(self, event: Mapping[str, Any]) -> ThinEvent:
+        """A thin event (`"object": "v2.core.event"`), read by the SDK's EventNotification; its signature is
+        verified by the caller (several secrets, both-sided tolerance), so it is not verified again here."""
+        try:
+            # As JSON text: stripe 15 reads only text (16 takes a dict too). It is the object the gateway read
+            # (duplicate keys refused), written again, so the SDK and the gateway read the same event.
+            notification = EventNotification.from_json(json.dumps(event), self._client)
+            event_id, event_type = notification.id, notification.type
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise MalformedThinEvent(f"thin event unreadable by the stripe SDK: {type(exc).__name__}") from None
+        if not isinstance(event_id, str) or not isinstance(event_type, str):
+            raise MalformedThinEvent("thin event id or type is not a string")
+        return ThinEvent(event_id, event_type)
+
+
+def _sdk_failure(exc: Exception, operation: str) -> StripeSdkFailure:
+    """The SDK's own exception (not a StripeError), logged with its traceback for the operator."""
+    log.error(
+        "stripe SDK failed: %s (stripe %s installed)",
+        type(exc).__name__,
+        stripe.VERSION,
+        exc_info=exc,
+        extra={"operation": operation, "error_type": type(exc).__name__},
+    )
+    return StripeSdkFailure(f"{operation}: the stripe SDK raised {type(exc).__name__}")
 
 
 def _translated(exc: stripe.StripeError, operation: str) -> StripeFailure:

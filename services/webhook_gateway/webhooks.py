@@ -6,9 +6,14 @@
       (rotation: any configured secret)   no v1 signature matches, or two headers   400 SIGNATURE_INVALID
     signed timestamp within tolerance     older / newer than STRIPE_TOLERANCE_SECONDS  400 TIMESTAMP_OUT_OF_TOLERANCE
     JSON object with id, type, data       not UTF-8, not JSON, not an object        400 MALFORMED_BODY
-                                          no id / type / data.object                400 MALFORMED_EVENT
+                                          a key twice in one object                 400 DUPLICATE_KEY
+                                          no id / type / data.object, no boolean    400 MALFORMED_EVENT
+                                          livemode, an account that is not an id
+    scope (event_scope.py)                another account or mode: recorded         200 outcome refused
+    thin event (`v2.core.event`)          read by the SDK, recorded as ignored      200 outcome ignored
     translate + apply through the ledger  ledger or Stripe unavailable, too slow    503 UNAVAILABLE (Stripe retries)
-                                          ledger misconfigured / internal error     500 INTERNAL (Stripe retries)
+                                          ledger misconfigured / internal error,    500 INTERNAL (Stripe retries)
+                                          the stripe SDK failing (StripeFailure)
     done: applied, duplicate, ignored, refused                                      200 {"received": true, "outcome"}
 
 Every delivery is counted in `webhook_events_total{type, outcome}` and timed in
@@ -20,6 +25,21 @@ first, so a forged request learns nothing else. The timestamp window is then che
 sides here: the SDK refuses only timestamps that are too old, and a signature dated in the future
 is as suspicious as a stale one. Every 400 message is a fixed sentence: nothing from the request,
 and never a secret, is echoed.
+
+Duplicate keys are refused: `{"id": "evt_a", ..., "id": "evt_b"}` reads as `evt_b` here and may read as
+`evt_a` to another parser (a log pipeline, an auditor's script), so a signed body that two readers see
+differently is never applied (logged at WARNING: Stripe never sends one).
+
+Thin events (event destinations with thin payloads, `"object": "v2.core.event"`) carry no object, only a
+reference; the suite acts on none of their types, so each is read with the stripe SDK's own
+EventNotification, checked for scope like any event, recorded as ignored (or refused when foreign) and
+answered 200 so that Stripe does not retry it for days (`webhook_thin_events_total`).
+
+A 5xx leaves the event undelivered at Stripe: Stripe retries it (for up to three days), and the reconciler
+replays undelivered events from the Events API (30 days), so an effect that could not land now lands later.
+That is why a failure of our own (a misconfigured ledger token, a stripe SDK that does not have what the code
+calls) is a 500 and not a 200: a 200 would mark the event delivered and lose it. What is wrong with the
+event itself is never a 5xx: it is a recorded refusal, answered 200 (docs/stripe-webhooks.md).
 
 The whole translate-and-apply step runs under WEBHOOK_APPLY_SECONDS_MAX, well within Stripe's
 timeout; an effect that landed after the deadline is found as a duplicate on the redelivery.
@@ -38,19 +58,31 @@ import stripe
 from aiohttp import web
 
 from services.common.payment_events import apply_action
-from services.common.stripe_events import MalformedEvent, translate_event
+from services.common.stripe_events import (
+    Action,
+    EventSource,
+    Ignore,
+    MalformedEvent,
+    Refuse,
+    event_source,
+    shown,
+    translate_event,
+)
 from services.ledger import errors
 from services.webhook_gateway.config import WEBHOOK_BODY_BYTES_MAX
-from services.webhook_gateway.context import GATEWAY_KEY
+from services.webhook_gateway.context import GATEWAY_KEY, GatewayContext
+from services.webhook_gateway.event_scope import EventScope, MalformedScope, foreign
 from services.webhook_gateway.http_errors import HttpError
 from services.webhook_gateway.metrics import (
     OUTCOME_FAILED,
     OUTCOME_REFUSED,
+    WEBHOOK_FOREIGN,
     WEBHOOK_REJECTED,
+    WEBHOOK_THIN_EVENTS,
     record_webhook,
     rejection_reason,
 )
-from services.webhook_gateway.stripe_client import StripeFailure, StripeUnavailable
+from services.webhook_gateway.stripe_client import MalformedThinEvent, StripeFailure, StripeUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +91,8 @@ SIGNATURE_HEADER_CHARS_MAX: Final = 4096
 BODY_CHUNK_BYTES: Final = 64 * 1024
 RETRY_AFTER_SECONDS: Final = 5
 HTTP_SERVER_ERROR_STATUS_MIN: Final = 500
+THIN_EVENT_OBJECT: Final = "v2.core.event"
+THIN_EVENT_IGNORED: Final = "thin_event"
 
 
 def _bad_request(code: str, message: str) -> HttpError:
@@ -116,15 +150,30 @@ def _signed_timestamp(header: str) -> int:
     raise AssertionError("a verified header carries a timestamp")
 
 
+class DuplicateKey(ValueError):
+    """A JSON object names one key twice."""
+
+
 def parse_event(payload: str) -> dict[str, Any]:
-    """The event as a JSON object; 400 MALFORMED_BODY for anything else (NaN and Infinity included)."""
+    """The event as a JSON object; 400 MALFORMED_BODY for anything else (NaN and Infinity included),
+    400 DUPLICATE_KEY for an object, at any depth, that names a key twice."""
     try:
-        event = json.loads(payload, parse_constant=_refuse_constant)
+        event = json.loads(payload, object_pairs_hook=_object_without_duplicates, parse_constant=_refuse_constant)
+    except DuplicateKey:
+        log.warning("stripe webhook refused: a signed body names a key twice in one object")
+        raise _bad_request("DUPLICATE_KEY", "the body names a key twice in one JSON object") from None
     except (ValueError, RecursionError):
         raise _bad_request("MALFORMED_BODY", "the body is not valid JSON") from None
     if not isinstance(event, dict):
         raise _bad_request("MALFORMED_BODY", "the body is not a JSON object")
     return event
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise DuplicateKey("duplicate key")
+    return obj
 
 
 def _refuse_constant(name: str) -> Any:
@@ -139,7 +188,7 @@ async def stripe_webhook(request: web.Request) -> web.Response:
     try:
         event = await _verified_event(request)
         event_type = event.get("type") if isinstance(event.get("type"), str) else None
-        outcome = await _apply(request, event)
+        outcome = await _handle(request.app[GATEWAY_KEY], event)
         return web.json_response({"received": True, "outcome": outcome})
     except HttpError as exc:
         if exc.status < HTTP_SERVER_ERROR_STATUS_MIN:
@@ -165,13 +214,41 @@ async def _verified_event(request: web.Request) -> dict[str, Any]:
     return parse_event(payload)
 
 
-async def _apply(request: web.Request, event: Mapping[str, Any]) -> str:
-    gateway = request.app[GATEWAY_KEY]
+async def _handle(gateway: GatewayContext, event: Mapping[str, Any]) -> str:
+    """The event's action (foreign, thin, or translated), applied; the outcome answered with 200."""
+    thin = event.get("object") == THIN_EVENT_OBJECT
     try:
-        action = translate_event(event, gateway.catalog)
-    except MalformedEvent as exc:
+        source = _thin_source(gateway, event) if thin else event_source(event)[0]
+        outside = foreign(event, EventScope.from_settings(gateway.settings))
+        action: Action
+        if outside is not None:
+            action = Refuse(source, outside.code, outside.reason)
+        elif thin:
+            action = Ignore(source, THIN_EVENT_IGNORED, f"thin event type {shown(source.event_type)} is not acted on")
+        else:
+            action = translate_event(event, gateway.catalog)
+    except (MalformedEvent, MalformedScope, MalformedThinEvent) as exc:
         log.warning("stripe webhook refused: %s", exc)
-        raise _bad_request("MALFORMED_EVENT", "the event has no id, type or data.object") from None
+        raise _bad_request("MALFORMED_EVENT", "the event is not of a shape Stripe sends") from None
+    outcome = await _apply(gateway, action)
+    if outside is not None:
+        WEBHOOK_FOREIGN.labels(reason=outside.code).inc()
+    if thin:
+        WEBHOOK_THIN_EVENTS.labels(outcome=outcome).inc()
+    return outcome
+
+
+def _thin_source(gateway: GatewayContext, event: Mapping[str, Any]) -> EventSource:
+    """A thin event's source: read by the stripe SDK, recorded under its id with a digest of the whole event.
+
+    A thin event has no data.object; it is its own payload (Stripe redelivers it unchanged), so the
+    envelope's checks (event_source) run on the event placed where a snapshot's object would be.
+    """
+    notification = gateway.stripe.parse_thin_event(event)
+    return event_source({"id": notification.event_id, "type": notification.event_type, "data": {"object": event}})[0]
+
+
+async def _apply(gateway: GatewayContext, action: Action) -> str:
     log_fields = {"event_id": action.source.event_id, "event_type": action.source.event_type}
     try:
         async with asyncio.timeout(WEBHOOK_APPLY_SECONDS_MAX):

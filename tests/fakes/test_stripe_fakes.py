@@ -648,6 +648,8 @@ def test_rotation_header_carries_one_signature_per_secret() -> None:
 
 
 def test_sign_matches_the_sdk_own_signer() -> None:
+    if not hasattr(stripe.WebhookSignature, "generate_signature_header"):  # The SDK's signer came in stripe 16.
+        pytest.skip(f"stripe {stripe.VERSION} has no WebhookSignature.generate_signature_header")
     payload = b'{"id": "evt_1", "object": "event"}'
     expected = stripe.WebhookSignature.generate_signature_header(payload.decode(), WEBHOOK_SECRET, 1_700_000_000)
     assert stripe_events.sign(payload, WEBHOOK_SECRET, 1_700_000_000) == expected

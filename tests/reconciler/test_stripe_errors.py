@@ -7,6 +7,8 @@ import collections
 import io
 import time
 
+import stripe
+
 from services.reconciler.report import EXIT_OK, EXIT_RUN_FAILED
 from services.reconciler.stripe_source import RetryPolicy
 from tests.fakes import stripe_events as se
@@ -129,3 +131,18 @@ class _FailNextPagesOnFirstDrift(io.StringIO):
             self.injected = True
             self.fake.state.inject_fault(500, count=3, path_prefix="/v1/charges")
         return super().write(text)
+
+
+async def test_the_sdk_failing_on_its_own_ends_the_run_with_its_name(world, fake, monkeypatch, caplog) -> None:
+    """A stripe SDK whose raw_request_async does not take these arguments (TypeError) is a failed run, logged."""
+
+    async def raw_request_async_of_another_sdk(self, method_: str, url_: str) -> None:
+        raise AssertionError("never reached: the call passes query parameters")
+
+    monkeypatch.setattr(stripe.StripeClient, "raw_request_async", raw_request_async_of_another_sdk)
+
+    report = await run(world, fake)
+
+    assert report.summary.exit_code == EXIT_RUN_FAILED
+    assert "the stripe SDK raised TypeError" in (report.summary.failure or "")
+    assert any(record.getMessage().startswith("stripe SDK failed: TypeError") for record in caplog.records)
