@@ -18,7 +18,7 @@ if [ "$(.venv/bin/uv --version 2>/dev/null | cut -d' ' -f2)" != "$UV_VERSION" ];
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
 fi
 compile=(.venv/bin/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --quiet
-  --index-url https://pypi.org/simple --custom-compile-command ./scripts/lock.sh)
+  --custom-compile-command ./scripts/lock.sh)
 "${compile[@]}" "$@" -o requirements.txt
 # The dev lock is constrained by the runtime lock: the tests run on exactly the versions the suite runs on.
 "${compile[@]}" "$@" --extra dev --constraint requirements.txt -o requirements-dev.txt
