@@ -17,7 +17,8 @@ went, `kind` why (the journal's kind; anything unknown is `other`, so the label 
     issued        purchase, grant, admin_adjustment (positive)
     spent         spend, hold_capture
     clawed_back   refund, chargeback, admin_adjustment (negative)
-    reinstated    chargeback_reversal (a won dispute gives back what its chargeback took)
+    reinstated    chargeback_reversal (a won dispute gives back what its chargeback took),
+                  refund_reversal (a failed or canceled refund gives back what its refund took)
 
 The pool gauges are read from the pool at scrape time (`DatabasePoolCollector`): nothing is counted
 on the hot path. Waiting callers come from the pool's internal queue (asyncpg 0.29-0.32 `Pool._queue`,
@@ -46,7 +47,7 @@ OTHER_KIND: Final = "other"
 KNOWN_KINDS: Final = frozenset(kind.value for kind in Kind)
 DIRECTIONS: Final = ("issued", "spent", "clawed_back", "reinstated")
 CLAWBACK_KINDS: Final = frozenset({Kind.REFUND.value, Kind.CHARGEBACK.value, Kind.ADMIN_ADJUSTMENT.value})
-REINSTATEMENT_KINDS: Final = frozenset({Kind.CHARGEBACK_REVERSAL.value})
+REINSTATEMENT_KINDS: Final = frozenset({Kind.CHARGEBACK_REVERSAL.value, Kind.REFUND_REVERSAL.value})
 # The (direction, kind) pairs the ledger writes; created at zero so that rate() works from the first entry.
 EXPECTED_SERIES: Final = (
     ("issued", Kind.PURCHASE.value),
@@ -58,6 +59,7 @@ EXPECTED_SERIES: Final = (
     ("clawed_back", Kind.CHARGEBACK.value),
     ("clawed_back", Kind.ADMIN_ADJUSTMENT.value),
     ("reinstated", Kind.CHARGEBACK_REVERSAL.value),
+    ("reinstated", Kind.REFUND_REVERSAL.value),
 )
 POOL_STATES: Final = ("in_use", "idle")
 
