@@ -16,6 +16,10 @@ So the ledger keeps two kinds of facts, each of which only moves one way, and de
       live  = the sum of the known refunds that are requires_action, pending or succeeded
       ended = the sum of the known refunds that failed or were canceled
 
+`live` may exceed the amount for a while: a later refund reported before an earlier one's failure (the
+charge was refundable again once the first failed). That is capped, not refused, or the later refund would be
+lost; only one refund (or the charge's total) above the amount is refused as not Stripe's data.
+
 Why this is right in any order: every refund a charge snapshot counted is now live (in `live`) or ended;
 if the ledger has seen it end, it is in `ended`. So once every event has arrived the charge term is never
 above the truth, and `live` is the truth whenever every refund is known by its id (always on 2024-10-28+,
@@ -188,6 +192,38 @@ END
 $$;
 """
 
+# payment_resolve of 0002 read the matching payments in two statements (two snapshots): a merge committing
+# between them (the session's row and the intent's row becoming one) made one payment look like two, and a
+# refund or dispute event arriving then was refused. One statement, one snapshot.
+RESOLVE_SQL = r"""
+CREATE OR REPLACE FUNCTION payment_resolve(
+    INOUT p_user_id text, INOUT p_session_id text, INOUT p_intent_id text, p_charge_id text,
+    OUT resolve_outcome text
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_found  payments[];
+BEGIN
+    SELECT array_agg(t ORDER BY t.id) INTO v_found FROM payments t
+     WHERE (p_user_id IS NULL OR t.user_id = p_user_id)
+       AND (t.payment_intent_id = p_intent_id OR t.charge_id = p_charge_id OR t.checkout_session_id = p_session_id);
+    IF v_found IS NULL THEN
+        resolve_outcome := 'not_found';
+        RETURN;
+    END IF;
+    IF cardinality(v_found) > 1 THEN
+        resolve_outcome := 'conflict';
+        RETURN;
+    END IF;
+    p_user_id := v_found[1].user_id;
+    IF p_session_id IS NULL AND p_intent_id IS NULL THEN
+        p_session_id := v_found[1].checkout_session_id;
+        p_intent_id := v_found[1].payment_intent_id;
+    END IF;
+    resolve_outcome := 'found';
+END
+$$;
+"""
+
 APPLY_SQL = r"""
 -- payment_apply (0002) for a refund call: brings the journal to the clawback target with one entry of the
 -- difference; a decrease (refunds failed or canceled, no dispute involved: a refund call changes no dispute)
@@ -336,11 +372,13 @@ BEGIN
         r.detail := v_merged.detail;
         RETURN r;
     END IF;
-    IF p_charge_amount_refunded_minor > v_payment.amount_minor OR v_merged.live_minor > v_payment.amount_minor THEN
+    -- One refund, or the charge's total, above the amount is not Stripe's data. Standing refunds that add up
+    -- to more are: a later refund reported before an earlier one's failure (the sum is capped meanwhile).
+    IF GREATEST(p_charge_amount_refunded_minor, (SELECT max(a) FROM unnest(p_refund_amounts_minor) AS a))
+       > v_payment.amount_minor THEN
         r.outcome := 'refund_exceeds_amount';
-        r.detail := format('refunds of %s minor units exceed the amount %s of payment %s',
-                           GREATEST(p_charge_amount_refunded_minor, v_merged.live_minor), v_payment.amount_minor,
-                           v_payment.id);
+        r.detail := format('a refund or the charge''s amount_refunded exceeds the amount %s of payment %s',
+                           v_payment.amount_minor, v_payment.id);
         RETURN r;
     END IF;
     PERFORM payment_refunds_save(v_payment, p_refund_ids, p_refund_amounts_minor, p_refund_statuses);
@@ -403,6 +441,7 @@ def upgrade() -> None:
     op.execute(SCHEMA_SQL)
     op.execute(RULES_SQL)
     op.execute(MERGE_SQL)
+    op.execute(RESOLVE_SQL)
     op.execute(APPLY_SQL)
     op.execute(REFUND_SQL)
 
@@ -410,4 +449,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute(_function_of_0002("ledger_payment_refund", replace=False))
     op.execute(_function_of_0002("payment_merge", replace=True))
+    op.execute(_function_of_0002("payment_resolve", replace=True))
     op.execute(DOWNGRADE_SQL)

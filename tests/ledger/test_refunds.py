@@ -266,14 +266,34 @@ async def test_a_refund_id_known_with_another_amount_or_payment_is_a_conflict(le
     assert list(got.refunds) == [refund("re_1", 1000, pb.REFUND_STATUS_PENDING)]
 
 
-async def test_refunds_above_the_amount_are_refused_and_change_nothing(ledger, stub, user_id):
+async def test_a_refund_above_the_amount_is_refused_and_changes_nothing(ledger, stub, user_id):
     ids = Ids.new()
     await settled(ledger, user_id, ids)
     await refund_event(ledger, ids, refund("re_1", 2000, pb.REFUND_STATUS_SUCCEEDED))
 
-    over = request(refund("re_2", 600, pb.REFUND_STATUS_PENDING), intent=ids.intent)
+    over = request(refund("re_2", MEDIUM_AMOUNT_MINOR + 1, pb.REFUND_STATUS_PENDING), intent=ids.intent)
+    over_charge = pb.ApplyRefundRequest(
+        details=details(user_id, intent=ids.intent), amount_refunded_minor=MEDIUM_AMOUNT_MINOR + 1, source=source()
+    )
 
-    assert_refusal(await refusal(stub.ApplyRefund, over), INVALID, "INVALID_ARGUMENT")
+    for refused_request in (over, over_charge):
+        assert_refusal(await refusal(stub.ApplyRefund, refused_request), INVALID, "INVALID_ARGUMENT")
     got = (await ledger.get_payment(payment_intent_id=ids.intent)).payment
     assert [item.refund_id for item in got.refunds] == ["re_1"]
-    assert got.amount_refunded_minor == 2000
+    assert (got.amount_refunded_minor, got.charge_amount_refunded_minor) == (2000, 0)
+
+
+async def test_a_later_refund_reported_before_an_earlier_ones_failure_is_kept(ledger, user_id):
+    """Stripe's order: re_1 (all of it) fails, then re_2 (all of it) succeeds. Delivered re_2 first, the two
+    standing refunds add up to twice the amount for a while: capped, not refused, so re_2 is not lost."""
+    ids = Ids.new()
+    await settled(ledger, user_id, ids)
+    await refund_event(ledger, ids, refund("re_1", MEDIUM_AMOUNT_MINOR, pb.REFUND_STATUS_PENDING))
+
+    second = await refund_event(ledger, ids, refund("re_2", MEDIUM_AMOUNT_MINOR, pb.REFUND_STATUS_SUCCEEDED))
+    failed = await refund_event(ledger, ids, refund("re_1", MEDIUM_AMOUNT_MINOR, pb.REFUND_STATUS_FAILED))
+
+    assert second.payment.amount_refunded_minor == MEDIUM_AMOUNT_MINOR
+    assert failed.credits_clawed_back == 0
+    assert failed.payment.status == pb.PAYMENT_STATUS_REFUNDED
+    assert (await ledger.get_balance(user_id)).balance == 0
