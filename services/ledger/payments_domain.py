@@ -1,8 +1,9 @@
 """Plain domain values of the payment lifecycle: no protobuf, no SQL.
 
-The rules themselves (clawback target, status, dispute rank) live in the database functions of
-migrations/versions/0002_payment_lifecycle.py, where they run under the user's lock; the helpers
-here mirror them for callers and tests that reason about expected states.
+The rules themselves (clawback target, status, dispute rank; refund rank and the refunded amount) live in
+the database functions of migrations/versions/0002_payment_lifecycle.py and 0005_refunds.py, where they
+run under the user's lock; the helpers here mirror them for callers and tests that reason about expected
+states.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The payment lifecycle RPCs of LedgerService: protobuf <-> domain values, and nothing else.
 
 Validation lives in payments_validation.py, SQL and the refusal mapping in payments_store.py, the
-rules themselves in the database functions of migrations/versions/0002_payment_lifecycle.py.
+rules themselves in the database functions of migrations/versions/0002_payment_lifecycle.py and
+0005_refunds.py.
 """
 
 from __future__ import annotations
