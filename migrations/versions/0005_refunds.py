@@ -383,9 +383,10 @@ BEGIN
     END IF;
     PERFORM payment_refunds_save(v_payment, p_refund_ids, p_refund_amounts_minor, p_refund_statuses);
     IF p_charge_amount_refunded_minor > v_payment.charge_amount_refunded_minor THEN
-        v_payment.charge_amount_refunded_minor := p_charge_amount_refunded_minor;
-        UPDATE payments t SET charge_amount_refunded_minor = p_charge_amount_refunded_minor
-         WHERE t.user_id = v_payment.user_id AND t.id = v_payment.id;
+        UPDATE payments t SET charge_amount_refunded_minor = p_charge_amount_refunded_minor,
+                              updated_at = clock_timestamp()
+         WHERE t.user_id = v_payment.user_id AND t.id = v_payment.id
+        RETURNING t.* INTO STRICT v_payment;
     END IF;
     v_payment.amount_refunded_minor := payment_refunded_amount(
         v_payment.amount_minor, v_payment.charge_amount_refunded_minor, v_merged.live_minor, v_merged.ended_minor);
