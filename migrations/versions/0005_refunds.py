@@ -448,6 +448,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # A journal holding refund_reversal entries cannot go back: the journal is append-only, and 0004's kind
+    # check refuses them (the downgrade then fails, changing nothing).
     op.execute(_function_of_0002("ledger_payment_refund", replace=False))
     op.execute(_function_of_0002("payment_merge", replace=True))
     op.execute(_function_of_0002("payment_resolve", replace=True))
