@@ -6,6 +6,7 @@ Events come from the fake Stripe's own state changes or the published-fixture bu
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -215,3 +216,22 @@ async def test_a_refund_id_reported_with_another_amount_is_refused_and_changes_n
     row = await processed_event(db, forged["id"])
     assert row is not None and row["detail"].startswith("ledger_refused")
     assert await balance_of(ledger, purchase.user_id) == CREDITS - 220
+
+
+async def test_concurrent_deliveries_of_a_failing_refunds_events_end_as_in_order(
+    http, gateway, ledger, fake_stripe
+) -> None:
+    """Every event of a purchase, a refund and its failure, each delivered three times, all at once."""
+    purchase = Purchase(fake_stripe)
+    refund_id, created = purchase.refund(1000, status="pending")
+    failed = purchase.move(refund_id, "failed")
+    events = [purchase.completed(), *created, *failed] * 3
+
+    answers = await asyncio.gather(*(deliver(http, gateway, event) for event in events))
+
+    assert all(answer.status == 200 for answer in answers), [answer.body for answer in answers]
+    assert {answer.body["outcome"] for answer in answers} <= {"applied", "duplicate"}
+    assert await balance_of(ledger, purchase.user_id) == CREDITS
+    kinds = [entry.kind for entry in await journal_of(ledger, purchase.user_id)]
+    assert kinds.count(pb.TRANSACTION_KIND_PURCHASE) == 1
+    assert kinds.count(pb.TRANSACTION_KIND_REFUND) == kinds.count(pb.TRANSACTION_KIND_REFUND_REVERSAL) <= 1
