@@ -352,8 +352,8 @@ def refund_action(charge: Mapping[str, Any], catalog: Catalog, source: EventSour
     if not details.payment_intent_id:
         return Refuse(source, "missing_payment_intent", "charge has no payment intent", details.user_id)
     embedded = embedded_refunds(charge)
-    if isinstance(embedded, str):
-        return Refuse(source, "malformed_object", embedded, details.user_id, details.payment_intent_id)
+    if isinstance(embedded, Problem):
+        return Refuse(source, "malformed_object", embedded.reason, details.user_id, details.payment_intent_id)
     return Refund(source, details, amount_refunded, embedded)
 
 
@@ -365,32 +365,37 @@ def refund_object_action(refund: Mapping[str, Any], source: EventSource = NO_EVE
     charge_id = _stripe_id(refund.get("charge"))
     payment_intent_id = _stripe_id(refund.get("payment_intent"))
     fact = refund_fact(refund)
-    if isinstance(fact, str):
-        code = "unknown_refund_status" if fact.startswith("refund status") else "malformed_object"
-        return Refuse(source, code, fact, payment_intent_id=payment_intent_id)
+    if isinstance(fact, Problem):
+        return Refuse(source, fact.code, fact.reason, payment_intent_id=payment_intent_id)
     if not (charge_id or payment_intent_id):
         return Refuse(source, "malformed_object", "refund without charge or payment intent")
+    # No user and no price: a refund names neither (the ledger finds the payment by its ids).
     details = PaymentDetails(
-        user_id="", package_id="", credits=0, amount_minor=0, currency="",
-        payment_intent_id=payment_intent_id, charge_id=charge_id,
+        user_id="",
+        package_id="",
+        credits=0,
+        amount_minor=0,
+        currency="",
+        payment_intent_id=payment_intent_id,
+        charge_id=charge_id,
     )
     return Refund(source, details, 0, (fact,))
 
 
-def refund_fact(refund: Mapping[str, Any]) -> RefundFact | str:
-    """A refund object's id, amount and status, or why they are unusable (a PII-free sentence)."""
+def refund_fact(refund: Mapping[str, Any]) -> RefundFact | Problem:
+    """A refund object's id, amount and status, or the Problem (code, PII-free reason) that makes it unusable."""
     refund_id = _stripe_id(refund.get("id"))
     amount_minor = refund.get("amount")
     raw_status = refund.get("status")
     if not refund_id or not _is_int(amount_minor) or amount_minor <= 0:
-        return "refund without id or positive amount"
+        return Problem("malformed_object", "refund without id or positive amount")
     status = _REFUND_STATUS_BY_NAME.get(raw_status) if isinstance(raw_status, str) else None
     if status is None:
-        return f"refund status {shown(raw_status)} is not one the ledger knows"
+        return Problem("unknown_refund_status", f"refund status {shown(raw_status)} is not one the ledger knows")
     return RefundFact(refund_id, amount_minor, status)
 
 
-def embedded_refunds(charge: Mapping[str, Any]) -> tuple[RefundFact, ...] | str:
+def embedded_refunds(charge: Mapping[str, Any]) -> tuple[RefundFact, ...] | Problem:
     """The refunds a charge carries: a list object (API versions before 2022-11-15 expand it in events; later
     ones only when asked), or a bare array (the oldest versions). Absent: none. A page (`has_more`) is fine:
     the cumulative amount_refunded covers the rest."""
@@ -399,15 +404,17 @@ def embedded_refunds(charge: Mapping[str, Any]) -> tuple[RefundFact, ...] | str:
         return ()
     items = refunds.get("data") if isinstance(refunds, dict) else refunds
     if not isinstance(items, list) or len(items) > EMBEDDED_REFUNDS_MAX:
-        return "charge refunds is not a list of refunds"
+        return Problem("malformed_object", "charge refunds is not a list of refunds")
     facts: list[RefundFact] = []
     for item in items:
-        fact = refund_fact(item) if isinstance(item, dict) else "charge refunds holds a non-object"
-        if isinstance(fact, str):
+        if not isinstance(item, dict):
+            return Problem("malformed_object", "charge refunds holds something other than refunds")
+        fact = refund_fact(item)
+        if isinstance(fact, Problem):
             return fact
         facts.append(fact)
     if len({fact.refund_id for fact in facts}) != len(facts):
-        return "charge refunds names a refund twice"
+        return Problem("malformed_object", "charge refunds names a refund twice")
     return tuple(facts)
 
 

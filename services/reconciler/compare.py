@@ -239,8 +239,8 @@ def refund_finding(
     listed: list[RefundFact] = []
     for item in refunds:
         fact = refund_fact(item)
-        if isinstance(fact, str):
-            return Finding(DriftKind.UNUSABLE_CHARGE, None, f"a refund of the charge: {fact}", "malformed_object")
+        if isinstance(fact, Problem):
+            return Finding(DriftKind.UNUSABLE_CHARGE, None, f"a refund of the charge: {fact.reason}", fact.code)
         listed.append(fact)
     known = [StripeRefund(fact.refund_id, fact.amount_minor, RefundStatus(fact.status.value)) for fact in listed]
     standing_minor = refunded_amount_minor(facts.amount_minor, facts.amount_refunded_minor, known)

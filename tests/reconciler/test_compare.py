@@ -169,7 +169,7 @@ def test_a_refund_stripe_would_not_list_is_reported_not_applied() -> None:
     broken["status"] = "bogus"
     finding = _refund_finding(250, 0, [broken])
     assert finding is not None
-    assert (finding.kind, finding.repair, finding.code) == (DriftKind.UNUSABLE_CHARGE, None, "malformed_object")
+    assert (finding.kind, finding.repair, finding.code) == (DriftKind.UNUSABLE_CHARGE, None, "unknown_refund_status")
 
 
 def test_refund_repair_carries_the_cumulative_amount() -> None:
