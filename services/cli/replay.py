@@ -107,6 +107,11 @@ def describe_action(action: Action) -> dict[str, Any]:
         )
     if isinstance(action, Refund):
         described["amount_refunded_minor"] = action.amount_refunded_minor
+        described["charge_id"] = action.details.charge_id or None
+        described["refunds"] = [
+            {"refund_id": fact.refund_id, "amount_minor": fact.amount_minor, "status": fact.status.value}
+            for fact in action.refunds
+        ]
     if isinstance(action, Dispute):
         described.update(
             dispute_id=action.dispute_id,

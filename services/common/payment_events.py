@@ -7,7 +7,9 @@ processed_events in the same transaction as the effect: a redelivery is answered
     action    ledger call                        outcome
     Settle    SettlePayment                      applied (credited now, or already by another event)
     Fail      FailPayment                        applied
-    Refund    ApplyRefund (cumulative amount)    applied
+    Refund    ApplyRefund (cumulative amount     applied (credits clawed back, or reinstated when refunds
+              and/or refunds by id; from a       failed or were canceled); a refund object the ledger cannot
+              refund object, empty user_id)      place is retried with its charge's metadata, as disputes are
     Dispute   ApplyDispute (empty user_id: the   applied; when the ledger does not know the payment,
               ledger finds it by intent/charge)  the charge is fetched from Stripe and the call repeated
                                                  with the charge's metadata and catalog price
@@ -47,6 +49,8 @@ from services.common.stripe_events import (
     PaymentDetails,
     Problem,
     Refund,
+    RefundFact,
+    RefundStatus,
     Refuse,
     Settle,
     action_name,
@@ -102,6 +106,14 @@ DISPUTE_STATUS_TO_PROTO: Final[Mapping[DisputeStatus, int]] = {
     DisputeStatus.LOST: pb.DISPUTE_STATUS_LOST,
 }
 assert set(DISPUTE_STATUS_TO_PROTO) == set(DisputeStatus)
+REFUND_STATUS_TO_PROTO: Final[Mapping[RefundStatus, int]] = {
+    RefundStatus.REQUIRES_ACTION: pb.REFUND_STATUS_REQUIRES_ACTION,
+    RefundStatus.PENDING: pb.REFUND_STATUS_PENDING,
+    RefundStatus.SUCCEEDED: pb.REFUND_STATUS_SUCCEEDED,
+    RefundStatus.FAILED: pb.REFUND_STATUS_FAILED,
+    RefundStatus.CANCELED: pb.REFUND_STATUS_CANCELED,
+}
+assert set(REFUND_STATUS_TO_PROTO) == set(RefundStatus)
 
 
 async def apply_action(
@@ -153,12 +165,66 @@ async def _apply_money(
         )
         return _money_result(action, failed.duplicate_event, 0)
     if isinstance(action, Refund):
-        refund_request = pb.ApplyRefundRequest(
-            details=details_proto(action.details), amount_refunded_minor=action.amount_refunded_minor, source=source
-        )
-        refunded = await ledger.call(ledger.stub.ApplyRefund, refund_request)
-        return _money_result(action, refunded.duplicate_event, -refunded.credits_clawed_back)
+        return await _apply_refund(action, ledger, catalog, fetch_charge)
     return await _apply_dispute(action, ledger, catalog, fetch_charge)
+
+
+async def _apply_refund(
+    action: Refund, ledger: LedgerClient, catalog: Catalog, fetch_charge: ChargeFetcher | None
+) -> Applied:
+    """A refund object carries no metadata: the ledger finds the payment by its ids, else the charge tells who
+    paid (then a payment not settled yet is recorded, and clawed back when it settles)."""
+    try:
+        refunded = await ledger.call(ledger.stub.ApplyRefund, _refund_request(action, details_proto(action.details)))
+    except errors.NotFound:
+        if not action.from_refund_object or fetch_charge is None or not action.details.charge_id:
+            raise
+        priced = await _priced_charge(action, action.details.charge_id, ledger, catalog, fetch_charge)
+        if isinstance(priced, Applied):
+            return priced
+        refunded = await ledger.call(ledger.stub.ApplyRefund, _refund_request(action, priced))
+    return _money_result(action, refunded.duplicate_event, -refunded.credits_clawed_back)
+
+
+def _refund_request(action: Refund, details: pb.PaymentDetails) -> pb.ApplyRefundRequest:
+    return pb.ApplyRefundRequest(
+        details=details,
+        amount_refunded_minor=action.amount_refunded_minor,
+        source=_source_proto(action.source),
+        refunds=[refund_proto(fact) for fact in action.refunds],
+    )
+
+
+def refund_proto(fact: RefundFact) -> pb.PaymentRefund:
+    return pb.PaymentRefund(
+        refund_id=fact.refund_id,
+        amount_minor=fact.amount_minor,
+        status=REFUND_STATUS_TO_PROTO[fact.status],  # type: ignore[arg-type]
+    )
+
+
+async def _priced_charge(
+    action: Refund | Dispute, charge_id: str, ledger: LedgerClient, catalog: Catalog, fetch_charge: ChargeFetcher
+) -> pb.PaymentDetails | Applied:
+    """The payment as its charge at Stripe describes it, or the recorded refusal when that cannot be used."""
+    charge = await fetch_charge(charge_id)
+    if charge is None:
+        reason = "the ledger does not know the payment and Stripe does not know the charge"
+        _, payment_intent_id = _known_ids(action)
+        return await _refuse(
+            ledger, action.source, "unknown_payment", reason, user_id="", payment_intent_id=payment_intent_id
+        )
+    priced = details_from_charge(charge, catalog)
+    if isinstance(priced, Problem):
+        return await _refuse(
+            ledger,
+            action.source,
+            priced.code,
+            priced.reason,
+            user_id=priced.user_id,
+            payment_intent_id=priced.payment_intent_id,
+        )
+    return details_proto(priced)
 
 
 async def _apply_dispute(
@@ -171,23 +237,10 @@ async def _apply_dispute(
     except errors.NotFound:
         if fetch_charge is None or not action.charge_id:
             raise
-        charge = await fetch_charge(action.charge_id)
-        if charge is None:
-            reason = "the ledger does not know the payment and Stripe does not know the charge"
-            return await _refuse(
-                ledger, action.source, "unknown_payment", reason, user_id="", payment_intent_id=action.payment_intent_id
-            )
-        priced = details_from_charge(charge, catalog)
-        if isinstance(priced, Problem):
-            return await _refuse(
-                ledger,
-                action.source,
-                priced.code,
-                priced.reason,
-                user_id=priced.user_id,
-                payment_intent_id=priced.payment_intent_id,
-            )
-        disputed = await ledger.call(ledger.stub.ApplyDispute, _dispute_request(action, details_proto(priced)))
+        priced = await _priced_charge(action, action.charge_id, ledger, catalog, fetch_charge)
+        if isinstance(priced, Applied):
+            return priced
+        disputed = await ledger.call(ledger.stub.ApplyDispute, _dispute_request(action, priced))
     return _money_result(action, disputed.duplicate_event, disputed.credits_delta)
 
 

@@ -10,7 +10,12 @@ through the ledger client.
     checkout.session.async_payment_succeeded     checkout.session    Settle
     checkout.session.async_payment_failed        checkout.session    Fail
     payment_intent.succeeded                     payment_intent      Settle (by payment intent)
-    charge.refunded                              charge              Refund (cumulative amount_refunded)
+    charge.refunded                              charge              Refund (cumulative amount_refunded, and
+                                                                       the embedded refunds list when the API
+                                                                       version still sends one: before 2022-11-15)
+    refund.created / refund.updated /            refund              Refund (that refund's id, amount and status;
+      refund.failed / charge.refund.updated                            the ledger finds the payment by intent or
+                                                                       charge: a refund carries no metadata)
     charge.dispute.created / updated /           dispute             Dispute (its status; the ledger finds the
       funds_withdrawn / funds_reinstated / closed                      payment by payment intent or charge)
     anything else                                -                   Ignore  unhandled_type
@@ -46,6 +51,9 @@ USER_ID_CHARS_MAX: Final = validation.USER_ID_CHARS_MAX
 STRIPE_ID_CHARS_MAX: Final = 255
 EVENT_TYPE_CHARS_MAX: Final = 100
 SHOWN_VALUE_CHARS_MAX: Final = 40
+# The ledger's limit of refunds per ApplyRefund (an embedded list holds 10 per page; Stripe caps refunds per
+# charge far below this in practice).
+EMBEDDED_REFUNDS_MAX: Final = 100
 _CONTROL_CHARACTERS: Final = re.compile(r"[\x00-\x1f\x7f]")
 _PRINTABLE_WORD: Final = re.compile(r"[\x21-\x7e]+")
 
@@ -75,10 +83,26 @@ _DISPUTE_STATUS_BY_NAME: Final[Mapping[str, DisputeStatus]] = {
     **_DISPUTE_STATUS_ALIASES,
 }
 
+class RefundStatus(enum.StrEnum):
+    """A refund's status as Stripe names it: requires_action, pending and succeeded claw credits back;
+    failed and canceled give them back (docs/stripe.md)."""
+
+    REQUIRES_ACTION = "requires_action"
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+_REFUND_STATUS_BY_NAME: Final[Mapping[str, RefundStatus]] = {status.value: status for status in RefundStatus}
+
 SETTLE_SESSION_TYPES: Final = frozenset({"checkout.session.completed", "checkout.session.async_payment_succeeded"})
 FAIL_SESSION_TYPE: Final = "checkout.session.async_payment_failed"
 PAYMENT_INTENT_SUCCEEDED: Final = "payment_intent.succeeded"
 CHARGE_REFUNDED: Final = "charge.refunded"
+# Every refund's own events (refund.* since API version 2024-10-28.acacia; charge.refund.updated before and since,
+# on some payment methods): each carries one refund object in its state at the time.
+REFUND_OBJECT_TYPES: Final = frozenset({"refund.created", "refund.updated", "refund.failed", "charge.refund.updated"})
 DISPUTE_TYPES: Final = frozenset(
     {
         "charge.dispute.created",
@@ -89,7 +113,14 @@ DISPUTE_TYPES: Final = frozenset(
     }
 )
 HANDLED_TYPES: Final = frozenset(
-    {*SETTLE_SESSION_TYPES, FAIL_SESSION_TYPE, PAYMENT_INTENT_SUCCEEDED, CHARGE_REFUNDED, *DISPUTE_TYPES}
+    {
+        *SETTLE_SESSION_TYPES,
+        FAIL_SESSION_TYPE,
+        PAYMENT_INTENT_SUCCEEDED,
+        CHARGE_REFUNDED,
+        *REFUND_OBJECT_TYPES,
+        *DISPUTE_TYPES,
+    }
 )
 
 
@@ -148,10 +179,30 @@ class Fail:
 
 
 @dataclass(frozen=True, slots=True)
+class RefundFact:
+    """One Stripe refund as an object showed it: id, amount (Stripe never changes it), status at the time."""
+
+    refund_id: str
+    amount_minor: int
+    status: RefundStatus
+
+
+@dataclass(frozen=True, slots=True)
 class Refund:
+    """A charge's cumulative amount_refunded (0: not reported) and/or refunds by id.
+
+    From a refund object the user and price are unknown (`details.user_id` empty, no price): the ledger finds
+    the payment by `payment_intent_id` / `charge_id`, and when it does not know it, the charge tells who paid.
+    """
+
     source: EventSource
     details: PaymentDetails
     amount_refunded_minor: int
+    refunds: tuple[RefundFact, ...] = ()
+
+    @property
+    def from_refund_object(self) -> bool:
+        return not self.details.user_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +293,8 @@ def translate_event(event: Mapping[str, Any], catalog: Catalog) -> Action:
         return payment_intent_action(data_object, catalog, source)
     if event_type == CHARGE_REFUNDED:
         return refund_action(data_object, catalog, source)
+    if event_type in REFUND_OBJECT_TYPES:
+        return refund_object_action(data_object, source)
     if event_type in DISPUTE_TYPES:
         return dispute_action(data_object, source)
     return Ignore(source, "unhandled_type", f"event type {shown(event_type)} is not acted on")
@@ -298,7 +351,71 @@ def refund_action(charge: Mapping[str, Any], catalog: Catalog, source: EventSour
         return Refuse(source, "malformed_object", reason, details.user_id, details.payment_intent_id)
     if not details.payment_intent_id:
         return Refuse(source, "missing_payment_intent", "charge has no payment intent", details.user_id)
-    return Refund(source, details, amount_refunded)
+    embedded = embedded_refunds(charge)
+    if isinstance(embedded, Problem):
+        return Refuse(source, "malformed_object", embedded.reason, details.user_id, details.payment_intent_id)
+    return Refund(source, details, amount_refunded, embedded)
+
+
+def refund_object_action(refund: Mapping[str, Any], source: EventSource = NO_EVENT) -> Action:
+    """One refund's state (refund.* / charge.refund.updated), for the payment of its charge or payment intent."""
+    wrong = _wrong_object(refund, "refund", source)
+    if wrong is not None:
+        return wrong
+    charge_id = _stripe_id(refund.get("charge"))
+    payment_intent_id = _stripe_id(refund.get("payment_intent"))
+    fact = refund_fact(refund)
+    if isinstance(fact, Problem):
+        return Refuse(source, fact.code, fact.reason, payment_intent_id=payment_intent_id)
+    if not (charge_id or payment_intent_id):
+        return Refuse(source, "malformed_object", "refund without charge or payment intent")
+    # No user and no price: a refund names neither (the ledger finds the payment by its ids).
+    details = PaymentDetails(
+        user_id="",
+        package_id="",
+        credits=0,
+        amount_minor=0,
+        currency="",
+        payment_intent_id=payment_intent_id,
+        charge_id=charge_id,
+    )
+    return Refund(source, details, 0, (fact,))
+
+
+def refund_fact(refund: Mapping[str, Any]) -> RefundFact | Problem:
+    """A refund object's id, amount and status, or the Problem (code, PII-free reason) that makes it unusable."""
+    refund_id = _stripe_id(refund.get("id"))
+    amount_minor = refund.get("amount")
+    raw_status = refund.get("status")
+    if not refund_id or not _is_int(amount_minor) or amount_minor <= 0:
+        return Problem("malformed_object", "refund without id or positive amount")
+    status = _REFUND_STATUS_BY_NAME.get(raw_status) if isinstance(raw_status, str) else None
+    if status is None:
+        return Problem("unknown_refund_status", f"refund status {shown(raw_status)} is not one the ledger knows")
+    return RefundFact(refund_id, amount_minor, status)
+
+
+def embedded_refunds(charge: Mapping[str, Any]) -> tuple[RefundFact, ...] | Problem:
+    """The refunds a charge carries: a list object (API versions before 2022-11-15 expand it in events; later
+    ones only when asked), or a bare array (the oldest versions). Absent: none. A page (`has_more`) is fine:
+    the cumulative amount_refunded covers the rest."""
+    refunds = charge.get("refunds")
+    if refunds is None:
+        return ()
+    items = refunds.get("data") if isinstance(refunds, dict) else refunds
+    if not isinstance(items, list) or len(items) > EMBEDDED_REFUNDS_MAX:
+        return Problem("malformed_object", "charge refunds is not a list of refunds")
+    facts: list[RefundFact] = []
+    for item in items:
+        if not isinstance(item, dict):
+            return Problem("malformed_object", "charge refunds holds something other than refunds")
+        fact = refund_fact(item)
+        if isinstance(fact, Problem):
+            return fact
+        facts.append(fact)
+    if len({fact.refund_id for fact in facts}) != len(facts):
+        return Problem("malformed_object", "charge refunds names a refund twice")
+    return tuple(facts)
 
 
 def dispute_action(dispute: Mapping[str, Any], source: EventSource = NO_EVENT) -> Action:

@@ -153,9 +153,16 @@ class LedgerClient:
         return await self.call(self.stub.FailPayment, pb.FailPaymentRequest(details=details, source=source))
 
     async def apply_refund(
-        self, details: pb.PaymentDetails, amount_refunded_minor: int, source: pb.EventSource | None = None
+        self,
+        details: pb.PaymentDetails,
+        amount_refunded_minor: int,
+        source: pb.EventSource | None = None,
+        refunds: Sequence[pb.PaymentRefund] = (),
     ) -> pb.ApplyRefundResponse:
-        request = pb.ApplyRefundRequest(details=details, amount_refunded_minor=amount_refunded_minor, source=source)
+        """A charge's cumulative refunded amount (0: none reported) and/or refunds by id."""
+        request = pb.ApplyRefundRequest(
+            details=details, amount_refunded_minor=amount_refunded_minor, source=source, refunds=refunds
+        )
         return await self.call(self.stub.ApplyRefund, request)
 
     async def apply_dispute(

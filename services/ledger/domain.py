@@ -20,6 +20,7 @@ class Kind(StrEnum):
     CHARGEBACK_REVERSAL = "chargeback_reversal"
     ADMIN_ADJUSTMENT = "admin_adjustment"
     HOLD_CAPTURE = "hold_capture"
+    REFUND_REVERSAL = "refund_reversal"
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,8 @@ went, `kind` why (the journal's kind; anything unknown is `other`, so the label 
     issued        purchase, grant, admin_adjustment (positive)
     spent         spend, hold_capture
     clawed_back   refund, chargeback, admin_adjustment (negative)
-    reinstated    chargeback_reversal (a won dispute gives back what its chargeback took)
+    reinstated    chargeback_reversal (a won dispute gives back what its chargeback took),
+                  refund_reversal (a failed or canceled refund gives back what its refund took)
 
 The pool gauges are set by the health probe (about once a second, `record_pool`), not on the hot path:
 a scrape in the supervisor cannot read the workers' pools, so they report their own. Waiting callers come
@@ -55,7 +56,7 @@ OTHER_KIND: Final = "other"
 KNOWN_KINDS: Final = frozenset(kind.value for kind in Kind)
 DIRECTIONS: Final = ("issued", "spent", "clawed_back", "reinstated")
 CLAWBACK_KINDS: Final = frozenset({Kind.REFUND.value, Kind.CHARGEBACK.value, Kind.ADMIN_ADJUSTMENT.value})
-REINSTATEMENT_KINDS: Final = frozenset({Kind.CHARGEBACK_REVERSAL.value})
+REINSTATEMENT_KINDS: Final = frozenset({Kind.CHARGEBACK_REVERSAL.value, Kind.REFUND_REVERSAL.value})
 # The (direction, kind) pairs the ledger writes; created at zero so that rate() works from the first entry.
 EXPECTED_SERIES: Final = (
     ("issued", Kind.PURCHASE.value),
@@ -67,6 +68,7 @@ EXPECTED_SERIES: Final = (
     ("clawed_back", Kind.CHARGEBACK.value),
     ("clawed_back", Kind.ADMIN_ADJUSTMENT.value),
     ("reinstated", Kind.CHARGEBACK_REVERSAL.value),
+    ("reinstated", Kind.REFUND_REVERSAL.value),
 )
 
 CREDITS = Counter(

@@ -1,12 +1,14 @@
 """Plain domain values of the payment lifecycle: no protobuf, no SQL.
 
-The rules themselves (clawback target, status, dispute rank) live in the database functions of
-migrations/versions/0002_payment_lifecycle.py, where they run under the user's lock; the helpers
-here mirror them for callers and tests that reason about expected states.
+The rules themselves (clawback target, status, dispute rank; refund rank and the refunded amount) live in
+the database functions of migrations/versions/0002_payment_lifecycle.py and 0005_refunds.py, where they
+run under the user's lock; the helpers here mirror them for callers and tests that reason about expected
+states.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -35,6 +37,29 @@ class DisputeStatus(StrEnum):
     UNDER_REVIEW = "under_review"
     WON = "won"
     LOST = "lost"
+
+
+class RefundStatus(StrEnum):
+    """A Stripe refund's status, as Stripe names it (payment_refunds.status)."""
+
+    REQUIRES_ACTION = "requires_action"
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+# Refunds whose credits are clawed back; failed and canceled ones give them back (migration 0005).
+LIVE_REFUND_STATUSES = frozenset({RefundStatus.REQUIRES_ACTION, RefundStatus.PENDING, RefundStatus.SUCCEEDED})
+# A refund's status only moves up this rank; failed and canceled share the top rank and are final.
+REFUND_RANK: dict[RefundStatus | None, int] = {
+    None: 0,
+    RefundStatus.REQUIRES_ACTION: 1,
+    RefundStatus.PENDING: 2,
+    RefundStatus.SUCCEEDED: 3,
+    RefundStatus.FAILED: 4,
+    RefundStatus.CANCELED: 4,
+}
 
 
 class EventOutcome(StrEnum):
@@ -71,6 +96,25 @@ def clawback_target_credits(
     if amount_refunded_minor >= amount_minor:
         return credits
     return credits * amount_refunded_minor // amount_minor
+
+
+def refunded_amount_minor(
+    amount_minor: int, charge_amount_refunded_minor: int, refunds: Sequence[StripeRefund]
+) -> int:
+    """The refunded amount the clawback follows (payment_refunded_amount of migration 0005): the live refunds,
+    or the charge's cumulative amount less the refunds known to have ended, whichever is larger."""
+    live = sum(refund.amount_minor for refund in refunds if refund.status in LIVE_REFUND_STATUSES)
+    ended = sum(refund.amount_minor for refund in refunds if refund.status not in LIVE_REFUND_STATUSES)
+    return min(amount_minor, max(live, charge_amount_refunded_minor - ended, 0))
+
+
+@dataclass(frozen=True, slots=True)
+class StripeRefund:
+    """One Stripe refund of a payment: its id, amount (immutable at Stripe) and latest status."""
+
+    refund_id: str
+    amount_minor: int
+    status: RefundStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +173,10 @@ class Payment:
     created_at: datetime
     updated_at: datetime
     credited_at: datetime | None
+    # The largest cumulative amount_refunded a charge snapshot reported.
+    charge_amount_refunded_minor: int = 0
+    # The payment's refunds by id (filled by get, list and refund; empty elsewhere).
+    refunds: tuple[StripeRefund, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,13 +197,14 @@ class Settled:
 
 @dataclass(frozen=True, slots=True)
 class Changed:
-    """A fail, refund or dispute. credits_moved: for a refund, credits clawed back by this call;
-    for a dispute, the signed change (negative clawback, positive reinstatement); 0 for a fail."""
+    """A fail, refund or dispute. credits_moved: for a refund, credits clawed back by this call
+    (negative: reinstated because refunds failed or were canceled); for a dispute, the signed change
+    (negative clawback, positive reinstatement); 0 for a fail."""
 
     payment: Payment | None
     credits_moved: int
     duplicate_event: bool
-    # The journal kind of the entry this call wrote (refund, chargeback, chargeback_reversal), if any.
+    # The journal kind of the entry this call wrote (refund, refund_reversal, chargeback, chargeback_reversal).
     entry_kind: str | None = None
 
 

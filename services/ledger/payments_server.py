@@ -1,7 +1,8 @@
 """The payment lifecycle RPCs of LedgerService: protobuf <-> domain values, and nothing else.
 
 Validation lives in payments_validation.py, SQL and the refusal mapping in payments_store.py, the
-rules themselves in the database functions of migrations/versions/0002_payment_lifecycle.py.
+rules themselves in the database functions of migrations/versions/0002_payment_lifecycle.py and
+0005_refunds.py.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from services.ledger.payments_domain import (
     PaymentLookup,
     PaymentQuery,
     PaymentStatus,
+    RefundStatus,
 )
 from services.ledger.payments_store import PaymentsStore
 from services.ledger.server import rpc, timestamp, transaction_proto
@@ -53,6 +55,16 @@ DISPUTE_STATUS_TO_PROTO: dict[DisputeStatus, pb.DisputeStatus] = {
 }
 DISPUTE_STATUS_BY_PROTO: dict[int, str] = {
     int(number): status.value for status, number in DISPUTE_STATUS_TO_PROTO.items()
+}
+REFUND_STATUS_TO_PROTO: dict[RefundStatus, pb.RefundStatus] = {
+    RefundStatus.REQUIRES_ACTION: pb.REFUND_STATUS_REQUIRES_ACTION,
+    RefundStatus.PENDING: pb.REFUND_STATUS_PENDING,
+    RefundStatus.SUCCEEDED: pb.REFUND_STATUS_SUCCEEDED,
+    RefundStatus.FAILED: pb.REFUND_STATUS_FAILED,
+    RefundStatus.CANCELED: pb.REFUND_STATUS_CANCELED,
+}
+REFUND_STATUS_BY_PROTO: dict[int, RefundStatus] = {
+    int(number): status for status, number in REFUND_STATUS_TO_PROTO.items()
 }
 EVENT_OUTCOME_TO_PROTO: dict[EventOutcome, pb.EventOutcome] = {
     EventOutcome.APPLIED: pb.EVENT_OUTCOME_APPLIED,
@@ -94,6 +106,15 @@ def payment_proto(payment: Payment) -> pb.Payment:
         update_time=timestamp(payment.updated_at),
         credit_time=timestamp(payment.credited_at),
         anonymized=payment.anonymized,
+        charge_amount_refunded_minor=payment.charge_amount_refunded_minor,
+        refunds=[
+            pb.PaymentRefund(
+                refund_id=refund.refund_id,
+                amount_minor=refund.amount_minor,
+                status=REFUND_STATUS_TO_PROTO[refund.status],
+            )
+            for refund in payment.refunds
+        ],
     )
 
 
@@ -241,11 +262,22 @@ class PaymentsServicer(pb_grpc.LedgerServiceServicer):
     async def ApplyRefund(
         self, request: pb.ApplyRefundRequest, context: grpc.aio.ServicerContext
     ) -> pb.ApplyRefundResponse:
-        details = details_from_proto(request.details, price_required=False)
-        check.require("details.payment_intent_id", details.payment_intent_id)
+        details = details_from_proto(request.details, price_required=False, user_required=False)
+        if details.payment_intent_id is None and details.charge_id is None:
+            raise errors.InvalidArgument("details.payment_intent_id", "or charge_id is required")
+        if details.price is not None and details.user_id is None:
+            raise errors.InvalidArgument("details.user_id", "is required with a price")
         amount_refunded_minor = check.amount_minor("amount_refunded_minor", request.amount_refunded_minor)
-        refunded = await self.payments.refund(details, amount_refunded_minor, source_from_proto(request.source))
-        record_entry(refunded.entry_kind or "refund", -refunded.credits_moved, refunded.duplicate_event)
+        refunds = check.refunds(
+            [
+                (refund.refund_id, refund.amount_minor, REFUND_STATUS_BY_PROTO.get(refund.status))
+                for refund in request.refunds
+            ]
+        )
+        source = source_from_proto(request.source)
+        refunded = await self.payments.refund(details, amount_refunded_minor, refunds, source)
+        fallback_kind = "refund_reversal" if refunded.credits_moved < 0 else "refund"
+        record_entry(refunded.entry_kind or fallback_kind, -refunded.credits_moved, refunded.duplicate_event)
         return pb.ApplyRefundResponse(
             payment=optional_payment_proto(refunded.payment),
             credits_clawed_back=refunded.credits_moved,

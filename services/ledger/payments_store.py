@@ -1,12 +1,13 @@
 """SQL of the payment lifecycle, on the ledger's Store (its pool and its database-error translation).
 
-Each mutation is one round trip to a server-side function of migrations/versions/0002 that locks the
+Each mutation is one round trip to a server-side function of migrations/versions/0002 (refunds: 0005) that locks the
 user, deduplicates the Stripe event, applies the change, journals it and records the event, in one
 transaction. The functions answer an outcome; refusals are translated here into errors.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,7 +29,9 @@ from services.ledger.payments_domain import (
     PaymentQuery,
     PaymentStatus,
     Recorded,
+    RefundStatus,
     Settled,
+    StripeRefund,
 )
 from services.ledger.store import Store, entry_from_row
 
@@ -38,7 +41,9 @@ _DETAILS_PARAMS = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10"
 OPEN_SQL = f"SELECT * FROM ledger_payment_open({_DETAILS_PARAMS})"
 SETTLE_SQL = f"SELECT * FROM ledger_payment_settle({_DETAILS_PARAMS}, $11, $12, $13)"
 FAIL_SQL = f"SELECT * FROM ledger_payment_fail({_DETAILS_PARAMS}, $11, $12, $13)"
-REFUND_SQL = f"SELECT * FROM ledger_payment_refund({_DETAILS_PARAMS}, $11, $12, $13, $14)"
+# ledger_payment_apply_refunds (migration 0005): the charge's cumulative amount, then the refunds as three
+# parallel arrays (id, amount, status), then the event source.
+REFUND_SQL = f"SELECT * FROM ledger_payment_apply_refunds({_DETAILS_PARAMS}, $11, $12, $13, $14, $15, $16, $17)"
 DISPUTE_SQL = f"SELECT * FROM ledger_payment_dispute({_DETAILS_PARAMS}, $11, $12, $13, $14, $15)"
 # SettlePayment for a batch (services/ledger/group_commit.py, SettleBatcher): ledger_payment_settle once per
 # element of the arrays, in array order (a nested loop over the unnest), all in the statement's transaction.
@@ -60,7 +65,8 @@ RECORD_SQL = "SELECT * FROM ledger_event_record($1, $2, $3, $4, $5, $6, $7)"
 PAYMENT_COLUMNS = (
     "id, user_id, checkout_session_id, payment_intent_id, charge_id, package_id, credits, amount_minor, "
     "currency_code, status, amount_refunded_minor, credits_clawed_back, dispute_status, dispute_id, "
-    "adjustment_count, credit_transaction_id, anonymized, created_at, updated_at, credited_at"
+    "adjustment_count, credit_transaction_id, anonymized, created_at, updated_at, credited_at, "
+    "charge_amount_refunded_minor, payment_refunds_json(user_id, id) AS refunds"
 )
 # GetPayment: one payment per id in practice; ids are unique per user, so the oldest wins a tie.
 LOOKUP_SQL = {
@@ -74,8 +80,21 @@ LOOKUP_SQL = {
 _SUCCESS_OUTCOMES = frozenset({"applied", "duplicate_event"})
 
 
-def payment_from_row(row: Mapping[str, Any]) -> Payment:
+def refunds_from_json(value: str | None) -> tuple[StripeRefund, ...]:
+    """payment_refunds_json's answer (jsonb arrives as text): the refunds, oldest first."""
+    if value is None:
+        return ()
+    return tuple(
+        StripeRefund(item["refund_id"], item["amount_minor"], RefundStatus(item["status"]))
+        for item in json.loads(value)
+    )
+
+
+def payment_from_row(row: Mapping[str, Any], refunds: tuple[StripeRefund, ...] | None = None) -> Payment:
+    """A payments row (or composite); `refunds` given when the row itself does not carry them."""
     dispute_status = row["dispute_status"]
+    if refunds is None:
+        refunds = refunds_from_json(row["refunds"]) if "refunds" in row else ()
     return Payment(
         id=row["id"],
         user_id=row["user_id"],
@@ -97,14 +116,18 @@ def payment_from_row(row: Mapping[str, Any]) -> Payment:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         credited_at=row["credited_at"],
+        charge_amount_refunded_minor=row["charge_amount_refunded_minor"],
+        refunds=refunds,
     )
 
 
-def _optional_payment(row: Mapping[str, Any] | None) -> Payment | None:
+def _optional_payment(
+    row: Mapping[str, Any] | None, refunds: tuple[StripeRefund, ...] | None = None
+) -> Payment | None:
     # A composite the function left unset arrives as None (or, from a row variable, all fields None).
     if row is None or row["id"] is None:
         return None
-    return payment_from_row(row)
+    return payment_from_row(row, refunds)
 
 
 def _details_args(details: PaymentDetails) -> tuple[Any, ...]:
@@ -215,9 +238,23 @@ class PaymentsStore:
         row = await self._call(FAIL_SQL, *_details_args(details), *_source_args(source))
         return self._changed(row, source)
 
-    async def refund(self, details: PaymentDetails, amount_refunded_minor: int, source: EventSource | None) -> Changed:
-        row = await self._call(REFUND_SQL, *_details_args(details), amount_refunded_minor, *_source_args(source))
-        return self._changed(row, source)
+    async def refund(
+        self,
+        details: PaymentDetails,
+        charge_amount_refunded_minor: int,
+        refunds: Sequence[StripeRefund],
+        source: EventSource | None,
+    ) -> Changed:
+        """Applies a charge's cumulative refunded amount (0: none reported) and refunds by id, in one call."""
+        refund_args = (
+            [refund.refund_id for refund in refunds],
+            [refund.amount_minor for refund in refunds],
+            [refund.status.value for refund in refunds],
+        )
+        row = await self._call(
+            REFUND_SQL, *_details_args(details), charge_amount_refunded_minor, *refund_args, *_source_args(source)
+        )
+        return self._changed(row, source, refunds_from_json(row["refunds"]))
 
     async def dispute(
         self, details: PaymentDetails, dispute_id: str, status: DisputeStatus, source: EventSource | None
@@ -263,11 +300,13 @@ class PaymentsStore:
         return PaymentPage(payments=payments, next_cursor=cursor)
 
     @staticmethod
-    def _changed(row: asyncpg.Record, source: EventSource | None) -> Changed:
+    def _changed(
+        row: asyncpg.Record, source: EventSource | None, refunds: tuple[StripeRefund, ...] | None = None
+    ) -> Changed:
         _check(row, source)
         entry = row["entry"]
         return Changed(
-            payment=_optional_payment(row["payment"]),
+            payment=_optional_payment(row["payment"], refunds),
             credits_moved=int(row["credits_moved"] or 0),
             duplicate_event=row["outcome"] == "duplicate_event",
             entry_kind=entry["kind"] if entry is not None else None,

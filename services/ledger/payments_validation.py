@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from services.ledger import validation
 from services.ledger.errors import InvalidArgument
-from services.ledger.payments_domain import EventSource, PaymentDetails, Price
+from services.ledger.payments_domain import EventSource, PaymentDetails, Price, RefundStatus, StripeRefund
 
 STRIPE_ID_CHARS_MAX = validation.STRIPE_ID_CHARS_MAX
 PACKAGE_ID_CHARS_MAX = 64
@@ -24,6 +24,9 @@ PAYLOAD_SHA256_BYTES = 32
 PAYMENTS_PAGE_SIZE_DEFAULT = 50
 PAYMENTS_PAGE_SIZE_MAX = 500
 PAYMENT_INTENT_IDS_MAX = 500
+# ApplyRefund: refunds in one call (a charge's embedded refunds list holds at most 10 per page; the
+# reconciler sends one page of Stripe's refund list, at most 100).
+REFUNDS_PER_CALL_MAX = 100
 
 _CURRENCY_PATTERN = re.compile(r"[a-z]{3}")
 
@@ -85,6 +88,25 @@ def payment_details(
         customer_email=customer_email(f"{prefix}customer_email", email),
         customer_id=stripe_id(f"{prefix}customer_id", customer_id, required=False),
     )
+
+
+def refunds(values: Sequence[tuple[str, int, RefundStatus | None]]) -> tuple[StripeRefund, ...]:
+    """(refund_id, amount_minor, status) triples: at most REFUNDS_PER_CALL_MAX, each id once, amount > 0,
+    status set."""
+    if len(values) > REFUNDS_PER_CALL_MAX:
+        raise InvalidArgument("refunds", f"must have at most {REFUNDS_PER_CALL_MAX} refunds")
+    checked: list[StripeRefund] = []
+    for index, (refund_id, amount, status) in enumerate(values):
+        field = f"refunds[{index}]."
+        identifier = validation.identifier(f"{field}refund_id", refund_id, STRIPE_ID_CHARS_MAX)
+        if amount <= 0 or amount > AMOUNT_MINOR_MAX:
+            raise InvalidArgument(f"{field}amount_minor", f"must be between 1 and {AMOUNT_MINOR_MAX}")
+        if status is None:
+            raise InvalidArgument(f"{field}status", "is required")
+        checked.append(StripeRefund(refund_id=identifier, amount_minor=amount, status=status))
+    if len({refund.refund_id for refund in checked}) != len(checked):
+        raise InvalidArgument("refunds", "must name each refund_id once")
+    return tuple(checked)
 
 
 def require(field: str, value: object) -> None:

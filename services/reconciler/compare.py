@@ -7,7 +7,10 @@ translated by the suite's one translation, services.common.stripe_events; ledger
 
     kind               Stripe says                                ledger has                       repair
     missing_credit     charge succeeded                           no payment, or INIT / FAILED     Settle
-    missing_refund     amount_refunded = R                        amount_refunded < R              Refund (R)
+    missing_refund     its refunds standing add up to R           amount_refunded < R              Refund (R and
+                                                                                                     every refund)
+    excess_refund      its refunds standing add up to R (one      amount_refunded > R: clawed      Refund (R and
+                       failed or was canceled)                    back more than Stripe kept       every refund)
     dispute_state      the charge's dispute has status S          a lower dispute rank than S      Dispute (S)
     missed_event       an undelivered event                       state behind the event           the event
     catalog_mismatch   package / amount / currency off-catalog    no payment with that price       report
@@ -16,6 +19,11 @@ translated by the suite's one translation, services.common.stripe_events; ledger
                        price other than the ledger's payment
     ledger_only        no successful charge                       PAID / CREDITED / REFUNDED /     report
                                                                   CHARGEBACK payment in the window
+
+Refunds: a charge whose amount_refunded differs from the ledger's asks for the charge's refunds
+(`refund_finding`, after `GET /v1/refunds?charge=`): what stands at Stripe is the sum of the refunds not
+failed or canceled, and the repair hands the ledger every refund with its status, so the ledger moves
+the clawback to it in either direction (a failed refund reinstates, with a refund_reversal entry).
 
 A charge whose price disagrees with the *current* catalog but matches the ledger's own record of the
 payment (the catalog changed after the purchase) is checked against that record instead: its
@@ -26,9 +34,9 @@ metadata whose payment intent the ledger knows (exactly one payment, same price)
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
 from services.common.catalog import Catalog
@@ -41,15 +49,25 @@ from services.common.stripe_events import (
     PaymentDetails,
     Problem,
     Refund,
+    RefundFact,
     Refuse,
     Settle,
     details_from_charge,
+    refund_fact,
 )
-from services.ledger.payments_domain import DISPUTE_RANK
+from services.ledger.payments_domain import (
+    DISPUTE_RANK,
+    LIVE_REFUND_STATUSES,
+    REFUND_RANK,
+    RefundStatus,
+    StripeRefund,
+    refunded_amount_minor,
+)
 from services.reconciler.stripe_source import ChargeFacts
 
 PAYMENT_STATUS_PREFIX: Final = "PAYMENT_STATUS_"
 DISPUTE_STATUS_PREFIX: Final = "DISPUTE_STATUS_"
+REFUND_STATUS_PREFIX: Final = "REFUND_STATUS_"
 NOT_PAID_STATUSES: Final = frozenset({"INIT", "FAILED"})
 PAID_STATUSES: Final = frozenset({"PAID", "CREDITED", "REFUNDED", "CHARGEBACK"})
 FINAL_DISPUTE_STATUSES: Final = frozenset({"won", "lost"})
@@ -61,6 +79,7 @@ class DriftKind(enum.StrEnum):
 
     MISSING_CREDIT = "missing_credit"
     MISSING_REFUND = "missing_refund"
+    EXCESS_REFUND = "excess_refund"
     DISPUTE_STATE = "dispute_state"
     MISSED_EVENT = "missed_event"
     CATALOG_MISMATCH = "catalog_mismatch"
@@ -86,6 +105,8 @@ class LedgerPayment:
     amount_refunded_minor: int
     dispute_status: str | None  # Stripe's name (needs_response, won, ...), None without a dispute
     dispute_id: str
+    charge_amount_refunded_minor: int = 0
+    refunds: tuple[StripeRefund, ...] = ()  # by Stripe refund id, with the latest status the ledger saw
 
     @classmethod
     def from_proto(cls, payment: pb.Payment) -> LedgerPayment:
@@ -107,6 +128,16 @@ class LedgerPayment:
             amount_refunded_minor=payment.amount_refunded_minor,
             dispute_status=dispute_status,
             dispute_id=payment.dispute_id,
+            charge_amount_refunded_minor=payment.charge_amount_refunded_minor,
+            refunds=tuple(
+                StripeRefund(
+                    refund.refund_id,
+                    refund.amount_minor,
+                    RefundStatus(pb.RefundStatus.Name(refund.status).removeprefix(REFUND_STATUS_PREFIX).lower()),
+                )
+                for refund in payment.refunds
+                if refund.status != pb.REFUND_STATUS_UNSPECIFIED
+            ),
         )
 
     @property
@@ -186,15 +217,44 @@ def _money_findings(facts: ChargeFacts, details: PaymentDetails, payment: Ledger
         detail = f"charge succeeded in Stripe; the ledger has {shown}"
         findings.append(Finding(DriftKind.MISSING_CREDIT, Settle(NO_EVENT, details), detail))
     ledger_refunded_minor = 0 if payment is None else payment.amount_refunded_minor
-    if facts.amount_refunded_minor > ledger_refunded_minor:
-        if facts.amount_refunded_minor > facts.amount_minor:
-            detail = f"amount_refunded {facts.amount_refunded_minor} exceeds the amount {facts.amount_minor}"
-            findings.append(Finding(DriftKind.UNUSABLE_CHARGE, None, detail, "malformed_object"))
-        else:
-            detail = f"Stripe refunded {facts.amount_refunded_minor}, the ledger applied {ledger_refunded_minor}"
-            repair = Refund(NO_EVENT, details, facts.amount_refunded_minor)
-            findings.append(Finding(DriftKind.MISSING_REFUND, repair, detail))
+    if facts.amount_refunded_minor > facts.amount_minor:
+        detail = f"amount_refunded {facts.amount_refunded_minor} exceeds the amount {facts.amount_minor}"
+        findings.append(Finding(DriftKind.UNUSABLE_CHARGE, None, detail, "malformed_object"))
+    elif facts.amount_refunded_minor != ledger_refunded_minor:
+        # Provisional, from the charge alone: the caller reads the charge's refunds and settles it (refund_finding).
+        missing = facts.amount_refunded_minor > ledger_refunded_minor
+        kind = DriftKind.MISSING_REFUND if missing else DriftKind.EXCESS_REFUND
+        detail = f"Stripe refunded {facts.amount_refunded_minor}, the ledger applied {ledger_refunded_minor}"
+        findings.append(Finding(kind, Refund(NO_EVENT, details, facts.amount_refunded_minor), detail))
     return tuple(findings)
+
+
+def refund_finding(
+    facts: ChargeFacts, provisional: Refund, payment: LedgerPayment | None, refunds: Sequence[Mapping[str, Any]]
+) -> Finding | None:
+    """The refund drift of a charge, given its refunds as Stripe lists them (None: the ledger agrees).
+
+    What stands at Stripe is what the ledger's own rule makes of the charge and all its refunds (the refunds
+    not failed or canceled); the repair gives the ledger every refund, so it moves the clawback either way."""
+    listed: list[RefundFact] = []
+    for item in refunds:
+        fact = refund_fact(item)
+        if isinstance(fact, Problem):
+            return Finding(DriftKind.UNUSABLE_CHARGE, None, f"a refund of the charge: {fact.reason}", fact.code)
+        listed.append(fact)
+    known = [StripeRefund(fact.refund_id, fact.amount_minor, RefundStatus(fact.status.value)) for fact in listed]
+    standing_minor = refunded_amount_minor(facts.amount_minor, facts.amount_refunded_minor, known)
+    ledger_refunded_minor = 0 if payment is None else payment.amount_refunded_minor
+    if standing_minor == ledger_refunded_minor:
+        return None
+    ended = [refund for refund in known if refund.status not in LIVE_REFUND_STATUSES]
+    detail = (
+        f"Stripe's refunds standing add up to {standing_minor} ({len(known)} refunds, {len(ended)} failed or "
+        f"canceled); the ledger applied {ledger_refunded_minor}"
+    )
+    kind = DriftKind.MISSING_REFUND if standing_minor > ledger_refunded_minor else DriftKind.EXCESS_REFUND
+    repair = Refund(NO_EVENT, provisional.details, facts.amount_refunded_minor, tuple(listed))
+    return Finding(kind, repair, detail)
 
 
 def _needs_dispute_lookup(facts: ChargeFacts, payment: LedgerPayment | None) -> bool:
@@ -283,8 +343,18 @@ def _event_is_ahead(action: Settle | Fail | Refund | Dispute, payment: LedgerPay
     if isinstance(action, Fail):
         return payment.status == "INIT"
     if isinstance(action, Refund):
-        return action.amount_refunded_minor > payment.amount_refunded_minor
+        return action.amount_refunded_minor > payment.charge_amount_refunded_minor or _refunds_ahead(action, payment)
     return DISPUTE_RANK[action.status] > DISPUTE_RANK[payment.dispute_status]  # type: ignore[index]
+
+
+def _refunds_ahead(action: Refund, payment: LedgerPayment) -> bool:
+    """A refund the event names that the ledger does not know, or knows in a status of a lower rank."""
+    known = {refund.refund_id: refund.status for refund in payment.refunds}
+    for fact in action.refunds:
+        status = known.get(fact.refund_id)
+        if status is None or REFUND_RANK[RefundStatus(fact.status.value)] > REFUND_RANK[status]:
+            return True
+    return False
 
 
 class PaymentIdSet:

@@ -4,7 +4,9 @@
     events    GET /v1/events delivery_success=false, the types   one ListPayments per page       the event itself
               the gateway handles, the last 30 days              (by payment intent ids)         (translate_event)
     charges   GET /v1/charges created >= window start            one ListPayments per page       Settle / Refund /
-              (+ GET /v1/disputes?charge= for disputed ones)     (by payment intent ids)         Dispute (NO_EVENT)
+              (+ GET /v1/disputes?charge= for disputed ones,     (by payment intent ids)         Dispute (NO_EVENT)
+              GET /v1/refunds?charge= for those whose refunded
+              amount differs from the ledger's)
     ledger    ListPayments created in [window start, run start)  -                               none: ledger_only
               (+ one Stripe retrieve per unmatched paid payment)                                 is reported
 
@@ -61,6 +63,7 @@ from services.reconciler.compare import (
     check_charge,
     dispute_finding,
     event_finding,
+    refund_finding,
     select_payment,
 )
 from services.reconciler.config import ReconcilerSettings
@@ -273,8 +276,14 @@ class _Run:
     ) -> None:
         """Settle, then refund, then dispute: in the order Stripe's own events would have come."""
         fields = _charge_fields(facts, payment)
-        for finding in findings:
-            await self._resolve(finding, fields)
+        for provisional in findings:
+            finding: Finding | None = provisional
+            if isinstance(provisional.repair, Refund):
+                # The charge's amount alone cannot say which refunds stand: read them (either direction).
+                refunds = await self.stripe.refunds_of_charge(facts.charge_id)
+                finding = refund_finding(facts, provisional.repair, payment, refunds)
+            if finding is not None:
+                await self._resolve(finding, fields)
         if not lookup_dispute:
             return
         disputes = await self.stripe.disputes_of_charge(facts.charge_id)
@@ -426,6 +435,8 @@ def _with(item: DriftItem, **changes: Any) -> DriftItem:
 
 
 def _credits_of(action: Action | None) -> int | None:
+    if isinstance(action, Refund) and action.from_refund_object:
+        return None  # a refund object names no package
     if isinstance(action, Settle | Fail | Refund):
         return action.details.credits
     return None
@@ -477,6 +488,8 @@ def _event_fields(action: Settle | Fail | Refund | Dispute, payments: Sequence[L
     }
     if isinstance(action, Dispute):
         fields.update(charge_id=action.charge_id or None, stripe_dispute_status=action.status.value)
+    elif isinstance(action, Refund) and action.from_refund_object:
+        fields.update(charge_id=action.details.charge_id or None)
     else:
         details = action.details
         fields.update(
@@ -485,7 +498,7 @@ def _event_fields(action: Settle | Fail | Refund | Dispute, payments: Sequence[L
             amount_minor=details.amount_minor,
             currency=details.currency,
         )
-    if isinstance(action, Refund):
+    if isinstance(action, Refund) and not action.from_refund_object:
         fields["stripe_amount_refunded_minor"] = action.amount_refunded_minor
     user_id = action_user_id(action)
     payment = select_payment(payments, user_id) if user_id else (payments[0] if payments else None)

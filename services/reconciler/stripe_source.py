@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 LIST_PAGE_SIZE_MAX: Final = 100  # Stripe's own limit for list endpoints.
 LIST_PAGES_MAX: Final = 100_000  # 10 million objects: a listing that never ends is a bug, not a window.
 DISPUTES_PER_CHARGE_MAX: Final = 10
+REFUNDS_PER_CHARGE_MAX: Final = 100  # one page; also the ledger's limit of refunds per ApplyRefund
 CHARGES_PER_INTENT_MAX: Final = 10  # a declined card retried on one intent leaves a few charges
 STRIPE_REQUEST_TIMEOUT_SECONDS: Final = 30.0
 STRIPE_CONNECT_TIMEOUT_SECONDS: Final = 5.0
@@ -200,6 +201,17 @@ class StripeSource:
         data = body.get("data") if body is not None else None
         if not isinstance(data, list):
             raise StripeFailure("GET /v1/disputes: the answer is not a Stripe list")
+        return [item for item in data if isinstance(item, dict)]
+
+    async def refunds_of_charge(self, charge_id: str) -> list[JsonObject]:
+        """The charge's refunds, newest first, every status (one page: REFUNDS_PER_CHARGE_MAX; the charge's
+        cumulative amount_refunded covers any beyond it)."""
+        body = await self._get("/v1/refunds", {"charge": charge_id, "limit": REFUNDS_PER_CHARGE_MAX})
+        data = body.get("data") if body is not None else None
+        if not isinstance(data, list):
+            raise StripeFailure("GET /v1/refunds: the answer is not a Stripe list")
+        if body is not None and body.get("has_more") is True:
+            log.warning("charge has more refunds than one page; the rest are counted by its amount_refunded")
         return [item for item in data if isinstance(item, dict)]
 
     async def retrieve_charge(self, charge_id: str) -> JsonObject | None:

@@ -39,9 +39,10 @@ Pointing stripe-python 16.1.0 at it (``async with running_fake_stripe() as fake:
   80 s read timeout.
 
 State is a ``FakeStripe`` that tests drive directly (``add_charge``/``add_charges``, ``complete_session``,
-``refund_charge``, ``dispute_charge``, ``add_event``, ``inject_fault``, ``requests``). State changes emit
-the events Stripe would (``charge.succeeded``, ``payment_intent.succeeded``,
-``checkout.session.completed``, ``charge.refunded``, ``charge.dispute.*``), listed by ``GET /v1/events``
+``refund_charge``, ``set_refund_status``, ``dispute_charge``, ``add_event``, ``inject_fault``, ``requests``).
+State changes emit the events Stripe would (``charge.succeeded``, ``payment_intent.succeeded``,
+``checkout.session.completed``, ``charge.refunded``, ``refund.*``, ``charge.dispute.*``), listed by
+``GET /v1/events``; refunds are listed by ``GET /v1/refunds?charge=`` and read by ``GET /v1/refunds/{id}``
 (``FakeStripe(emit_events=False)`` turns that off). Lists page through an index sorted by
 ``(created, insertion order, id)``: a page costs O(log n + limit), not a scan, so 100,000 charges are cheap.
 """
@@ -446,6 +447,7 @@ class FakeStripe:
         self._payment_intents: SortedCollection[JsonObject] = SortedCollection("payment_intent")
         self._charges: SortedCollection[ChargeFields] = SortedCollection("charge")
         self._disputes: SortedCollection[JsonObject] = SortedCollection("dispute")
+        self._refunds: SortedCollection[JsonObject] = SortedCollection("refund")  # shared with their ChargeFields
         self._events: SortedCollection[JsonObject] = SortedCollection("event")
         self._event_delivery_success: dict[str, bool] = {}
         self._idempotent_responses: dict[str, _StoredResponse] = {}
@@ -621,10 +623,10 @@ class FakeStripe:
             disputed=disputed,
             billing_email=billing_email,
         )
-        if amount_refunded_minor:
-            fields.refunds.append(self._refund_of(fields, amount_refunded_minor, fields.created_seconds))
         with self._lock:
             self._charges.add(fields.created_seconds, fields.charge_id, fields)
+            if amount_refunded_minor:
+                self._add_refund(fields, amount_refunded_minor, fields.created_seconds, "succeeded")
             return stripe_events.charge_object(fields)
 
     def add_charges(self, charges: Iterable[ChargeFields]) -> int:
@@ -645,28 +647,61 @@ class FakeStripe:
         with self._lock:
             return len(self._charges)
 
-    def refund_charge(self, charge_id: str, *, amount_minor: int | None = None) -> JsonObject:
-        """Refund ``amount_minor`` (default: all that is left); emits ``charge.refunded`` with the cumulative total."""
+    def refund_charge(
+        self, charge_id: str, *, amount_minor: int | None = None, status: stripe_events.RefundStatus = "succeeded"
+    ) -> JsonObject:
+        """Refund ``amount_minor`` (default: all that is left); emits ``charge.refunded`` with the cumulative total,
+        then ``refund.created`` (API versions since 2024-10-28.acacia send both). Returns the charge."""
         with self._lock:
             fields = self._charge(charge_id)
             previous_minor = fields.amount_refunded_minor
             refund_minor = fields.amount_minor - previous_minor if amount_minor is None else amount_minor
             if not 0 < refund_minor <= fields.amount_minor - previous_minor:
                 raise ValueError(f"cannot refund {refund_minor} of charge {charge_id}")
-            fields.refunds.append(self._refund_of(fields, refund_minor, self.now_seconds()))
+            refund = self._add_refund(fields, refund_minor, self.now_seconds(), status)
             charge = stripe_events.charge_object(fields)
             previous = {"amount_refunded": previous_minor, "refunded": False}
             self._emit("charge.refunded", charge, previous_attributes=previous)
+            self._emit("refund.created", refund)
             return charge
 
-    def _refund_of(self, fields: ChargeFields, amount_minor: int, created_seconds: int) -> JsonObject:
-        return stripe_events.refund_object(
+    def set_refund_status(
+        self,
+        refund_id: str,
+        status: stripe_events.RefundStatus,
+        *,
+        failure_reason: str = "expired_or_canceled_card",
+    ) -> JsonObject:
+        """Move a refund on (a card refund that fails after it was created: ``failed``, with its failure fields);
+        emits ``refund.updated``, and ``refund.failed`` when it failed. The charge's amount_refunded drops by a
+        failed or canceled refund. Returns the refund."""
+        with self._lock:
+            refund = _found(self._refunds.get(refund_id), "refund", refund_id)
+            previous = {"status": refund["status"]}
+            stripe_events.set_refund_status(refund, status, failure_reason)
+            self._emit("refund.updated", refund, previous_attributes=previous)
+            if status == "failed":
+                self._emit("refund.failed", refund)
+            return _copy(refund)
+
+    def refund(self, refund_id: str) -> JsonObject:
+        with self._lock:
+            return _copy(_found(self._refunds.get(refund_id), "refund", refund_id))
+
+    def _add_refund(
+        self, fields: ChargeFields, amount_minor: int, created_seconds: int, status: stripe_events.RefundStatus
+    ) -> JsonObject:
+        refund = stripe_events.refund_object(
             charge_id=fields.charge_id,
             amount_minor=amount_minor,
             currency=fields.currency,
             payment_intent_id=fields.payment_intent_id,
             created_seconds=created_seconds,
+            status=status,
         )
+        fields.refunds.append(refund)
+        self._refunds.add(created_seconds, refund["id"], refund)
+        return refund
 
     def dispute_charge(
         self,
@@ -823,6 +858,14 @@ class FakeStripe:
             found, has_more = self._charges.page(query, matches if payment_intent_id else None)
             return _list_json("/v1/charges", [self._charge_json(fields) for fields in found], has_more)
 
+    def refunds_page_json(self, query: ListQuery, filters: Mapping[str, str]) -> str:
+        def matches(refund: JsonObject) -> bool:
+            return all(refund.get(name) == value for name, value in filters.items())
+
+        with self._lock:
+            found, has_more = self._refunds.page(query, matches if filters else None)
+            return _list_json("/v1/refunds", [_copy(refund) for refund in found], has_more)
+
     def disputes_page_json(self, query: ListQuery, filters: Mapping[str, str]) -> str:
         def matches(dispute: JsonObject) -> bool:
             return all(dispute.get(name) == value for name, value in filters.items())
@@ -856,6 +899,7 @@ class FakeStripe:
                 "checkout.session": self._sessions,
                 "payment_intent": self._payment_intents,
                 "dispute": self._disputes,
+                "refund": self._refunds,
                 "event": self._events,
             }[resource].get(object_id)
             if found is None or (resource == "event" and self._expired(found)):
@@ -912,6 +956,7 @@ _LIST_SCHEMA: Final[dict[str, Any]] = {
 }
 _CHARGE_LIST_SCHEMA: Final = {**_LIST_SCHEMA, "payment_intent": STRING}
 _DISPUTE_LIST_SCHEMA: Final = {**_LIST_SCHEMA, "charge": STRING, "payment_intent": STRING}
+_REFUND_LIST_SCHEMA: Final = {**_LIST_SCHEMA, "charge": STRING, "payment_intent": STRING}
 _EVENT_LIST_SCHEMA: Final = {**_LIST_SCHEMA, "type": STRING, "types": [STRING], "delivery_success": BOOLEAN}
 _SESSION_CREATE_SCHEMA: Final[dict[str, Any]] = {
     "mode": STRING,
@@ -944,10 +989,12 @@ def create_app(state: FakeStripe) -> web.Application:
         ("charge", "/v1/charges/{id}"),
         ("payment_intent", "/v1/payment_intents/{id}"),
         ("dispute", "/v1/disputes/{id}"),
+        ("refund", "/v1/refunds/{id}"),
         ("event", "/v1/events/{id}"),
     ):
         app.router.add_get(path, _retrieve_handler(resource))
     app.router.add_get("/v1/charges", _list_charges)
+    app.router.add_get("/v1/refunds", _list_refunds)
     app.router.add_get("/v1/disputes", _list_disputes)
     app.router.add_get("/v1/events", _list_events)
     return app
@@ -1032,6 +1079,12 @@ async def _list_disputes(request: web.Request) -> web.Response:
     params = _query_params(request, _DISPUTE_LIST_SCHEMA)
     filters = {name: params[name] for name in ("charge", "payment_intent") if name in params}
     return _text_response(request.app[STATE_KEY].disputes_page_json(list_query(params), filters))
+
+
+async def _list_refunds(request: web.Request) -> web.Response:
+    params = _query_params(request, _REFUND_LIST_SCHEMA)
+    filters = {name: params[name] for name in ("charge", "payment_intent") if name in params}
+    return _text_response(request.app[STATE_KEY].refunds_page_json(list_query(params), filters))
 
 
 async def _list_events(request: web.Request) -> web.Response:

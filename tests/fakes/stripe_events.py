@@ -56,6 +56,13 @@ DISPUTE_EVIDENCE_WINDOW_SECONDS: Final = 7 * 24 * 3600
 WEBHOOK_USER_AGENT: Final = "Stripe/1.0 (+https://stripe.com/docs/webhooks)"
 
 ChargeStatus = Literal["succeeded", "pending", "failed"]
+RefundStatus = Literal["requires_action", "pending", "succeeded", "failed", "canceled"]
+RefundEventType = Literal["refund.created", "refund.updated", "refund.failed", "charge.refund.updated"]
+# Refunds that no longer count in the charge's amount_refunded (the money stayed with the merchant).
+ENDED_REFUND_STATUSES: Final = frozenset({"failed", "canceled"})
+# charge.refunds stopped being sent (auto-expanded) in this API version; an endpoint on an older version still
+# gets the charge's refunds list in charge.refunded. Used by the legacy-shape builders.
+LEGACY_REFUNDS_API_VERSION: Final = "2022-08-01"
 DisputeEventType = Literal[
     "charge.dispute.created",
     "charge.dispute.updated",
@@ -245,7 +252,8 @@ class ChargeFields:
 
     @property
     def amount_refunded_minor(self) -> int:
-        return sum(int(refund["amount"]) for refund in self.refunds)
+        """Stripe's amount_refunded: the refunds that were not failed or canceled."""
+        return sum(int(refund["amount"]) for refund in self.refunds if refund["status"] not in ENDED_REFUND_STATUSES)
 
 
 @cache
@@ -268,8 +276,12 @@ _OUTCOME_BY_STATUS: Final[dict[str, dict[str, str | None]]] = {
 }
 
 
-def charge_object(fields: ChargeFields, *, private_copy: bool = True) -> JsonObject:
+def charge_object(fields: ChargeFields, *, private_copy: bool = True, embed_refunds: bool = False) -> JsonObject:
     """The ``charge`` a ``ChargeFields`` record describes.
+
+    ``refunds`` is left out, as Stripe leaves it out since API version 2022-11-15 (it is no longer
+    auto-expanded: only ``expand[]=refunds`` brings it); ``embed_refunds=True`` gives the older shape, a list
+    object of the charge's refunds.
 
     With ``private_copy=False`` nested members are shared with a cached template, which saves a deep copy
     per charge when the result is serialized at once (the fake's list pages); such a result must not be
@@ -299,6 +311,8 @@ def charge_object(fields: ChargeFields, *, private_copy: bool = True) -> JsonObj
         refunds={**template["refunds"], "data": list(fields.refunds), "url": f"/v1/charges/{fields.charge_id}/refunds"},
         status=fields.status,
     )
+    if not embed_refunds:
+        del charge["refunds"]
     return copy.deepcopy(charge) if private_copy else charge
 
 
@@ -311,8 +325,14 @@ def refund_object(
     refund_id: str | None = None,
     created_seconds: int | None = None,
     reason: str | None = None,
+    status: RefundStatus = "succeeded",
+    failure_reason: str = "expired_or_canceled_card",
 ) -> JsonObject:
-    """A succeeded ``refund`` of (part of) a charge."""
+    """A ``refund`` of (part of) a charge, ``succeeded`` unless told otherwise.
+
+    A ``failed`` refund carries ``failure_reason`` and ``failure_balance_transaction`` (the balance
+    transaction that gives the merchant the money back), as Stripe sets them when a refund fails.
+    """
     refund = load_fixture("refund.json")
     refund.update(
         id=refund_id or new_id("re_"),
@@ -323,7 +343,38 @@ def refund_object(
         created=now_seconds() if created_seconds is None else created_seconds,
         reason=reason,
     )
+    set_refund_status(refund, status, failure_reason)
     return refund
+
+
+def set_refund_status(
+    refund: JsonObject, status: RefundStatus, failure_reason: str = "expired_or_canceled_card"
+) -> None:
+    """Moves a refund object to ``status`` (with the failure fields of a failed refund)."""
+    refund["status"] = status
+    refund["balance_transaction"] = None if status == "requires_action" else f"txn_{refund['id'].removeprefix('re_')}"
+    if status == "failed":
+        refund["failure_reason"] = failure_reason
+        refund["failure_balance_transaction"] = f"txn_f{refund['id'].removeprefix('re_')}"
+
+
+def refund_event(
+    event_type: RefundEventType,
+    refund: Mapping[str, Any],
+    *,
+    event_id: str | None = None,
+    created_seconds: int | None = None,
+    previous_attributes: Mapping[str, Any] | None = None,
+) -> JsonObject:
+    """``refund.created`` / ``refund.updated`` / ``refund.failed`` / ``charge.refund.updated``: a refund's
+    state at the time (a snapshot: later changes to ``refund`` do not reach the event)."""
+    return event(
+        event_type,
+        refund,
+        event_id=event_id,
+        created_seconds=created_seconds,
+        previous_attributes=previous_attributes,
+    )
 
 
 # --- disputes --------------------------------------------------------------------------------------
@@ -539,10 +590,13 @@ def charge_refunded(
     payment_intent_id: str | None = None,
     event_id: str | None = None,
     created_seconds: int | None = None,
+    embed_refunds: bool = False,
 ) -> JsonObject:
     """``charge.refunded``: the charge with its cumulative ``amount_refunded`` (``refunded`` when all of it).
 
-    ``refund_amounts_minor`` splits the cumulative amount into the individual refunds (default: one).
+    ``refund_amounts_minor`` splits the cumulative amount into the individual refunds (default: one). The
+    refunds list is in the charge only with ``embed_refunds`` (an endpoint on an API version before
+    2022-11-15, which the event's ``api_version`` then says); since then Stripe sends the charge without it.
     """
     refund_amounts_minor = refund_amounts_minor or (amount_refunded_minor,)
     assert sum(refund_amounts_minor) == amount_refunded_minor, "refunds must add up to amount_refunded_minor"
@@ -565,7 +619,9 @@ def charge_refunded(
                 created_seconds=created_seconds,
             )
         )
-    return event("charge.refunded", charge_object(fields), event_id=event_id, created_seconds=created_seconds)
+    api_version = LEGACY_REFUNDS_API_VERSION if embed_refunds else API_VERSION
+    charge = charge_object(fields, embed_refunds=embed_refunds)
+    return event("charge.refunded", charge, event_id=event_id, created_seconds=created_seconds, api_version=api_version)
 
 
 def charge_dispute(

@@ -424,7 +424,10 @@ def test_refunds_accumulate_and_emit_charge_refunded() -> None:
 
     assert (partial["amount_refunded"], partial["refunded"]) == (1000, False)
     assert (full["amount_refunded"], full["refunded"]) == (5000, True)
-    assert [refund["amount"] for refund in full["refunds"]["data"]] == [1000, 4000]
+    assert "refunds" not in full  # not sent since API version 2022-11-15
+    created = state.events("refund.created")
+    assert [event["data"]["object"]["amount"] for event in created] == [1000, 4000]
+    assert {event["data"]["object"]["charge"] for event in created} == {charge["id"]}
     refunded_events = state.events("charge.refunded")
     assert [event["data"]["object"]["amount_refunded"] for event in refunded_events] == [1000, 5000]
     assert refunded_events[1]["data"]["previous_attributes"] == {"amount_refunded": 1000, "refunded": False}
@@ -694,7 +697,12 @@ def test_payment_intent_and_refund_builders_follow_the_metadata_convention() -> 
     assert (intent["object"], intent["status"], intent["latest_charge"]) == ("payment_intent", "succeeded", "ch_7")
     assert intent["metadata"] == charge["metadata"] == {"user_id": "u7", "package_id": "small"}
     assert (charge["amount_refunded"], charge["refunded"], charge["payment_intent"]) == (300, False, "pi_7")
-    assert [refund["amount"] for refund in charge["refunds"]["data"]] == [100, 200]
+    assert "refunds" not in charge  # not sent since API version 2022-11-15
+    legacy = stripe_events.charge_refunded(
+        "u7", "small", 500, "eur", amount_refunded_minor=300, refund_amounts_minor=[100, 200], embed_refunds=True
+    )
+    assert legacy["api_version"] == stripe_events.LEGACY_REFUNDS_API_VERSION
+    assert [refund["amount"] for refund in legacy["data"]["object"]["refunds"]["data"]] == [100, 200]
 
 
 @pytest.mark.parametrize(
@@ -743,7 +751,7 @@ def test_dispute_builder_marks_inquiries(status: str, case_type: str, refundable
         ),
         pytest.param(
             "charge.json",
-            lambda: stripe_events.charge_object(stripe_events.ChargeFields("ch_1", 1, "eur", 1)),
+            lambda: stripe_events.charge_object(stripe_events.ChargeFields("ch_1", 1, "eur", 1), embed_refunds=True),
             id="charge",
         ),
         pytest.param(
@@ -760,6 +768,43 @@ def test_dispute_builder_marks_inquiries(status: str, case_type: str, refundable
 )
 def test_builders_keep_the_published_shape(fixture: str, build: Callable[[], dict[str, Any]]) -> None:
     assert set(build()) == set(stripe_events.load_fixture(fixture))
+
+
+def test_a_charge_of_the_current_api_version_leaves_out_only_its_refunds_list() -> None:
+    charge = stripe_events.charge_object(stripe_events.ChargeFields("ch_1", 1, "eur", 1))
+    assert set(stripe_events.load_fixture("charge.json")) - set(charge) == {"refunds"}
+
+
+def test_a_failed_refund_carries_its_failure_fields_and_leaves_the_charge_amount() -> None:
+    fields = stripe_events.ChargeFields("ch_1", 1000, "eur", 1)
+    kept = stripe_events.refund_object(charge_id="ch_1", amount_minor=300, currency="eur")
+    failed = stripe_events.refund_object(charge_id="ch_1", amount_minor=200, currency="eur", status="failed")
+    fields.refunds.extend([kept, failed])
+
+    assert set(failed) - set(stripe_events.load_fixture("refund.json")) == {
+        "failure_reason",
+        "failure_balance_transaction",
+    }
+    assert (failed["status"], failed["failure_reason"]) == ("failed", "expired_or_canceled_card")
+    assert "failure_reason" not in kept
+    assert fields.amount_refunded_minor == 300
+
+
+def test_a_refund_that_fails_emits_its_events_and_is_listed_by_charge() -> None:
+    state = FakeStripe()
+    metadata = {"user_id": "u", "package_id": "medium"}
+    charge = state.add_charge(amount_minor=2500, metadata=metadata, payment_intent_id="pi")
+    state.refund_charge(charge["id"], amount_minor=1000)
+    refund_id = state.events("refund.created")[0]["data"]["object"]["id"]
+    state.set_refund_status(refund_id, "failed")
+
+    assert state.charge(charge["id"])["amount_refunded"] == 0
+    assert [event["data"]["object"]["status"] for event in state.events("refund.updated")] == ["failed"]
+    assert state.events("refund.updated")[0]["data"]["previous_attributes"] == {"status": "succeeded"}
+    assert [event["data"]["object"]["id"] for event in state.events("refund.failed")] == [refund_id]
+    listed = json.loads(state.refunds_page_json(ListQuery(), {"charge": charge["id"]}))
+    assert [(refund["id"], refund["status"]) for refund in listed["data"]] == [(refund_id, "failed")]
+    assert json.loads(state.refunds_page_json(ListQuery(), {"charge": "ch_other"}))["data"] == []
 
 
 def test_charge_objects_handed_out_are_private_copies() -> None:

@@ -2,8 +2,13 @@
 history ends in the same state as in-order delivery, and in the state the rules predict.
 
 A history: the INIT write at checkout (sometimes lost), checkout.session.completed (session and
-intent ids), payment_intent.succeeded (intent only), charge.refunded with growing cumulative amounts
-(intent and charge), and a dispute's statuses (created / updated / closed won or lost, or an inquiry).
+intent ids), payment_intent.succeeded (intent only), up to three refunds, each with its charge.refunded (the
+charge's cumulative amount_refunded when it was created: the refunds then standing) and its own refund.*
+events along a status path Stripe takes (pending -> succeeded, pending -> failed, succeeded -> failed,
+requires_action -> canceled, ...), and a dispute's statuses (created / updated / closed won or lost, or an
+inquiry). On API versions before 2024-10-28 no refund.created is sent: only the later status changes
+(charge.refund.updated). A refund object names no user, so it is delivered as the gateway delivers it:
+without a user and price, then (NOT_FOUND: the payment is not known yet) with the charge's.
 Redeliveries reuse the event id and payload. Each delivery is applied to a fresh user and fresh ids;
 the in-order run uses another user. Hypothesis drives sync tests on the session's event loop.
 """
@@ -20,7 +25,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
-from services.ledger.payments_domain import DISPUTE_RANK, DisputeStatus, clawback_target_credits
+from services.ledger import errors
+from services.ledger.payments_domain import (
+    DISPUTE_RANK,
+    LIVE_REFUND_STATUSES,
+    REFUND_RANK,
+    DisputeStatus,
+    RefundStatus,
+    StripeRefund,
+    clawback_target_credits,
+    refunded_amount_minor,
+)
 from tests.ledger.helpers import assert_journal_consistent
 from tests.ledger.payment_helpers import Ids, details, payment_entries, source
 
@@ -38,6 +53,18 @@ DISPUTE_PATHS: list[list[DisputeStatus]] = [
     [DisputeStatus.WARNING_NEEDS_RESPONSE, DisputeStatus.NEEDS_RESPONSE, DisputeStatus.WON],
 ]
 DISPUTE_TO_PROTO = {status: getattr(pb, f"DISPUTE_STATUS_{status.name}") for status in DisputeStatus}
+REFUND_TO_PROTO = {status: getattr(pb, f"REFUND_STATUS_{status.name}") for status in RefundStatus}
+# Paths a refund's status takes at Stripe, first status first.
+REFUND_PATHS: list[list[RefundStatus]] = [
+    [RefundStatus.SUCCEEDED],
+    [RefundStatus.PENDING, RefundStatus.SUCCEEDED],
+    [RefundStatus.PENDING, RefundStatus.FAILED],
+    [RefundStatus.SUCCEEDED, RefundStatus.FAILED],
+    [RefundStatus.REQUIRES_ACTION, RefundStatus.CANCELED],
+    [RefundStatus.REQUIRES_ACTION, RefundStatus.PENDING, RefundStatus.SUCCEEDED],
+]
+REFUNDS_MAX = 3
+REFUND_KEY_FIRST = 100  # event keys of the refunds' events (after the settles' and the dispute's)
 
 
 @dataclass(frozen=True)
@@ -48,6 +75,7 @@ class Event:
     key: int
     amount_refunded_minor: int = 0
     dispute_status: DisputeStatus | None = None
+    refund: StripeRefund | None = None  # a refund object's state (kind refund_object)
 
 
 @dataclass(frozen=True)
@@ -68,14 +96,37 @@ class History:
 @st.composite
 def histories(draw: st.DrawFn) -> History:
     price = draw(st.sampled_from(PRICES))
-    # Cumulative amounts only grow; the full amount is drawn often enough to reach REFUNDED.
-    amounts = st.one_of(st.just(price[2]), st.integers(1, price[2]))
-    refunds = draw(st.lists(amounts, max_size=3, unique=True).map(sorted))
     path = draw(st.sampled_from(DISPUTE_PATHS))
     events = [Event("settle_session", 0), Event("settle_intent", 1)]
-    events += [Event("refund", 10 + index, amount_refunded_minor=amount) for index, amount in enumerate(refunds)]
+    events += refund_events(draw, price[2], refund_objects_sent=draw(st.booleans()))
     events += [Event("dispute", 20 + index, dispute_status=status) for index, status in enumerate(path)]
     return History(price=price, events=events, opened=draw(st.booleans()))
+
+
+def refund_events(draw: st.DrawFn, amount_minor: int, *, refund_objects_sent: bool) -> list[Event]:
+    """Refunds one after the other, each: charge.refunded (the charge's cumulative amount_refunded: the refunds
+    standing), then its refund.* events along a status path. The whole amount is drawn often enough to reach
+    REFUNDED; the refunds never add up to more than the amount."""
+    events: list[Event] = []
+    key = REFUND_KEY_FIRST
+    standing_minor = 0
+    for index in range(draw(st.integers(0, REFUNDS_MAX))):
+        room = amount_minor - standing_minor
+        if room == 0:
+            break
+        refund_minor = draw(st.one_of(st.just(room), st.integers(1, room)))
+        path = draw(st.sampled_from(REFUND_PATHS))
+        standing_minor += refund_minor
+        events.append(Event("refund", key, amount_refunded_minor=standing_minor))
+        key += 1
+        for step, status in enumerate(path):
+            if step == 0 and not refund_objects_sent:
+                continue  # refund.created exists since 2024-10-28.acacia; older versions get only the updates
+            events.append(Event("refund_object", key, refund=StripeRefund(f"re_{index}", refund_minor, status)))
+            key += 1
+        if path[-1] not in LIVE_REFUND_STATUSES:
+            standing_minor -= refund_minor
+    return events
 
 
 @st.composite
@@ -123,11 +174,28 @@ async def deliver(ledger: Any, purchase: Purchase, event: Event) -> Any:
         return await ledger.apply_refund(
             purchase.details(intent=ids.intent, charge=ids.charge), event.amount_refunded_minor, event_source
         )
+    if event.kind == "refund_object":
+        return await deliver_refund_object(ledger, purchase, event, event_source)
     assert event.dispute_status is not None
     return await ledger.apply_dispute(
         purchase.details(intent=ids.intent, charge=ids.charge), "dp_test_order",
         DISPUTE_TO_PROTO[event.dispute_status], event_source,
     )
+
+
+async def deliver_refund_object(ledger: Any, purchase: Purchase, event: Event, event_source: pb.EventSource) -> Any:
+    """As the gateway does: by the refund's ids alone, then, when the ledger does not know the payment yet,
+    with the user and price its charge names."""
+    assert event.refund is not None
+    ids, refund = purchase.ids, event.refund
+    refunds = [pb.PaymentRefund(refund_id=refund.refund_id, amount_minor=refund.amount_minor,
+                                status=REFUND_TO_PROTO[refund.status])]
+    unpriced = details("", intent=ids.intent, charge=ids.charge, priced=False)
+    try:
+        return await ledger.apply_refund(unpriced, 0, event_source, refunds=refunds)
+    except errors.NotFound:
+        priced = purchase.details(intent=ids.intent, charge=ids.charge)
+        return await ledger.apply_refund(priced, 0, event_source, refunds=refunds)
 
 
 async def run(ledger: Any, history: History, order: list[Event], *, concurrent: bool = False) -> Purchase:
@@ -140,6 +208,9 @@ async def run(ledger: Any, history: History, order: list[Event], *, concurrent: 
         for event in order:
             await deliver(ledger, purchase, event)
     return purchase
+
+
+_NONE = StripeRefund("", 0, None)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -174,8 +245,15 @@ async def final_state(ledger: Any, db: Any, purchase: Purchase) -> Final:
 
 
 def predicted(history: History) -> Final:
-    """The rules, from the facts alone: the largest refund, the highest-ranked dispute status."""
-    refunded = max((event.amount_refunded_minor for event in history.events), default=0)
+    """The rules, from the facts alone: the largest charge snapshot and each refund's highest-ranked status
+    (migration 0005's refunded amount), the highest-ranked dispute status."""
+    charge_refunded_minor = max((event.amount_refunded_minor for event in history.events), default=0)
+    latest: dict[str, StripeRefund] = {}
+    for event in history.events:
+        refund = event.refund
+        if refund is not None and REFUND_RANK[refund.status] > REFUND_RANK[latest.get(refund.refund_id, _NONE).status]:
+            latest[refund.refund_id] = refund
+    refunded = refunded_amount_minor(history.amount_minor, charge_refunded_minor, list(latest.values()))
     statuses = [event.dispute_status for event in history.events if event.dispute_status is not None]
     dispute = max(statuses, key=DISPUTE_RANK.__getitem__) if statuses else None
     clawed = clawback_target_credits(history.credits, history.amount_minor, refunded, dispute)
@@ -230,6 +308,25 @@ def test_any_order_and_redelivery_ends_in_the_in_order_state(session_loop, ledge
     assert sum(statuses.values()) >= SEQUENTIAL_EXAMPLES
     # Every final status the rules know was reached, so the property is not vacuous.
     assert set(statuses) == {"PAYMENT_STATUS_CREDITED", "PAYMENT_STATUS_REFUNDED", "PAYMENT_STATUS_CHARGEBACK"}
+
+
+def test_with_every_refund_object_delivered_the_clawback_follows_the_refunds_standing():
+    """The prediction's cross-check: when refund.* is sent for every refund (API 2024-10-28+), the refunded
+    amount is exactly the sum of the refunds whose last status stands, whatever the charge snapshots said."""
+
+    @settings(max_examples=200, deadline=None, database=None)
+    @given(data=st.data())
+    def holds(data: st.DataObject) -> None:
+        events = refund_events(data.draw, 2500, refund_objects_sent=True)
+        last: dict[str, StripeRefund] = {}
+        for event in events:
+            if event.refund is not None:
+                last[event.refund.refund_id] = event.refund
+        standing = sum(refund.amount_minor for refund in last.values() if refund.status in LIVE_REFUND_STATUSES)
+        history = History(price=("medium", 550, 2500), events=events, opened=True)
+        assert predicted(history).amount_refunded_minor == standing
+
+    holds()
 
 
 def test_concurrent_delivery_ends_in_the_in_order_state(session_loop, ledger, db):

@@ -15,19 +15,31 @@ from services.common.stripe_events import (
     Fail,
     PaymentDetails,
     Refund,
+    RefundFact,
+    RefundStatus,
     Settle,
 )
+from services.ledger.payments_domain import RefundStatus as LedgerRefundStatus
+from services.ledger.payments_domain import StripeRefund as LedgerRefund
 from services.reconciler.compare import (
     DriftKind,
+    Finding,
     LedgerPayment,
     PaymentIdSet,
     check_charge,
     dispute_finding,
     event_finding,
+    refund_finding,
 )
 from services.reconciler.stripe_source import RetryPolicy, charge_facts
+from tests.fakes import stripe_events as se
 
 CATALOG = Catalog.default()
+REFUND_OBJECT = PaymentDetails(
+    user_id="", package_id="", credits=0, amount_minor=0, currency="", payment_intent_id="pi_1", charge_id="ch_1"
+)
+SUCCEEDED = RefundFact("re_1", 250, RefundStatus.SUCCEEDED)
+FAILED = RefundFact("re_1", 250, RefundStatus.FAILED)
 DETAILS = PaymentDetails(
     user_id="user-1", package_id="small", credits=100, amount_minor=500, currency="eur", payment_intent_id="pi_1"
 )
@@ -103,13 +115,61 @@ def test_missing_credit_settles_with_the_catalog_price_and_no_event() -> None:
         pytest.param(250, 0, [DriftKind.MISSING_REFUND], id="partial-refund-missing"),
         pytest.param(500, 250, [DriftKind.MISSING_REFUND], id="rest-missing"),
         pytest.param(250, 250, [], id="applied"),
-        pytest.param(250, 500, [], id="ledger-ahead-stale-charge"),
+        pytest.param(250, 500, [DriftKind.EXCESS_REFUND], id="ledger-ahead-provisional-until-refunds-are-read"),
         pytest.param(600, 0, [DriftKind.UNUSABLE_CHARGE], id="refunded-more-than-paid"),
     ],
 )
 def test_refunds(stripe_refunded: int, ledger_refunded: int, kinds: list[DriftKind]) -> None:
     payment = _payment(amount_refunded_minor=ledger_refunded)
     assert _kinds(_charge(amount_refunded=stripe_refunded), payment) == kinds
+
+
+def _refund(refund_id: str, amount_minor: int, status: str) -> dict[str, Any]:
+    refund = se.refund_object(charge_id="ch_1", amount_minor=amount_minor, currency="eur", refund_id=refund_id)
+    se.set_refund_status(refund, status)  # type: ignore[arg-type]
+    return refund
+
+
+def _refund_finding(stripe_refunded: int, ledger_refunded: int, refunds: list[dict[str, Any]]) -> Finding | None:
+    facts = charge_facts(_charge(amount_refunded=stripe_refunded))
+    payment = _payment(amount_refunded_minor=ledger_refunded)
+    [provisional] = check_charge(facts, [payment], CATALOG).findings
+    assert isinstance(provisional.repair, Refund)
+    return refund_finding(facts, provisional.repair, payment, refunds)
+
+
+def test_a_ledger_that_clawed_back_for_a_failed_refund_is_repaired_with_every_refund() -> None:
+    refunds = [_refund("re_2", 250, "succeeded"), _refund("re_1", 250, "failed")]
+
+    finding = _refund_finding(250, 500, refunds)
+
+    assert finding is not None and finding.kind is DriftKind.EXCESS_REFUND
+    assert isinstance(finding.repair, Refund)
+    assert finding.repair.amount_refunded_minor == 250
+    assert [(fact.refund_id, fact.status.value) for fact in finding.repair.refunds] == [
+        ("re_2", "succeeded"),
+        ("re_1", "failed"),
+    ]
+    assert "add up to 250" in finding.detail and "1 failed or canceled" in finding.detail
+
+
+def test_a_missing_refund_is_repaired_with_every_refund() -> None:
+    finding = _refund_finding(400, 0, [_refund("re_1", 400, "pending")])
+    assert finding is not None and finding.kind is DriftKind.MISSING_REFUND
+    assert isinstance(finding.repair, Refund) and len(finding.repair.refunds) == 1
+
+
+def test_refunds_that_agree_with_the_ledger_are_no_drift() -> None:
+    """The charge page was read before a refund the webhook already applied: its refunds settle it."""
+    assert _refund_finding(250, 500, [_refund("re_1", 250, "succeeded"), _refund("re_2", 250, "succeeded")]) is None
+
+
+def test_a_refund_stripe_would_not_list_is_reported_not_applied() -> None:
+    broken = _refund("re_1", 250, "succeeded")
+    broken["status"] = "bogus"
+    finding = _refund_finding(250, 0, [broken])
+    assert finding is not None
+    assert (finding.kind, finding.repair, finding.code) == (DriftKind.UNUSABLE_CHARGE, None, "unknown_refund_status")
 
 
 def test_refund_repair_carries_the_cumulative_amount() -> None:
@@ -206,7 +266,31 @@ def test_dispute_status_only_moves_up(stripe_status: DisputeStatus, ledger_statu
         pytest.param(Fail(NO_EVENT, DETAILS), _payment(status="INIT"), True, id="fail-init"),
         pytest.param(Fail(NO_EVENT, DETAILS), _payment(), False, id="fail-after-paid"),
         pytest.param(Refund(NO_EVENT, DETAILS, 250), _payment(), True, id="refund-ahead"),
-        pytest.param(Refund(NO_EVENT, DETAILS, 250), _payment(amount_refunded_minor=250), False, id="refund-stale"),
+        pytest.param(
+            Refund(NO_EVENT, DETAILS, 250),
+            _payment(amount_refunded_minor=0, charge_amount_refunded_minor=250),
+            False,
+            id="refund-stale-a-refund-failed-since",
+        ),
+        pytest.param(Refund(NO_EVENT, REFUND_OBJECT, 0, (SUCCEEDED,)), _payment(), True, id="refund-object-new"),
+        pytest.param(
+            Refund(NO_EVENT, REFUND_OBJECT, 0, (SUCCEEDED,)),
+            _payment(refunds=(LedgerRefund("re_1", 250, LedgerRefundStatus.SUCCEEDED),)),
+            False,
+            id="refund-object-known",
+        ),
+        pytest.param(
+            Refund(NO_EVENT, REFUND_OBJECT, 0, (FAILED,)),
+            _payment(refunds=(LedgerRefund("re_1", 250, LedgerRefundStatus.SUCCEEDED),)),
+            True,
+            id="refund-object-failed-since",
+        ),
+        pytest.param(
+            Refund(NO_EVENT, REFUND_OBJECT, 0, (SUCCEEDED,)),
+            _payment(refunds=(LedgerRefund("re_1", 250, LedgerRefundStatus.FAILED),)),
+            False,
+            id="refund-object-stale",
+        ),
         pytest.param(
             Dispute(NO_EVENT, "dp_1", DisputeStatus.LOST, "pi_1", "ch_1"),
             _payment(dispute_status="won"),

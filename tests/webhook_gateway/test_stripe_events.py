@@ -20,6 +20,8 @@ from services.common.stripe_events import (
     MalformedEvent,
     PaymentDetails,
     Refund,
+    RefundFact,
+    RefundStatus,
     Refuse,
     Settle,
     action_name,
@@ -101,6 +103,55 @@ def test_charge_refunded_carries_the_cumulative_amount() -> None:
     assert action.amount_refunded_minor == 1500
     assert (action.details.charge_id, action.details.credits) == ("ch_r", 550)
     assert action.details.payment_intent_id.startswith("pi_")
+
+
+def test_charge_refunded_of_the_current_api_version_names_no_refund() -> None:
+    event = se.charge_refunded(USER, "medium", 2500, "eur", amount_refunded_minor=1000, charge_id="ch_r")
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Refund)
+    assert (action.amount_refunded_minor, action.refunds, action.from_refund_object) == (1000, (), False)
+
+
+def test_a_legacy_charge_refunded_carries_its_refunds_by_id() -> None:
+    event = se.charge_refunded(
+        USER, "medium", 2500, "eur", amount_refunded_minor=1500, refund_amounts_minor=[1000, 500], embed_refunds=True
+    )
+    listed = event["data"]["object"]["refunds"]["data"]
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Refund)
+    assert action.refunds == (
+        RefundFact(listed[0]["id"], 1000, RefundStatus.SUCCEEDED),
+        RefundFact(listed[1]["id"], 500, RefundStatus.SUCCEEDED),
+    )
+
+
+def test_a_legacy_charge_refunded_with_a_malformed_refund_is_refused() -> None:
+    event = se.charge_refunded(USER, "medium", 2500, "eur", amount_refunded_minor=1000, embed_refunds=True)
+    event["data"]["object"]["refunds"]["data"][0]["status"] = "bogus"
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Refuse) and action.code == "malformed_object"
+
+
+@pytest.mark.parametrize("event_type", ["refund.created", "refund.updated", "refund.failed", "charge.refund.updated"])
+@pytest.mark.parametrize("status", list(RefundStatus))
+def test_a_refund_object_event_is_that_refund_for_the_payment_of_its_charge(
+    event_type: str, status: RefundStatus
+) -> None:
+    refund = se.refund_object(charge_id="ch_r", amount_minor=700, currency="eur", payment_intent_id="pi_r")
+    se.set_refund_status(refund, status.value)  # type: ignore[arg-type]
+    action = translate_event(se.refund_event(event_type, refund), CATALOG)  # type: ignore[arg-type]
+    assert isinstance(action, Refund)
+    assert action.from_refund_object
+    assert (action.details.user_id, action.details.package_id, action.details.credits) == ("", "", 0)
+    assert (action.details.payment_intent_id, action.details.charge_id) == ("pi_r", "ch_r")
+    assert (action.amount_refunded_minor, action.refunds) == (0, (RefundFact(refund["id"], 700, status),))
+
+
+def test_the_published_refund_fixture_without_a_payment_intent_is_found_by_its_charge() -> None:
+    refund = se.load_fixture("refund.json")
+    action = translate_event(se.event("refund.created", refund), CATALOG)
+    assert isinstance(action, Refund)
+    assert (action.details.payment_intent_id, action.details.charge_id) == ("", refund["charge"])
 
 
 DISPUTE_ROWS = [

@@ -27,6 +27,7 @@ class TransactionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRANSACTION_KIND_CHARGEBACK_REVERSAL: _ClassVar[TransactionKind]
     TRANSACTION_KIND_ADMIN_ADJUSTMENT: _ClassVar[TransactionKind]
     TRANSACTION_KIND_HOLD_CAPTURE: _ClassVar[TransactionKind]
+    TRANSACTION_KIND_REFUND_REVERSAL: _ClassVar[TransactionKind]
 
 class PaymentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -48,6 +49,15 @@ class DisputeStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DISPUTE_STATUS_UNDER_REVIEW: _ClassVar[DisputeStatus]
     DISPUTE_STATUS_WON: _ClassVar[DisputeStatus]
     DISPUTE_STATUS_LOST: _ClassVar[DisputeStatus]
+
+class RefundStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REFUND_STATUS_UNSPECIFIED: _ClassVar[RefundStatus]
+    REFUND_STATUS_REQUIRES_ACTION: _ClassVar[RefundStatus]
+    REFUND_STATUS_PENDING: _ClassVar[RefundStatus]
+    REFUND_STATUS_SUCCEEDED: _ClassVar[RefundStatus]
+    REFUND_STATUS_FAILED: _ClassVar[RefundStatus]
+    REFUND_STATUS_CANCELED: _ClassVar[RefundStatus]
 
 class EventOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -75,6 +85,7 @@ TRANSACTION_KIND_CHARGEBACK: TransactionKind
 TRANSACTION_KIND_CHARGEBACK_REVERSAL: TransactionKind
 TRANSACTION_KIND_ADMIN_ADJUSTMENT: TransactionKind
 TRANSACTION_KIND_HOLD_CAPTURE: TransactionKind
+TRANSACTION_KIND_REFUND_REVERSAL: TransactionKind
 PAYMENT_STATUS_UNSPECIFIED: PaymentStatus
 PAYMENT_STATUS_INIT: PaymentStatus
 PAYMENT_STATUS_PAID: PaymentStatus
@@ -90,6 +101,12 @@ DISPUTE_STATUS_NEEDS_RESPONSE: DisputeStatus
 DISPUTE_STATUS_UNDER_REVIEW: DisputeStatus
 DISPUTE_STATUS_WON: DisputeStatus
 DISPUTE_STATUS_LOST: DisputeStatus
+REFUND_STATUS_UNSPECIFIED: RefundStatus
+REFUND_STATUS_REQUIRES_ACTION: RefundStatus
+REFUND_STATUS_PENDING: RefundStatus
+REFUND_STATUS_SUCCEEDED: RefundStatus
+REFUND_STATUS_FAILED: RefundStatus
+REFUND_STATUS_CANCELED: RefundStatus
 EVENT_OUTCOME_UNSPECIFIED: EventOutcome
 EVENT_OUTCOME_APPLIED: EventOutcome
 EVENT_OUTCOME_IGNORED: EventOutcome
@@ -274,8 +291,18 @@ class AnonymizeResponse(_message.Message):
     balance: int
     def __init__(self, user_id: _Optional[str] = ..., already_anonymized: _Optional[bool] = ..., payments_scrubbed_count: _Optional[int] = ..., metadata_erased_count: _Optional[int] = ..., balance: _Optional[int] = ...) -> None: ...
 
+class PaymentRefund(_message.Message):
+    __slots__ = ("refund_id", "amount_minor", "status")
+    REFUND_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    refund_id: str
+    amount_minor: int
+    status: RefundStatus
+    def __init__(self, refund_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., status: _Optional[_Union[RefundStatus, str]] = ...) -> None: ...
+
 class Payment(_message.Message):
-    __slots__ = ("id", "user_id", "checkout_session_id", "payment_intent_id", "charge_id", "package_id", "credits", "amount_minor", "currency_code", "status", "amount_refunded_minor", "credits_clawed_back", "dispute_status", "dispute_id", "credit_transaction_id", "create_time", "update_time", "credit_time", "anonymized")
+    __slots__ = ("id", "user_id", "checkout_session_id", "payment_intent_id", "charge_id", "package_id", "credits", "amount_minor", "currency_code", "status", "amount_refunded_minor", "credits_clawed_back", "dispute_status", "dispute_id", "credit_transaction_id", "create_time", "update_time", "credit_time", "anonymized", "charge_amount_refunded_minor", "refunds")
     ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     CHECKOUT_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -295,6 +322,8 @@ class Payment(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     CREDIT_TIME_FIELD_NUMBER: _ClassVar[int]
     ANONYMIZED_FIELD_NUMBER: _ClassVar[int]
+    CHARGE_AMOUNT_REFUNDED_MINOR_FIELD_NUMBER: _ClassVar[int]
+    REFUNDS_FIELD_NUMBER: _ClassVar[int]
     id: int
     user_id: str
     checkout_session_id: str
@@ -314,7 +343,9 @@ class Payment(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     credit_time: _timestamp_pb2.Timestamp
     anonymized: bool
-    def __init__(self, id: _Optional[int] = ..., user_id: _Optional[str] = ..., checkout_session_id: _Optional[str] = ..., payment_intent_id: _Optional[str] = ..., charge_id: _Optional[str] = ..., package_id: _Optional[str] = ..., credits: _Optional[int] = ..., amount_minor: _Optional[int] = ..., currency_code: _Optional[str] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., amount_refunded_minor: _Optional[int] = ..., credits_clawed_back: _Optional[int] = ..., dispute_status: _Optional[_Union[DisputeStatus, str]] = ..., dispute_id: _Optional[str] = ..., credit_transaction_id: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., credit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., anonymized: _Optional[bool] = ...) -> None: ...
+    charge_amount_refunded_minor: int
+    refunds: _containers.RepeatedCompositeFieldContainer[PaymentRefund]
+    def __init__(self, id: _Optional[int] = ..., user_id: _Optional[str] = ..., checkout_session_id: _Optional[str] = ..., payment_intent_id: _Optional[str] = ..., charge_id: _Optional[str] = ..., package_id: _Optional[str] = ..., credits: _Optional[int] = ..., amount_minor: _Optional[int] = ..., currency_code: _Optional[str] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., amount_refunded_minor: _Optional[int] = ..., credits_clawed_back: _Optional[int] = ..., dispute_status: _Optional[_Union[DisputeStatus, str]] = ..., dispute_id: _Optional[str] = ..., credit_transaction_id: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., credit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., anonymized: _Optional[bool] = ..., charge_amount_refunded_minor: _Optional[int] = ..., refunds: _Optional[_Iterable[_Union[PaymentRefund, _Mapping]]] = ...) -> None: ...
 
 class EventSource(_message.Message):
     __slots__ = ("event_id", "event_type", "payload_sha256")
@@ -401,14 +432,16 @@ class FailPaymentResponse(_message.Message):
     def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ..., duplicate_event: _Optional[bool] = ...) -> None: ...
 
 class ApplyRefundRequest(_message.Message):
-    __slots__ = ("details", "amount_refunded_minor", "source")
+    __slots__ = ("details", "amount_refunded_minor", "source", "refunds")
     DETAILS_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_REFUNDED_MINOR_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    REFUNDS_FIELD_NUMBER: _ClassVar[int]
     details: PaymentDetails
     amount_refunded_minor: int
     source: EventSource
-    def __init__(self, details: _Optional[_Union[PaymentDetails, _Mapping]] = ..., amount_refunded_minor: _Optional[int] = ..., source: _Optional[_Union[EventSource, _Mapping]] = ...) -> None: ...
+    refunds: _containers.RepeatedCompositeFieldContainer[PaymentRefund]
+    def __init__(self, details: _Optional[_Union[PaymentDetails, _Mapping]] = ..., amount_refunded_minor: _Optional[int] = ..., source: _Optional[_Union[EventSource, _Mapping]] = ..., refunds: _Optional[_Iterable[_Union[PaymentRefund, _Mapping]]] = ...) -> None: ...
 
 class ApplyRefundResponse(_message.Message):
     __slots__ = ("payment", "credits_clawed_back", "duplicate_event")

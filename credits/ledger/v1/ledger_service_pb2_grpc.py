@@ -223,8 +223,9 @@ class LedgerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ApplyRefund(self, request, context):
-        """Applies Stripe's cumulative refunded amount to a payment.
-        Roles: payments, reconciler.
+        """Applies Stripe's refunds of a payment (a charge's cumulative refunded
+        amount and/or refunds by id): credits follow the refunds that stand, in
+        both directions. Roles: payments, reconciler.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
