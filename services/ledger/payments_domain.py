@@ -23,6 +23,7 @@ class PaymentStatus(StrEnum):
     REFUNDED = "REFUNDED"
     CHARGEBACK = "CHARGEBACK"
     FAILED = "FAILED"
+    EXPIRED = "EXPIRED"  # The Checkout Session expired unpaid; a late proof of payment still settles it.
 
 
 class DisputeStatus(StrEnum):
@@ -84,6 +85,16 @@ class Price:
 
 
 @dataclass(frozen=True, slots=True)
+class PaidAmounts:
+    """What the customer actually paid, in the payment's currency: Stripe's amount_total (after discounts,
+    with tax) and the tax and discount in it; None where the object does not tell."""
+
+    amount_paid_minor: int
+    amount_tax_minor: int | None = None
+    amount_discount_minor: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PaymentDetails:
     """A payment's identity (and price, when known) as Stripe's objects give them."""
 
@@ -94,6 +105,7 @@ class PaymentDetails:
     price: Price | None = None
     customer_email: str | None = None
     customer_id: str | None = None
+    paid: PaidAmounts | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +141,11 @@ class Payment:
     created_at: datetime
     updated_at: datetime
     credited_at: datetime | None
+    amount_paid_minor: int | None = None
+    amount_tax_minor: int | None = None
+    amount_discount_minor: int | None = None
+    # Why the last settle left this paid payment uncredited ('account_anonymized'), None otherwise.
+    settle_refusal: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +162,16 @@ class Settled:
     credited: bool
     entry: Entry | None
     duplicate_event: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SettledManually:
+    """A settlement by hand: the purchase entry, and the admin_actions id (None when replayed)."""
+
+    payment: Payment
+    entry: Entry
+    replayed: bool
+    admin_action_id: int | None
 
 
 @dataclass(frozen=True, slots=True)
