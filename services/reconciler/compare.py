@@ -36,6 +36,7 @@ from services.common.stripe_events import (
     NO_EVENT,
     Action,
     Dispute,
+    Expire,
     Fail,
     Ignore,
     PaymentDetails,
@@ -50,7 +51,7 @@ from services.reconciler.stripe_source import ChargeFacts
 
 PAYMENT_STATUS_PREFIX: Final = "PAYMENT_STATUS_"
 DISPUTE_STATUS_PREFIX: Final = "DISPUTE_STATUS_"
-NOT_PAID_STATUSES: Final = frozenset({"INIT", "FAILED"})
+NOT_PAID_STATUSES: Final = frozenset({"INIT", "FAILED", "EXPIRED"})
 PAID_STATUSES: Final = frozenset({"PAID", "CREDITED", "REFUNDED", "CHARGEBACK"})
 FINAL_DISPUTE_STATUSES: Final = frozenset({"won", "lost"})
 CATALOG_PROBLEM_CODES: Final = frozenset({"catalog_mismatch", "unknown_package"})
@@ -82,7 +83,7 @@ class LedgerPayment:
     credits: int
     amount_minor: int
     currency: str
-    status: str  # INIT, PAID, CREDITED, REFUNDED, CHARGEBACK or FAILED
+    status: str  # INIT, PAID, CREDITED, REFUNDED, CHARGEBACK, FAILED or EXPIRED
     amount_refunded_minor: int
     dispute_status: str | None  # Stripe's name (needs_response, won, ...), None without a dispute
     dispute_id: str
@@ -245,14 +246,14 @@ def action_payment_intent_id(action: Action) -> str:
     """The payment intent an action is about ('' when unknown)."""
     if isinstance(action, Settle | Fail | Refund):
         return action.details.payment_intent_id
-    return action.payment_intent_id
+    return action.payment_intent_id  # Expire, Dispute, Ignore, Refuse
 
 
 def action_user_id(action: Action) -> str:
     """The user an action names ('' for disputes, which carry no metadata)."""
     if isinstance(action, Settle | Fail | Refund):
         return action.details.user_id
-    if isinstance(action, Ignore | Refuse):
+    if isinstance(action, Expire | Ignore | Refuse):
         return action.user_id
     return ""
 
@@ -272,7 +273,10 @@ def event_finding(action: Action, payments: Sequence[LedgerPayment]) -> Finding 
     return Finding(DriftKind.MISSED_EVENT, action, f"undelivered event not applied; the ledger has {shown}")
 
 
-def _event_is_ahead(action: Settle | Fail | Refund | Dispute, payment: LedgerPayment | None) -> bool:
+def _event_is_ahead(action: Settle | Fail | Expire | Refund | Dispute, payment: LedgerPayment | None) -> bool:
+    if isinstance(action, Expire):
+        # Only a payment opened at checkout and still INIT has something to end (no row is made for it).
+        return payment is not None and payment.status == "INIT"
     if payment is None:
         return True
     if isinstance(action, Settle):

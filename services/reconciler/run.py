@@ -39,6 +39,7 @@ from services.common.stripe_events import (
     HANDLED_TYPES,
     Action,
     Dispute,
+    Expire,
     Fail,
     Ignore,
     MalformedEvent,
@@ -468,7 +469,7 @@ def _ledger_fields(payment: LedgerPayment | None) -> ItemFields:
     }
 
 
-def _event_fields(action: Settle | Fail | Refund | Dispute, payments: Sequence[LedgerPayment]) -> ItemFields:
+def _event_fields(action: Settle | Fail | Expire | Refund | Dispute, payments: Sequence[LedgerPayment]) -> ItemFields:
     fields: ItemFields = {
         "event_id": action.source.event_id,
         "event_type": action.source.event_type,
@@ -477,6 +478,8 @@ def _event_fields(action: Settle | Fail | Refund | Dispute, payments: Sequence[L
     }
     if isinstance(action, Dispute):
         fields.update(charge_id=action.charge_id or None, stripe_dispute_status=action.status.value)
+    elif isinstance(action, Expire):
+        pass  # An expired session names no charge and needs no price.
     else:
         details = action.details
         fields.update(

@@ -10,6 +10,7 @@
 | `STRIPE_API_BASE` | Stripe API base URL override, for tests and emulators (Stripe's own) |
 | `CREDIT_PACKAGES` | JSON catalog (the seed's three packs; see services.common.catalog) |
 | `CHECKOUT_SUCCESS_URL`, `CHECKOUT_CANCEL_URL` | Checkout return pages (`http://localhost:3000/credits?...`) |
+| `CHECKOUT_ALLOW_PROMOTION_CODES`, `CHECKOUT_AUTOMATIC_TAX`, `CHECKOUT_TAX_BEHAVIOR` | see checkout_config (off) |
 | `METRICS_PORT` | serve `/metrics` on this port too (unset: only on the main port) |
 | `GATEWAY_SHUTDOWN_GRACE_SECONDS` | time in-flight requests get to finish on SIGTERM (10) |
 | `LOG_LEVEL` | DEBUG, INFO, WARNING or ERROR (INFO) |
@@ -28,6 +29,7 @@ from typing import Final
 from services.common import config, event_loop
 from services.common.catalog import Catalog
 from services.common.config import ConfigError
+from services.webhook_gateway.checkout_config import CheckoutOptions
 from services.webhook_gateway.edge_config import EdgeSettings
 
 __all__ = ["ConfigError", "GatewaySettings"]
@@ -67,6 +69,8 @@ class GatewaySettings:
     log_level: str
     edge: EdgeSettings
     event_loop: str = "auto"  # GATEWAY_EVENT_LOOP: uvloop when installed (auto), uvloop, or asyncio
+    # Promotion codes and automatic tax (off); see services.webhook_gateway.checkout_config.
+    checkout_options: CheckoutOptions = field(default_factory=CheckoutOptions)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> GatewaySettings:
@@ -95,6 +99,7 @@ class GatewaySettings:
             log_level=config.log_level(environ),
             edge=EdgeSettings.from_env(environ),
             event_loop=event_loop.setting(environ, "GATEWAY_EVENT_LOOP"),
+            checkout_options=CheckoutOptions.from_env(environ),
         )
 
 
