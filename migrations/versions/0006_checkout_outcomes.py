@@ -14,8 +14,15 @@
 - `ledger_payment_settle_manually`: an operator credits a paid, uncredited payment by hand; the purchase
   entry and its admin_actions row (actor, reason) are written in one transaction.
 
-The enum value is added in this migration's transaction, where PostgreSQL refuses to *use* it: the SQL
-functions below compare statuses as text, and the plpgsql ones only assign 'EXPIRED' when they run.
+The enum value is added in this migration's transaction, where PostgreSQL refuses to *use* it: the plpgsql
+functions below only assign or compare 'EXPIRED' when they run.
+
+This revision replaces no shared helper of 0002 (payment_save, payment_is_paid, payment_status_after,
+payment_apply): the new columns are written by payment_record_paid, and EXPIRED is read where it matters
+(ledger_payment_settle and ledger_payment_settle_manually turn it into paid), so a revision that changes
+those helpers (the refund lifecycle) keeps its version. The refund and dispute paths never meet an EXPIRED
+payment: an expired session has no charge; if one ever did, a charge proves payment, and payment_apply
+reads it as PAID.
 
 Revision ID: 0006_checkout_outcomes
 Revises: 0004_post_batch
@@ -41,57 +48,32 @@ ALTER TABLE payments
     ADD COLUMN amount_tax_minor      bigint CHECK (amount_tax_minor >= 0),
     ADD COLUMN amount_discount_minor bigint CHECK (amount_discount_minor >= 0),
     ADD COLUMN settle_refusal        text   CHECK (length(settle_refusal) BETWEEN 1 AND 64);
--- The reconciler's and operators' "paid, not credited" list.
-CREATE INDEX payments_paid_not_credited_idx ON payments (created_at, id)
-    WHERE status = 'PAID' AND credit_transaction_id IS NULL;
 """
 
-# 0002's rules and row helpers, with EXPIRED read as not paid and the new columns saved.
-RULES_SQL = r"""
-CREATE OR REPLACE FUNCTION payment_status_after(p payments) RETURNS payment_status LANGUAGE sql IMMUTABLE AS $$
-    SELECT (CASE
-        WHEN p.status::text IN ('INIT', 'FAILED', 'EXPIRED') THEN p.status::text
-        WHEN payment_dispute_is_real(p.dispute_status) THEN 'CHARGEBACK'
-        WHEN p.amount_minor > 0 AND p.amount_refunded_minor >= p.amount_minor THEN 'REFUNDED'
-        WHEN p.credit_transaction_id IS NOT NULL THEN 'CREDITED'
-        ELSE 'PAID'
-    END)::payment_status
-$$;
-
-CREATE OR REPLACE FUNCTION payment_is_paid(p payments) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
-    SELECT p.status::text NOT IN ('INIT', 'FAILED', 'EXPIRED')
-$$;
-
-CREATE OR REPLACE FUNCTION payment_save(p payments) RETURNS payments LANGUAGE plpgsql AS $$
+HELPERS_SQL = r"""
+-- Records what was paid (the first value told wins: every source agrees on it) and why a paid payment was
+-- left uncredited (NULL once credited). One UPDATE, only when something changes; returns the row as stored.
+CREATE FUNCTION payment_record_paid(
+    p payments, p_amount_paid_minor bigint, p_amount_tax_minor bigint, p_amount_discount_minor bigint,
+    p_settle_refusal text
+) RETURNS payments LANGUAGE plpgsql AS $$
 DECLARE
     v_saved payments;
 BEGIN
-    UPDATE payments t SET
-        checkout_session_id   = p.checkout_session_id,
-        payment_intent_id     = p.payment_intent_id,
-        charge_id             = p.charge_id,
-        status                = p.status,
-        amount_refunded_minor = p.amount_refunded_minor,
-        credits_clawed_back   = p.credits_clawed_back,
-        dispute_id            = p.dispute_id,
-        dispute_status        = p.dispute_status,
-        adjustment_count      = p.adjustment_count,
-        credit_transaction_id = p.credit_transaction_id,
-        customer_email        = p.customer_email,
-        customer_id           = p.customer_id,
-        anonymized            = p.anonymized,
-        created_at            = p.created_at,
-        credited_at           = p.credited_at,
-        amount_paid_minor     = p.amount_paid_minor,
-        amount_tax_minor      = p.amount_tax_minor,
-        amount_discount_minor = p.amount_discount_minor,
-        settle_refusal        = p.settle_refusal,
-        updated_at            = clock_timestamp()
-     WHERE t.user_id = p.user_id AND t.id = p.id AND t IS DISTINCT FROM p
-    RETURNING t.* INTO v_saved;
-    IF v_saved.id IS NULL THEN
+    IF (p.amount_paid_minor, p.amount_tax_minor, p.amount_discount_minor, p.settle_refusal)
+       IS NOT DISTINCT FROM (COALESCE(p.amount_paid_minor, p_amount_paid_minor),
+                             COALESCE(p.amount_tax_minor, p_amount_tax_minor),
+                             COALESCE(p.amount_discount_minor, p_amount_discount_minor), p_settle_refusal) THEN
         RETURN p;
     END IF;
+    UPDATE payments t SET
+        amount_paid_minor     = COALESCE(t.amount_paid_minor, p_amount_paid_minor),
+        amount_tax_minor      = COALESCE(t.amount_tax_minor, p_amount_tax_minor),
+        amount_discount_minor = COALESCE(t.amount_discount_minor, p_amount_discount_minor),
+        settle_refusal        = p_settle_refusal,
+        updated_at            = clock_timestamp()
+     WHERE t.user_id = p.user_id AND t.id = p.id
+    RETURNING t.* INTO STRICT v_saved;
     RETURN v_saved;
 END
 $$;
@@ -141,9 +123,9 @@ BEGIN
                                     p_amount_minor, p_currency_code, p_customer_email, p_customer_id,
                                     v_account.status = 'active', 'INIT');
     END IF;
-    v_payment.amount_paid_minor := COALESCE(v_payment.amount_paid_minor, p_amount_paid_minor);
-    v_payment.amount_tax_minor := COALESCE(v_payment.amount_tax_minor, p_amount_tax_minor);
-    v_payment.amount_discount_minor := COALESCE(v_payment.amount_discount_minor, p_amount_discount_minor);
+    IF v_payment.status = 'EXPIRED' THEN
+        v_payment.status := 'INIT';  -- A late proof of payment: the expired session was paid after all.
+    END IF;
     IF NOT payment_is_paid(v_payment) THEN
         v_payment.status := 'PAID';
         IF v_account.status = 'active' THEN
@@ -155,11 +137,11 @@ BEGIN
             v_credited := true;
         END IF;
     END IF;
-    IF v_payment.credit_transaction_id IS NULL THEN
-        v_payment.settle_refusal := 'account_anonymized';
-    END IF;
     r := payment_apply(v_payment);
-    v_payment := r.payment;
+    v_payment := payment_record_paid(
+        r.payment, p_amount_paid_minor, p_amount_tax_minor, p_amount_discount_minor,
+        CASE WHEN (r.payment).credit_transaction_id IS NULL THEN 'account_anonymized' END);
+    r.payment := v_payment;
     IF v_payment.credit_transaction_id IS NULL THEN
         IF p_event_id IS NOT NULL THEN
             INSERT INTO processed_events (event_id, event_type, outcome, payload_sha256, user_id, payment_id,
@@ -283,13 +265,13 @@ BEGIN
     ASSERT v_entry.balance_after = v_account.balance + v_payment.credits, 'balance_after does not follow from delta';
     INSERT INTO admin_actions (id, user_id, actor, delta, reason, transaction_id)
     VALUES (v_admin_id, v_user_id, p_actor, v_payment.credits, p_reason, v_entry.id);
-    IF NOT payment_is_paid(v_payment) THEN
+    IF v_payment.status IN ('INIT', 'FAILED', 'EXPIRED') THEN
         v_payment.status := 'PAID';
     END IF;
     v_payment.credit_transaction_id := v_entry.id;
     v_payment.credited_at := v_entry.created_at;
-    v_payment.settle_refusal := NULL;
     r := payment_apply(v_payment);
+    r.payment := payment_record_paid(r.payment, NULL, NULL, NULL, NULL);
     r.entry := v_entry;
     r.credited := true;
     r.replayed := false;
@@ -307,7 +289,7 @@ DROP FUNCTION ledger_payment_settle(text, text, text, text, text, bigint, bigint
 -- EXPIRED has no place in 0004's lifecycle: such a payment ended unpaid, as a FAILED one. PostgreSQL cannot
 -- drop an enum value; the label stays unused until 0001's downgrade drops the type.
 UPDATE payments SET status = 'FAILED' WHERE status::text = 'EXPIRED';
-DROP INDEX payments_paid_not_credited_idx;
+DROP FUNCTION payment_record_paid(payments, bigint, bigint, bigint, text);
 """
 
 DROP_COLUMNS_SQL = r"""
@@ -321,19 +303,17 @@ ALTER TABLE payments
 
 def upgrade() -> None:
     op.execute(SCHEMA_SQL)
-    op.execute(RULES_SQL)
+    op.execute(HELPERS_SQL)
     op.execute(SETTLE_SQL)
     op.execute(EXPIRE_SQL)
 
 
 def downgrade() -> None:
     op.execute(DOWNGRADE_SQL)
-    payments_0002 = _revision_module("0002_payment_lifecycle.py")
-    # 0002's definitions, exactly: the functions 0006 replaced, then the columns they no longer read.
-    for name in ("payment_status_after", "payment_is_paid", "payment_save"):
-        op.execute(_function_sql(payments_0002.RULES_SQL + payments_0002.ROWS_SQL, name, replace=True))
     op.execute(DROP_COLUMNS_SQL)
-    op.execute(_function_sql(payments_0002.OPEN_SETTLE_FAIL_SQL, "ledger_payment_settle", replace=False))
+    # 0002's settle, exactly as that revision wrote it (0003 and 0004 do not change it).
+    payments_0002 = _revision_module("0002_payment_lifecycle.py")
+    op.execute(_function_sql(payments_0002.OPEN_SETTLE_FAIL_SQL, "ledger_payment_settle"))
 
 
 def _revision_module(file_name: str) -> Any:
@@ -345,9 +325,8 @@ def _revision_module(file_name: str) -> Any:
     return module
 
 
-def _function_sql(sql: str, name: str, *, replace: bool) -> str:
+def _function_sql(sql: str, name: str) -> str:
     """One `CREATE FUNCTION name(...) ... $$;` statement of an earlier revision's SQL, as written there."""
     match = re.search(rf"^CREATE FUNCTION {name}\(.*?^\$\$;$", sql, flags=re.MULTILINE | re.DOTALL)
     assert match is not None, name
-    statement = match.group(0)
-    return statement.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1) if replace else statement
+    return match.group(0)
