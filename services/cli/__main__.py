@@ -6,6 +6,7 @@
     creditsctl anonymize USER [--yes]
     creditsctl payment ID | cs_... | pi_... | ch_...
     creditsctl payments USER [--limit N | --all] [--page-token TOKEN]
+    creditsctl settle-payment ID | cs_... | pi_... --reason TEXT [--actor NAME]
     creditsctl reconcile [--since ISO | --window DURATION] [--dry-run] [--no-events]
     creditsctl replay-event EVENT_ID [--dry-run]
 
@@ -48,6 +49,7 @@ ROLE_HINTS: Final = {
     "anonymize": "admin",
     "payment": "reader or admin",
     "payments": "reader or admin",
+    "settle-payment": "admin",
     "replay-event": "reconciler or payments",
 }
 EPILOG: Final = (
@@ -106,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     command = commands.add_parser("payment", parents=[common], help="one payment, by id or Stripe id")
     command.add_argument("id", metavar="ID|cs_...|pi_...|ch_...")
+    command = commands.add_parser(
+        "settle-payment", parents=[common], help="credit a paid, not credited payment by hand (audited)"
+    )
+    command.add_argument("id", metavar="ID|cs_...|pi_...")
+    command.add_argument("--reason", required=True, help="why (kept in admin_actions and the journal)")
+    command.add_argument("--actor", help="who decides this (default: creditsctl:<your user name>)")
     command = commands.add_parser("payments", parents=[common], help="a user's payments, newest first")
     command.add_argument("user")
     _add_paging(command, ledger_commands.PAYMENTS_LIMIT_DEFAULT)
@@ -154,6 +162,8 @@ async def _ledger_command(args: argparse.Namespace, access: LedgerAccess) -> Out
             return await ledger_commands.payment(client, args.id)
         if args.command == "anonymize":
             return await ledger_commands.anonymize(client, args.user)
+        if args.command == "settle-payment":
+            return await ledger_commands.settle_payment(client, args.id, args.reason, args.actor)
         assert args.command == "adjust", args.command
         try:
             return await ledger_commands.adjust(client, args.user, args.amount, args.reason, args.key, args.actor)
@@ -189,6 +199,8 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str], stdin: TextI
         access = LedgerAccess.from_env(environ, args.timeout_seconds)
         if args.command == "adjust":
             _prepare_adjust(args, stderr)
+        if args.command == "settle-payment":
+            args.actor = _checked_reason_and_actor(args)
         if args.command == "anonymize" and not args.yes and not confirm_anonymize(args.user, stdin, stderr):
             raise UsageError("not confirmed (type the user id exactly, or pass --yes); nothing changed")
         return await _ledger_command(args, access)
@@ -201,10 +213,16 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str], stdin: TextI
         raise Refused(_refused(args.command, exc)) from exc
 
 
-def _prepare_adjust(args: argparse.Namespace, stderr: TextIO) -> None:
+def _checked_reason_and_actor(args: argparse.Namespace) -> str:
+    """The actor (the operator's login name by default), once --reason is known to be text the ledger keeps."""
     if not args.reason.strip() or len(args.reason) > REASON_CHARS_MAX:
         raise UsageError(f"--reason: expected 1 to {REASON_CHARS_MAX} characters of text")
-    args.actor = args.actor or _default_actor()
+    actor: str = args.actor or _default_actor()
+    return actor
+
+
+def _prepare_adjust(args: argparse.Namespace, stderr: TextIO) -> None:
+    args.actor = _checked_reason_and_actor(args)
     if args.key is None:
         args.key = f"{KEY_PREFIX}{uuid.uuid4()}"
         # Before the call: if the answer is lost, the operator retries with this key and nothing applies twice.

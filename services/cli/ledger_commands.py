@@ -1,4 +1,5 @@
-"""The commands that talk only to the ledger: balance, history, adjust, anonymize, payment, payments.
+"""The commands that talk only to the ledger: balance, history, adjust, anonymize, payment, payments,
+settle-payment.
 
 Each takes a LedgerClient and plain arguments and returns an Output; ledger refusals propagate as
 services.ledger.errors.LedgerError (services.cli.__main__ turns them into exit codes).
@@ -197,7 +198,36 @@ def payment_document(payment: pb.Payment) -> dict[str, Any]:
         "update_time": timestamp(payment.update_time),
         "credit_time": timestamp(payment.credit_time),
         "anonymized": payment.anonymized,
+        "amount_paid_minor": _optional(payment, "amount_paid_minor"),
+        "amount_tax_minor": _optional(payment, "amount_tax_minor"),
+        "amount_discount_minor": _optional(payment, "amount_discount_minor"),
+        "settle_refusal": payment.settle_refusal or None,
     }
+
+
+def _optional(payment: pb.Payment, name: str) -> int | None:
+    value: int = getattr(payment, name)
+    return value if payment.HasField(name) else None
+
+
+def _paid_line(document: dict[str, Any]) -> str | None:
+    """What the customer actually paid, tax and discount apart (None until a settlement told it)."""
+    if document["amount_paid_minor"] is None:
+        return None
+    currency = document["currency"]
+    parts = [
+        f"{name} {money(document[key], currency)}"
+        for name, key in (("tax", "amount_tax_minor"), ("discount", "amount_discount_minor"))
+        if document[key]
+    ]
+    paid = money(document["amount_paid_minor"], currency)
+    return f"{paid} ({', '.join(parts)})" if parts else paid
+
+
+def _not_credited_line(document: dict[str, Any]) -> str | None:
+    if document["settle_refusal"] is None or document["credit_transaction_id"] is not None:
+        return None
+    return f"paid, not credited ({document['settle_refusal']}): refund it in Stripe"
 
 
 async def payment(client: LedgerClient, identifier: str) -> Output:
@@ -211,6 +241,8 @@ async def payment(client: LedgerClient, identifier: str) -> Output:
             ("user", document["user_id"]),
             ("status", document["status"]),
             ("package", f"{document['package_id']}: {document['credits']} credits for {amount}"),
+            ("paid", _paid_line(document)),
+            ("not credited", _not_credited_line(document)),
             ("refunded", f"{refunded} ({document['credits_clawed_back']} credits clawed back)"),
             ("dispute", f"{document['dispute_status']} ({document['dispute_id']})" if document["dispute_id"] else None),
             ("checkout session", document["checkout_session_id"]),
@@ -221,6 +253,39 @@ async def payment(client: LedgerClient, identifier: str) -> Output:
             ("credited", document["credit_time"]),
             ("updated", document["update_time"]),
             ("anonymized", "yes" if document["anonymized"] else "no"),
+        ]
+    )
+    return Output(document, lines)
+
+
+async def settle_payment(client: LedgerClient, identifier: str, reason: str, actor: str) -> Output:
+    """Credit a paid, uncredited payment by hand (SettlePaymentManually: the entry and admin_actions together)."""
+    lookup = payment_lookup(identifier)
+    payment_id = lookup.get("payment_id")
+    if payment_id is None:
+        payment_id = (await client.get_payment(**lookup)).payment.id
+    response = await client.settle_payment_manually(payment_id, actor, reason)
+    entry = transaction_document(response.transaction)
+    settled = payment_document(response.payment)
+    document = {
+        "payment": settled,
+        "actor": actor,
+        "replayed": response.replayed,
+        "admin_action_id": response.admin_action_id or None,
+        "transaction": entry,
+    }
+    replayed = "yes: credited earlier; nothing changed now" if response.replayed else "no"
+    lines = fields(
+        [
+            ("payment", payment_id),
+            ("user", settled["user_id"]),
+            ("status", settled["status"]),
+            ("credited", signed(entry["delta"])),
+            ("balance after", entry["balance_after"]),
+            ("journal entry", f"{entry['id']} at {entry['create_time']}"),
+            ("admin action", document["admin_action_id"]),
+            ("actor", actor),
+            ("replayed", replayed),
         ]
     )
     return Output(document, lines)

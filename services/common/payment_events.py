@@ -5,8 +5,12 @@ what it repairs. Every call carries the event's EventSource, so the ledger recor
 processed_events in the same transaction as the effect: a redelivery is answered `duplicate`.
 
     action    ledger call                        outcome
-    Settle    SettlePayment                      applied (credited now, or already by another event)
+    Settle    SettlePayment                      applied (credited now, or already by another event);
+                                                 refused account_anonymized when the account was anonymized
+                                                 (the ledger recorded the payment PAID, not credited, and the
+                                                 event refused, in one transaction: refund the customer)
     Fail      FailPayment                        applied
+    Expire    ExpirePayment                      applied (the session's INIT payment -> EXPIRED)
     Refund    ApplyRefund (cumulative amount     applied (credits clawed back, or reinstated when refunds
               and/or refunds by id; from a       failed or were canceled); a refund object the ledger cannot
               refund object, empty user_id)      place is retried with its charge's metadata, as disputes are
@@ -44,6 +48,7 @@ from services.common.stripe_events import (
     Dispute,
     DisputeStatus,
     EventSource,
+    Expire,
     Fail,
     Ignore,
     PaymentDetails,
@@ -139,6 +144,8 @@ async def apply_action(
         return await _apply_money(action, ledger, catalog, fetch_charge)
     except errors.EventPayloadMismatch:
         return _payload_mismatch(action)
+    except errors.PurchaseOnAnonymizedAccount as exc:
+        return _purchase_on_anonymized_account(action, exc)
     except (errors.InvalidArgument, errors.NotFound, errors.FailedPrecondition, errors.AlreadyExists) as exc:
         user_id, payment_intent_id = _known_ids(action)
         reason = f"ledger refused {action_name(action)}: {exc.reason}"
@@ -147,8 +154,24 @@ async def apply_action(
         )
 
 
+def _purchase_on_anonymized_account(action: Action, exc: errors.PurchaseOnAnonymizedAccount) -> Applied:
+    """The ledger recorded it already (payment PAID, not credited; the event refused): count it and say so."""
+    code = "account_anonymized"
+    REFUSED.labels(code=code).inc()
+    log.warning(
+        "purchase for an anonymized account refused: paid, not credited; refund it",
+        extra={
+            "event_id": action.source.event_id,
+            "event_type": action.source.event_type,
+            "code": code,
+            "payment_id": exc.metadata.get("payment_id", ""),
+        },
+    )
+    return Applied(Outcome.REFUSED, action_name(action), code)
+
+
 async def _apply_money(
-    action: Settle | Fail | Refund | Dispute,
+    action: Settle | Fail | Expire | Refund | Dispute,
     ledger: LedgerClient,
     catalog: Catalog,
     fetch_charge: ChargeFetcher | None,
@@ -159,6 +182,12 @@ async def _apply_money(
         settled = await ledger.call(ledger.stub.SettlePayment, request)
         delta = settled.transaction.delta if settled.credited else 0
         return _money_result(action, settled.duplicate_event, delta)
+    if isinstance(action, Expire):
+        expire_details = pb.PaymentDetails(user_id=action.user_id, checkout_session_id=action.checkout_session_id)
+        expired = await ledger.call(
+            ledger.stub.ExpirePayment, pb.ExpirePaymentRequest(details=expire_details, source=source)
+        )
+        return _money_result(action, expired.duplicate_event, 0)
     if isinstance(action, Fail):
         failed = await ledger.call(
             ledger.stub.FailPayment, pb.FailPaymentRequest(details=details_proto(action.details), source=source)
@@ -312,9 +341,11 @@ def _payload_mismatch(action: Action) -> Applied:
     return Applied(Outcome.REFUSED, action_name(action), "payload_mismatch")
 
 
-def _known_ids(action: Settle | Fail | Refund | Dispute) -> tuple[str, str]:
+def _known_ids(action: Settle | Fail | Expire | Refund | Dispute) -> tuple[str, str]:
     if isinstance(action, Dispute):
         return "", action.payment_intent_id
+    if isinstance(action, Expire):
+        return action.user_id, action.payment_intent_id
     return action.details.user_id, action.details.payment_intent_id
 
 
@@ -335,4 +366,7 @@ def details_proto(details: PaymentDetails) -> pb.PaymentDetails:
         currency_code=details.currency,
         customer_email=details.customer_email,
         customer_id=details.customer_id,
+        amount_paid_minor=details.amount_paid_minor,
+        amount_tax_minor=details.amount_tax_minor,
+        amount_discount_minor=details.amount_discount_minor,
     )

@@ -6,10 +6,15 @@ through the ledger client.
 
     event type                                   object              action
     checkout.session.completed (paid)            checkout.session    Settle
+    checkout.session.completed                   checkout.session    Settle (a promotion code took 100% off:
+      (no_payment_required, amount_total 0)                            no payment intent, nothing charged)
     checkout.session.completed (unpaid)          checkout.session    Ignore  awaiting_async_payment
     checkout.session.async_payment_succeeded     checkout.session    Settle
     checkout.session.async_payment_failed        checkout.session    Fail
-    payment_intent.succeeded                     payment_intent      Settle (by payment intent)
+    checkout.session.expired                     checkout.session    Expire (its INIT payment -> EXPIRED)
+    payment_intent.succeeded                     payment_intent      Settle (by payment intent); Ignore
+                                                                       settled_by_session when its amount is
+                                                                       not the catalog price (discount or tax)
     charge.refunded                              charge              Refund (cumulative amount_refunded, and
                                                                        the embedded refunds list when the API
                                                                        version still sends one: before 2022-11-15)
@@ -29,12 +34,23 @@ The user comes from `metadata.user_id`; for sessions `client_reference_id` is th
 both present but different is a refusal. The package comes from `metadata.package_id`; credits
 always come from the catalog.
 
+A session is priced on its `amount_subtotal` (the line item's price x quantity, before discounts and
+tax) and `currency`, never on `amount_total`: a promotion code or tax changes what the customer pays,
+not which pack they bought. What they paid is carried beside the price for revenue reporting:
+`amount_total` (after discounts, with tax), `total_details.amount_tax` and
+`total_details.amount_discount`, all in the session's currency. Since API version 2025-03-31 an
+Adaptive Pricing session keeps the integration's currency and amounts (the customer's currency is in
+`presentment_details`, not read here), so it matches; a legacy one whose `currency` is the customer's
+(`currency_conversion` set), a Dashboard-made session or a price changed at Stripe does not, and is
+refused (catalog_mismatch): paid, not credited, for an operator (refund or settle by hand).
+
 `payload_sha256(type, data.object)` is the canonical digest the ledger stores per event id
 (EventSource.payload_sha256): the same event id delivered with other data is refused there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import json
@@ -98,6 +114,7 @@ _REFUND_STATUS_BY_NAME: Final[Mapping[str, RefundStatus]] = {status.value: statu
 
 SETTLE_SESSION_TYPES: Final = frozenset({"checkout.session.completed", "checkout.session.async_payment_succeeded"})
 FAIL_SESSION_TYPE: Final = "checkout.session.async_payment_failed"
+EXPIRE_SESSION_TYPE: Final = "checkout.session.expired"
 PAYMENT_INTENT_SUCCEEDED: Final = "payment_intent.succeeded"
 CHARGE_REFUNDED: Final = "charge.refunded"
 # Every refund's own events (refund.* since API version 2024-10-28.acacia; charge.refund.updated before and since,
@@ -116,6 +133,7 @@ HANDLED_TYPES: Final = frozenset(
     {
         *SETTLE_SESSION_TYPES,
         FAIL_SESSION_TYPE,
+        EXPIRE_SESSION_TYPE,
         PAYMENT_INTENT_SUCCEEDED,
         CHARGE_REFUNDED,
         *REFUND_OBJECT_TYPES,
@@ -154,6 +172,11 @@ class PaymentDetails:
     charge_id: str = ""
     customer_email: str = ""
     customer_id: str = ""
+    # What the customer actually paid, in `currency` (None where the object does not tell): a session's
+    # amount_total and total_details, a payment intent's amount.
+    amount_paid_minor: int | None = None
+    amount_tax_minor: int | None = None
+    amount_discount_minor: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +208,16 @@ class RefundFact:
     refund_id: str
     amount_minor: int
     status: RefundStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Expire:
+    """A Checkout Session expired unpaid: its payment (if the ledger opened one) ends EXPIRED; no price needed."""
+
+    source: EventSource
+    user_id: str
+    checkout_session_id: str
+    payment_intent_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,11 +267,11 @@ class Refuse:
     payment_intent_id: str = ""
 
 
-Action = Settle | Fail | Refund | Dispute | Ignore | Refuse
+Action = Settle | Fail | Expire | Refund | Dispute | Ignore | Refuse
 
 
 def action_name(action: Action) -> str:
-    """`settle`, `fail`, `refund`, `dispute`, `ignore` or `refuse` (for logs and metrics)."""
+    """`settle`, `fail`, `expire`, `refund`, `dispute`, `ignore` or `refuse` (for logs and metrics)."""
     return type(action).__name__.lower()
 
 
@@ -289,6 +322,8 @@ def translate_event(event: Mapping[str, Any], catalog: Catalog) -> Action:
     event_type = source.event_type
     if event_type in SETTLE_SESSION_TYPES or event_type == FAIL_SESSION_TYPE:
         return session_action(data_object, catalog, source)
+    if event_type == EXPIRE_SESSION_TYPE:
+        return expire_action(data_object, source)
     if event_type == PAYMENT_INTENT_SUCCEEDED:
         return payment_intent_action(data_object, catalog, source)
     if event_type == CHARGE_REFUNDED:
@@ -316,6 +351,13 @@ def session_action(session: Mapping[str, Any], catalog: Catalog, source: EventSo
     payment_status = session.get("payment_status")
     if payment_status == "paid":
         return Settle(source, details)
+    if payment_status == "no_payment_required":
+        # A promotion code took the whole price off: Stripe charges nothing and makes no payment intent. The
+        # merchant issued the code, so the pack is the customer's; anything else owed is not "no payment".
+        if details.amount_paid_minor != 0:
+            reason = f"session needs no payment but its amount_total is {shown(details.amount_paid_minor)}"
+            return Refuse(source, "malformed_object", reason, details.user_id, details.payment_intent_id)
+        return Settle(source, details)
     if payment_status == "unpaid":  # A delayed payment method: async_payment_succeeded / _failed finish it.
         reason = "awaiting async payment: settled by checkout.session.async_payment_succeeded"
         return Ignore(source, "awaiting_async_payment", reason, details.user_id, details.payment_intent_id)
@@ -323,12 +365,36 @@ def session_action(session: Mapping[str, Any], catalog: Catalog, source: EventSo
     return Refuse(source, "not_paid", reason, details.user_id, details.payment_intent_id)
 
 
+def expire_action(session: Mapping[str, Any], source: EventSource = NO_EVENT) -> Action:
+    """An expired session ends the payment POST /checkout opened; a session without the suite's user is not ours."""
+    wrong = _wrong_object(session, "checkout.session", source)
+    if wrong is not None:
+        return wrong
+    session_id = _stripe_id(session.get("id"))
+    payment_intent_id = _stripe_id(session.get("payment_intent"))
+    user_id = _user_id(_metadata(session).get("user_id"), session.get("client_reference_id"))
+    if isinstance(user_id, Problem):
+        # Dashboard-made and Payment Link sessions expire too; nothing was paid, nothing to flag.
+        reason = f"expired session without a usable user ({user_id.code}): nothing to end"
+        return Ignore(source, "not_a_suite_session", reason, payment_intent_id=payment_intent_id)
+    if not session_id:
+        return Refuse(source, "malformed_object", "session without an id", user_id, payment_intent_id)
+    return Expire(source, user_id, session_id, payment_intent_id)
+
+
 def payment_intent_action(intent: Mapping[str, Any], catalog: Catalog, source: EventSource = NO_EVENT) -> Action:
-    """A succeeded payment intent settles its payment (the ledger credits a payment once, by intent)."""
+    """A succeeded payment intent settles its payment (the ledger credits a payment once, by intent).
+
+    Its amount is what was charged (after a discount, with tax), not the price: an intent of a suite
+    purchase whose amount is not the catalog price is left to its session's completion, which is priced
+    on amount_subtotal (and refused there, and flagged, when that does not match either)."""
     wrong = _wrong_object(intent, "payment_intent", source)
     if wrong is not None:
         return wrong
     details = details_from_payment_intent(intent, catalog)
+    if isinstance(details, Problem) and details.code == "catalog_mismatch" and intent.get("status") == "succeeded":
+        reason = "amount is not the catalog price (a discount or tax): the checkout session's completion settles it"
+        return Ignore(source, "settled_by_session", reason, details.user_id, details.payment_intent_id)
     if isinstance(details, Problem):
         return _refuse(source, details)
     if intent.get("status") != "succeeded":
@@ -448,9 +514,9 @@ def details_from_session(session: Mapping[str, Any], catalog: Catalog) -> Paymen
         return Problem(user_id.code, user_id.reason, payment_intent_id=payment_intent_id)
     customer_details = session.get("customer_details")
     email = customer_details.get("email") if isinstance(customer_details, dict) else None
-    return _priced(
+    priced = _priced(
         metadata,
-        session.get("amount_total"),
+        session.get("amount_subtotal"),
         session.get("currency"),
         _Identity(
             user_id=user_id,
@@ -461,6 +527,33 @@ def details_from_session(session: Mapping[str, Any], catalog: Catalog) -> Paymen
         ),
         catalog,
     )
+    if isinstance(priced, Problem):
+        return priced
+    return _with_session_paid(priced, session)
+
+
+def _with_session_paid(details: PaymentDetails, session: Mapping[str, Any]) -> PaymentDetails | Problem:
+    """`details` with what the session says was paid: amount_total, total_details' tax and discount."""
+    amount_total = session.get("amount_total")
+    if not _is_int(amount_total) or amount_total < 0:
+        reason = f"session amount_total {shown(amount_total)} is not an amount"
+        return Problem("malformed_object", reason, details.user_id, details.payment_intent_id)
+    total_details = session.get("total_details")
+    totals = total_details if isinstance(total_details, dict) else {}
+    tax, discount = totals.get("amount_tax"), totals.get("amount_discount")
+    for name, value in (("amount_tax", tax), ("amount_discount", discount)):
+        if value is not None and (not _is_int(value) or value < 0):
+            reason = f"session total_details.{name} {shown(value)} is not an amount"
+            return Problem("malformed_object", reason, details.user_id, details.payment_intent_id)
+    if _is_int(tax) and tax > amount_total:
+        reason = f"session tax {tax} exceeds its amount_total {amount_total}"
+        return Problem("malformed_object", reason, details.user_id, details.payment_intent_id)
+    return dataclasses.replace(
+        details,
+        amount_paid_minor=amount_total,
+        amount_tax_minor=tax if _is_int(tax) else None,
+        amount_discount_minor=discount if _is_int(discount) else None,
+    )
 
 
 def details_from_payment_intent(intent: Mapping[str, Any], catalog: Catalog) -> PaymentDetails | Problem:
@@ -470,7 +563,7 @@ def details_from_payment_intent(intent: Mapping[str, Any], catalog: Catalog) -> 
     user_id = _user_id(metadata.get("user_id"), None)
     if isinstance(user_id, Problem):
         return Problem(user_id.code, user_id.reason, payment_intent_id=payment_intent_id)
-    return _priced(
+    priced = _priced(
         metadata,
         intent.get("amount"),
         intent.get("currency"),
@@ -483,6 +576,9 @@ def details_from_payment_intent(intent: Mapping[str, Any], catalog: Catalog) -> 
         ),
         catalog,
     )
+    if isinstance(priced, Problem):
+        return priced
+    return dataclasses.replace(priced, amount_paid_minor=priced.amount_minor)  # The intent's amount is what it charged.
 
 
 def details_from_charge(charge: Mapping[str, Any], catalog: Catalog) -> PaymentDetails | Problem:

@@ -50,6 +50,8 @@ ROLES_BY_METHOD: dict[str, frozenset[str]] = {
     "ReleaseHold": frozenset({"spender"}),
     "GetHold": _HOLDS_READ,
     "ListHolds": _HOLDS_READ,
+    "ExpirePayment": _PAYMENT_WRITE,
+    "SettlePaymentManually": frozenset({"admin"}),
 }
 
 current_caller: contextvars.ContextVar[str] = contextvars.ContextVar("ledger_caller", default="-")

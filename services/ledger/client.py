@@ -147,6 +147,17 @@ class LedgerClient:
     ) -> pb.SettlePaymentResponse:
         return await self.call(self.stub.SettlePayment, pb.SettlePaymentRequest(details=details, source=source))
 
+    async def expire_payment(
+        self, details: pb.PaymentDetails, source: pb.EventSource | None = None
+    ) -> pb.ExpirePaymentResponse:
+        return await self.call(self.stub.ExpirePayment, pb.ExpirePaymentRequest(details=details, source=source))
+
+    async def settle_payment_manually(
+        self, payment_id: int, actor: str, reason: str
+    ) -> pb.SettlePaymentManuallyResponse:
+        request = pb.SettlePaymentManuallyRequest(payment_id=payment_id, actor=actor, reason=reason)
+        return await self.call(self.stub.SettlePaymentManually, request)
+
     async def fail_payment(
         self, details: pb.PaymentDetails, source: pb.EventSource | None = None
     ) -> pb.FailPaymentResponse:

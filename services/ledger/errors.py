@@ -5,7 +5,8 @@
     ├── NotFound                     NOT_FOUND: the payment or hold does not exist
     ├── FailedPrecondition           FAILED_PRECONDITION: the state forbids it
     │   ├── InsufficientCredits      the available balance is smaller than the amount
-    │   ├── AccountAnonymized        the account was erased; credits no longer move
+    │   ├── AccountAnonymized        the account was erased: no new credit, debit, hold or payment
+    │   │   └── PurchaseOnAnonymizedAccount  a purchase settled for it: paid, not credited (refund it)
     │   ├── HoldNotActive            the hold was captured, released or expired
     │   └── TooManyActiveHolds       the user has as many active holds as allowed
     ├── AlreadyExists                ALREADY_EXISTS: a key or id was used with other data
@@ -73,10 +74,24 @@ class InsufficientCredits(FailedPrecondition):
     reason = "INSUFFICIENT_CREDITS"
 
 
+# What an anonymized account refuses, said to the caller (refunds and lost disputes still claw back).
+ANONYMIZED_ACCOUNT_MESSAGE = (
+    "the account was anonymized: it takes no new credits, debits, holds or payments "
+    "(refunds and lost disputes of its earlier purchases still take credits back)"
+)
+
+
 class AccountAnonymized(FailedPrecondition):
-    """The account was anonymized; credits can no longer move on it."""
+    """The account was anonymized: it takes no new credit, debit, hold or payment (refunds and lost
+    disputes of its earlier purchases still claw back: that money moved)."""
 
     reason = "ACCOUNT_ANONYMIZED"
+
+
+class PurchaseOnAnonymizedAccount(AccountAnonymized):
+    """A paid purchase for an anonymized account: recorded PAID, not credited, the event refused; refund it."""
+
+    reason = "PURCHASE_ON_ANONYMIZED_ACCOUNT"
 
 
 class HoldNotActive(FailedPrecondition):

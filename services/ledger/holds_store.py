@@ -94,7 +94,7 @@ def _check(row: asyncpg.Record, *, hold_id: int | None, idempotency_key: str | N
     if outcome == "insufficient_credits":
         raise insufficient_credits(row["balance"], row["held"], amount)
     if outcome == "account_anonymized":
-        raise errors.AccountAnonymized("the account was anonymized; credits can no longer move", {})
+        raise errors.AccountAnonymized(errors.ANONYMIZED_ACCOUNT_MESSAGE, {})
     if outcome == "capture_exceeds_hold":
         raise errors.InvalidArgument("amount", f"must be at most the hold's amount {hold['amount']}")
     if outcome == "too_many_active_holds":

@@ -25,6 +25,7 @@ class PaymentStatus(StrEnum):
     REFUNDED = "REFUNDED"
     CHARGEBACK = "CHARGEBACK"
     FAILED = "FAILED"
+    EXPIRED = "EXPIRED"  # The Checkout Session expired unpaid; a late proof of payment still settles it.
 
 
 class DisputeStatus(StrEnum):
@@ -128,6 +129,16 @@ class Price:
 
 
 @dataclass(frozen=True, slots=True)
+class PaidAmounts:
+    """What the customer actually paid, in the payment's currency: Stripe's amount_total (after discounts,
+    with tax) and the tax and discount in it; None where the object does not tell."""
+
+    amount_paid_minor: int
+    amount_tax_minor: int | None = None
+    amount_discount_minor: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PaymentDetails:
     """A payment's identity (and price, when known) as Stripe's objects give them."""
 
@@ -138,6 +149,7 @@ class PaymentDetails:
     price: Price | None = None
     customer_email: str | None = None
     customer_id: str | None = None
+    paid: PaidAmounts | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +189,11 @@ class Payment:
     charge_amount_refunded_minor: int = 0
     # The payment's refunds by id (filled by get, list and refund; empty elsewhere).
     refunds: tuple[StripeRefund, ...] = ()
+    amount_paid_minor: int | None = None
+    amount_tax_minor: int | None = None
+    amount_discount_minor: int | None = None
+    # Why the last settle left this paid payment uncredited ('account_anonymized'), None otherwise.
+    settle_refusal: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +210,16 @@ class Settled:
     credited: bool
     entry: Entry | None
     duplicate_event: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SettledManually:
+    """A settlement by hand: the purchase entry, and the admin_actions id (None when replayed)."""
+
+    payment: Payment
+    entry: Entry
+    replayed: bool
+    admin_action_id: int | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ PAYMENT_STATUS_TO_PROTO: dict[PaymentStatus, pb.PaymentStatus] = {
     PaymentStatus.REFUNDED: pb.PAYMENT_STATUS_REFUNDED,
     PaymentStatus.CHARGEBACK: pb.PAYMENT_STATUS_CHARGEBACK,
     PaymentStatus.FAILED: pb.PAYMENT_STATUS_FAILED,
+    PaymentStatus.EXPIRED: pb.PAYMENT_STATUS_EXPIRED,
 }
 DISPUTE_STATUS_TO_PROTO: dict[DisputeStatus, pb.DisputeStatus] = {
     DisputeStatus.WARNING_NEEDS_RESPONSE: pb.DISPUTE_STATUS_WARNING_NEEDS_RESPONSE,
@@ -115,6 +116,10 @@ def payment_proto(payment: Payment) -> pb.Payment:
             )
             for refund in payment.refunds
         ],
+        amount_paid_minor=payment.amount_paid_minor,
+        amount_tax_minor=payment.amount_tax_minor,
+        amount_discount_minor=payment.amount_discount_minor,
+        settle_refusal=payment.settle_refusal or "",
     )
 
 
@@ -138,7 +143,16 @@ def details_from_proto(
         email=details.customer_email,
         customer_id=details.customer_id,
         user_required=user_required,
+        paid=check.paid_amounts("details.", *(_optional(details, name) for name in PAID_FIELDS)),
     )
+
+
+PAID_FIELDS = ("amount_paid_minor", "amount_tax_minor", "amount_discount_minor")
+
+
+def _optional(message: pb.PaymentDetails, field: str) -> int | None:
+    value: int = getattr(message, field)
+    return value if message.HasField(field) else None
 
 
 def source_from_proto(source: pb.EventSource, *, required: bool = False) -> EventSource | None:
@@ -245,6 +259,39 @@ class PaymentsServicer(pb_grpc.LedgerServiceServicer):
             credited=settled.credited,
             transaction=transaction_proto(settled.entry) if settled.entry is not None else None,
             duplicate_event=settled.duplicate_event,
+        )
+
+    @rpc
+    async def ExpirePayment(
+        self, request: pb.ExpirePaymentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExpirePaymentResponse:
+        details = details_from_proto(request.details, price_required=False)
+        check.require("details.checkout_session_id", details.checkout_session_id)
+        assert details.user_id is not None and details.checkout_session_id is not None
+        expired = await self.payments.expire(
+            details.user_id, details.checkout_session_id, source_from_proto(request.source)
+        )
+        return pb.ExpirePaymentResponse(
+            payment=optional_payment_proto(expired.payment), duplicate_event=expired.duplicate_event
+        )
+
+    @rpc
+    async def SettlePaymentManually(
+        self, request: pb.SettlePaymentManuallyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SettlePaymentManuallyResponse:
+        if request.payment_id <= 0:
+            raise errors.InvalidArgument("payment_id", "must be greater than 0")
+        settled = await self.payments.settle_manually(
+            request.payment_id,
+            validation.identifier("actor", request.actor, validation.ACTOR_CHARS_MAX),
+            validation.reason(request.reason),
+        )
+        record_entry(settled.entry.kind, settled.entry.delta, replayed=settled.replayed)
+        return pb.SettlePaymentManuallyResponse(
+            payment=payment_proto(settled.payment),
+            transaction=transaction_proto(settled.entry),
+            replayed=settled.replayed,
+            admin_action_id=settled.admin_action_id or 0,
         )
 
     @rpc

@@ -31,6 +31,7 @@ from services.ledger.payments_domain import (
     Recorded,
     RefundStatus,
     Settled,
+    SettledManually,
     StripeRefund,
 )
 from services.ledger.store import Store, entry_from_row
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 
 _DETAILS_PARAMS = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10"
 OPEN_SQL = f"SELECT * FROM ledger_payment_open({_DETAILS_PARAMS})"
-SETTLE_SQL = f"SELECT * FROM ledger_payment_settle({_DETAILS_PARAMS}, $11, $12, $13)"
+SETTLE_SQL = f"SELECT * FROM ledger_payment_settle({_DETAILS_PARAMS}, $11, $12, $13, $14, $15, $16)"
 FAIL_SQL = f"SELECT * FROM ledger_payment_fail({_DETAILS_PARAMS}, $11, $12, $13)"
 # ledger_payment_apply_refunds (migration 0005): the charge's cumulative amount, then the refunds as three
 # parallel arrays (id, amount, status), then the event source.
@@ -47,26 +48,31 @@ REFUND_SQL = f"SELECT * FROM ledger_payment_apply_refunds({_DETAILS_PARAMS}, $11
 DISPUTE_SQL = f"SELECT * FROM ledger_payment_dispute({_DETAILS_PARAMS}, $11, $12, $13, $14, $15)"
 # SettlePayment for a batch (services/ledger/group_commit.py, SettleBatcher): ledger_payment_settle once per
 # element of the arrays, in array order (a nested loop over the unnest), all in the statement's transaction.
-SETTLE_ARGUMENTS = 13
+SETTLE_ARGUMENTS = 16
 SETTLE_BATCH_SQL = """
 SELECT r.* FROM unnest(
     $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::text[],
-    $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[]
+    $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::bigint[], $15::bigint[], $16::bigint[]
 ) WITH ORDINALITY AS a(user_id, session_id, intent_id, charge_id, package_id, credits, amount_minor, currency_code,
-                       customer_email, customer_id, event_id, event_type, payload_sha256, ordinal)
+                       customer_email, customer_id, event_id, event_type, payload_sha256, amount_paid_minor,
+                       amount_tax_minor, amount_discount_minor, ordinal)
 CROSS JOIN LATERAL ledger_payment_settle(
     a.user_id, a.session_id, a.intent_id, a.charge_id, a.package_id, a.credits, a.amount_minor, a.currency_code,
-    a.customer_email, a.customer_id, a.event_id, a.event_type, a.payload_sha256
+    a.customer_email, a.customer_id, a.event_id, a.event_type, a.payload_sha256, a.amount_paid_minor,
+    a.amount_tax_minor, a.amount_discount_minor
 ) AS r
 ORDER BY a.ordinal
 """
+EXPIRE_SQL = "SELECT * FROM ledger_payment_expire($1, $2, $3, $4, $5)"
+SETTLE_MANUALLY_SQL = "SELECT * FROM ledger_payment_settle_manually($1, $2, $3)"
 RECORD_SQL = "SELECT * FROM ledger_event_record($1, $2, $3, $4, $5, $6, $7)"
 
 PAYMENT_COLUMNS = (
     "id, user_id, checkout_session_id, payment_intent_id, charge_id, package_id, credits, amount_minor, "
     "currency_code, status, amount_refunded_minor, credits_clawed_back, dispute_status, dispute_id, "
     "adjustment_count, credit_transaction_id, anonymized, created_at, updated_at, credited_at, "
-    "charge_amount_refunded_minor, payment_refunds_json(user_id, id) AS refunds"
+    "charge_amount_refunded_minor, payment_refunds_json(user_id, id) AS refunds, "
+    "amount_paid_minor, amount_tax_minor, amount_discount_minor, settle_refusal"
 )
 # GetPayment: one payment per id in practice; ids are unique per user, so the oldest wins a tie.
 LOOKUP_SQL = {
@@ -118,6 +124,10 @@ def payment_from_row(row: Mapping[str, Any], refunds: tuple[StripeRefund, ...] |
         credited_at=row["credited_at"],
         charge_amount_refunded_minor=row["charge_amount_refunded_minor"],
         refunds=refunds,
+        amount_paid_minor=row["amount_paid_minor"],
+        amount_tax_minor=row["amount_tax_minor"],
+        amount_discount_minor=row["amount_discount_minor"],
+        settle_refusal=row["settle_refusal"],
     )
 
 
@@ -146,6 +156,13 @@ def _details_args(details: PaymentDetails) -> tuple[Any, ...]:
     )
 
 
+def _paid_args(details: PaymentDetails) -> tuple[Any, ...]:
+    paid = details.paid
+    if paid is None:
+        return (None, None, None)
+    return (paid.amount_paid_minor, paid.amount_tax_minor, paid.amount_discount_minor)
+
+
 def _source_args(source: EventSource | None) -> tuple[Any, ...]:
     if source is None:
         return (None, None, None)
@@ -156,16 +173,12 @@ def _settled(row: Mapping[str, Any], source: EventSource | None) -> Settled:
     """ledger_payment_settle's answer; raises the error of a refusal."""
     _check(row, source)
     entry = row["entry"]
-    settled = Settled(
+    return Settled(
         payment=_optional_payment(row["payment"]),
         credited=bool(row["credited"]),
         entry=entry_from_row(entry) if entry is not None and entry["id"] is not None else None,
         duplicate_event=row["outcome"] == "duplicate_event",
     )
-    if settled.payment is not None and settled.payment.status is PaymentStatus.PAID:
-        # Paid but not credited: the account was anonymized. An operator must refund it.
-        log.warning("payment paid but not credited (account anonymized)", extra={"payment_id": settled.payment.id})
-    return settled
 
 
 def _check(row: Mapping[str, Any], source: EventSource | None) -> None:
@@ -183,7 +196,14 @@ def _check(row: Mapping[str, Any], source: EventSource | None) -> None:
     if outcome == "refund_exceeds_amount":
         raise errors.InvalidArgument("amount_refunded_minor", detail)
     if outcome == "account_anonymized":
-        raise errors.AccountAnonymized("the account was anonymized; no payment can be opened for it", {})
+        raise errors.AccountAnonymized(errors.ANONYMIZED_ACCOUNT_MESSAGE, {})
+    if outcome == "purchase_account_anonymized":
+        # Committed: the payment is PAID, not credited, and the event recorded refused, in one transaction.
+        log.warning("purchase for an anonymized account: paid, not credited; refund it", extra={"payment_id": detail})
+        raise errors.PurchaseOnAnonymizedAccount(
+            f"the account was anonymized: payment {detail} is recorded paid and not credited; refund it",
+            {"payment_id": detail},
+        )
     raise AssertionError(f"payment function returned an unknown outcome {outcome!r}")
 
 
@@ -205,7 +225,7 @@ class PaymentsStore:
         return Opened(payment=payment_from_row(row["payment"]), replayed=bool(row["replayed"]))
 
     async def settle(self, details: PaymentDetails, source: EventSource | None) -> Settled:
-        row = await self._call(SETTLE_SQL, *_details_args(details), *_source_args(source))
+        row = await self._call(SETTLE_SQL, *_details_args(details), *_source_args(source), *_paid_args(details))
         return _settled(row, source)
 
     async def settle_batch(
@@ -221,7 +241,8 @@ class PaymentsStore:
         columns: tuple[list[Any], ...] = tuple([] for _ in range(SETTLE_ARGUMENTS))
         for index in order:
             details, source = requests[index]
-            for column, value in zip(columns, (*_details_args(details), *_source_args(source)), strict=True):
+            arguments = (*_details_args(details), *_source_args(source), *_paid_args(details))
+            for column, value in zip(columns, arguments, strict=True):
                 column.append(value)
         async with self.store.connection() as conn:
             rows = await conn.fetch(SETTLE_BATCH_SQL, *columns)
@@ -233,6 +254,23 @@ class PaymentsStore:
             except errors.LedgerError as refusal:
                 answers[index] = refusal
         return [answers[index] for index in range(len(requests))]
+
+    async def expire(self, user_id: str, checkout_session_id: str, source: EventSource | None) -> Changed:
+        row = await self._call(EXPIRE_SQL, user_id, checkout_session_id, *_source_args(source))
+        return self._changed(row, source)
+
+    async def settle_manually(self, payment_id: int, actor: str, reason: str) -> SettledManually:
+        row = await self._call(SETTLE_MANUALLY_SQL, payment_id, actor, reason)
+        _check(row, None)
+        payment = _optional_payment(row["payment"])
+        assert payment is not None and row["entry"] is not None, "a settlement by hand answers its payment and entry"
+        replayed = bool(row["replayed"])
+        return SettledManually(
+            payment=payment,
+            entry=entry_from_row(row["entry"]),
+            replayed=replayed,
+            admin_action_id=None if replayed else int(row["credits_moved"]),
+        )
 
     async def fail(self, details: PaymentDetails, source: EventSource | None) -> Changed:
         row = await self._call(FAIL_SQL, *_details_args(details), *_source_args(source))

@@ -11,7 +11,14 @@ from collections.abc import Sequence
 
 from services.ledger import validation
 from services.ledger.errors import InvalidArgument
-from services.ledger.payments_domain import EventSource, PaymentDetails, Price, RefundStatus, StripeRefund
+from services.ledger.payments_domain import (
+    EventSource,
+    PaidAmounts,
+    PaymentDetails,
+    Price,
+    RefundStatus,
+    StripeRefund,
+)
 
 STRIPE_ID_CHARS_MAX = validation.STRIPE_ID_CHARS_MAX
 PACKAGE_ID_CHARS_MAX = 64
@@ -63,6 +70,25 @@ def price(
     )
 
 
+def paid_amounts(
+    prefix: str, amount_paid_minor: int | None, amount_tax_minor: int | None, amount_discount_minor: int | None
+) -> PaidAmounts | None:
+    """What was paid (None when not told); tax and discount only beside the amount paid, tax within it."""
+    if amount_paid_minor is None:
+        if amount_tax_minor is not None or amount_discount_minor is not None:
+            field = f"{prefix}amount_paid_minor"
+            raise InvalidArgument(field, "is required with amount_tax_minor or amount_discount_minor")
+        return None
+    paid = amount_minor(f"{prefix}amount_paid_minor", amount_paid_minor)
+    tax = None if amount_tax_minor is None else amount_minor(f"{prefix}amount_tax_minor", amount_tax_minor)
+    if tax is not None and tax > paid:
+        raise InvalidArgument(f"{prefix}amount_tax_minor", "must be at most amount_paid_minor (the tax is part of it)")
+    discount = None
+    if amount_discount_minor is not None:
+        discount = amount_minor(f"{prefix}amount_discount_minor", amount_discount_minor)
+    return PaidAmounts(amount_paid_minor=paid, amount_tax_minor=tax, amount_discount_minor=discount)
+
+
 def customer_email(field: str, value: str) -> str | None:
     return validation.text(field, value, CUSTOMER_EMAIL_CHARS_MAX, required=False) or None
 
@@ -78,6 +104,7 @@ def payment_details(
     customer_id: str,
     user_required: bool = True,
     prefix: str = "details.",
+    paid: PaidAmounts | None = None,
 ) -> PaymentDetails:
     return PaymentDetails(
         user_id=validation.user_id(user_id, f"{prefix}user_id") if user_id or user_required else None,
@@ -87,6 +114,7 @@ def payment_details(
         price=payment_price,
         customer_email=customer_email(f"{prefix}customer_email", email),
         customer_id=stripe_id(f"{prefix}customer_id", customer_id, required=False),
+        paid=paid,
     )
 
 

@@ -243,7 +243,7 @@ def _refusal(outcome: str, posting: Posting, row: Any) -> errors.LedgerError:
             {"idempotency_key": posting.idempotency_key, "transaction_id": str(row["id"])},
         )
     if outcome == "account_anonymized":
-        return errors.AccountAnonymized("the account was anonymized; credits can no longer move", {})
+        return errors.AccountAnonymized(errors.ANONYMIZED_ACCOUNT_MESSAGE, {})
     if outcome == "insufficient_credits":
         return insufficient_credits(row["balance"], row["held"], -posting.delta)
     raise AssertionError(f"ledger_post returned an unknown outcome {outcome!r}")

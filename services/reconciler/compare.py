@@ -13,7 +13,12 @@ translated by the suite's one translation, services.common.stripe_events; ledger
                        failed or was canceled)                    back more than Stripe kept       every refund)
     dispute_state      the charge's dispute has status S          a lower dispute rank than S      Dispute (S)
     missed_event       an undelivered event                       state behind the event           the event
-    catalog_mismatch   package / amount / currency off-catalog    no payment with that price       report
+    catalog_mismatch   package / amount / currency off-catalog    a credited payment, another      report
+                                                                  price
+    paid_not_credited  charge succeeded (the customer paid)       no credit: the price matches no  report, with what
+                                                                  pack (no payment, or INIT /       to do (refund, or
+                                                                  FAILED / EXPIRED), or PAID        grant by hand)
+                                                                  uncredited (anonymized account)
     user_mismatch      metadata user U                            the payment belongs to another   report
     unusable_charge    metadata unusable, or no metadata and a    -                                report
                        price other than the ledger's payment
@@ -26,9 +31,13 @@ failed or canceled, and the repair hands the ledger every refund with its status
 the clawback to it in either direction (a failed refund reinstates, with a refund_reversal entry).
 
 A charge whose price disagrees with the *current* catalog but matches the ledger's own record of the
-payment (the catalog changed after the purchase) is checked against that record instead: its
-refunds and disputes are still repaired, and it is not reported. So is a charge without the suite's
-metadata whose payment intent the ledger knows (exactly one payment, same price).
+payment (the catalog changed after the purchase; or a discount or tax made the charge the amount
+the ledger recorded as paid) is checked against that record instead: its refunds and disputes are
+still repaired, and it is not reported. So is a charge without the suite's metadata whose payment
+intent the ledger knows (exactly one payment, same price).
+
+`paid_not_credited` findings carry `operator_action`: the refund to make in Stripe, or how to grant the
+pack by hand (`creditsctl settle-payment`, audited), since the reconciler never decides that itself.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from services.common.stripe_events import (
     NO_EVENT,
     Action,
     Dispute,
+    Expire,
     Fail,
     Ignore,
     PaymentDetails,
@@ -68,7 +78,7 @@ from services.reconciler.stripe_source import ChargeFacts
 PAYMENT_STATUS_PREFIX: Final = "PAYMENT_STATUS_"
 DISPUTE_STATUS_PREFIX: Final = "DISPUTE_STATUS_"
 REFUND_STATUS_PREFIX: Final = "REFUND_STATUS_"
-NOT_PAID_STATUSES: Final = frozenset({"INIT", "FAILED"})
+NOT_PAID_STATUSES: Final = frozenset({"INIT", "FAILED", "EXPIRED"})
 PAID_STATUSES: Final = frozenset({"PAID", "CREDITED", "REFUNDED", "CHARGEBACK"})
 FINAL_DISPUTE_STATUSES: Final = frozenset({"won", "lost"})
 CATALOG_PROBLEM_CODES: Final = frozenset({"catalog_mismatch", "unknown_package"})
@@ -86,6 +96,7 @@ class DriftKind(enum.StrEnum):
     USER_MISMATCH = "user_mismatch"
     UNUSABLE_CHARGE = "unusable_charge"
     LEDGER_ONLY = "ledger_only"
+    PAID_NOT_CREDITED = "paid_not_credited"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +112,16 @@ class LedgerPayment:
     credits: int
     amount_minor: int
     currency: str
-    status: str  # INIT, PAID, CREDITED, REFUNDED, CHARGEBACK or FAILED
+    status: str  # INIT, PAID, CREDITED, REFUNDED, CHARGEBACK, FAILED or EXPIRED
     amount_refunded_minor: int
     dispute_status: str | None  # Stripe's name (needs_response, won, ...), None without a dispute
     dispute_id: str
     charge_amount_refunded_minor: int = 0
     refunds: tuple[StripeRefund, ...] = ()  # by Stripe refund id, with the latest status the ledger saw
+    amount_paid_minor: int | None = None  # what the customer paid (after discounts, with tax), when known
+    amount_tax_minor: int | None = None
+    amount_discount_minor: int | None = None
+    settle_refusal: str = ""  # why a PAID payment was not credited (account_anonymized)
 
     @classmethod
     def from_proto(cls, payment: pb.Payment) -> LedgerPayment:
@@ -138,6 +153,10 @@ class LedgerPayment:
                 for refund in payment.refunds
                 if refund.status != pb.REFUND_STATUS_UNSPECIFIED
             ),
+            amount_paid_minor=payment.amount_paid_minor if payment.HasField("amount_paid_minor") else None,
+            amount_tax_minor=payment.amount_tax_minor if payment.HasField("amount_tax_minor") else None,
+            amount_discount_minor=payment.amount_discount_minor if payment.HasField("amount_discount_minor") else None,
+            settle_refusal=payment.settle_refusal,
         )
 
     @property
@@ -154,6 +173,7 @@ class Finding:
     repair: Action | None
     detail: str
     code: str = ""
+    operator_action: str = ""  # paid_not_credited: what an operator should do (refund or grant)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,15 +223,48 @@ def check_charge(facts: ChargeFacts, payments: Sequence[LedgerPayment], catalog:
         return ChargeCheck((), None, False)
     details = priced_details(facts, payment, catalog)
     if isinstance(details, Problem):
+        if details.code in CATALOG_PROBLEM_CODES and (payment is None or payment.status in NOT_PAID_STATUSES):
+            return ChargeCheck((off_catalog_finding(facts, payment, details),), payment, False)
         kind = DriftKind.CATALOG_MISMATCH if details.code in CATALOG_PROBLEM_CODES else DriftKind.UNUSABLE_CHARGE
         return ChargeCheck((Finding(kind, None, details.reason, details.code),), payment, False)
     return ChargeCheck(_money_findings(facts, details, payment), payment, _needs_dispute_lookup(facts, payment))
+
+
+def off_catalog_finding(facts: ChargeFacts, payment: LedgerPayment | None, problem: Problem) -> Finding:
+    """A suite charge the customer paid whose price matches no pack: nothing was credited for it."""
+    shown = "no payment" if payment is None else f"payment {payment.payment_id} in status {payment.status}"
+    detail = f"{problem.reason}; the customer paid and the ledger has {shown}"
+    grant = (
+        f"creditsctl settle-payment {payment.payment_id} --reason '...'"
+        if payment is not None
+        else "creditsctl settle-payment <the charge's Checkout Session cs_...> --reason '...' (when the ledger "
+        f"opened it), else creditsctl adjust {facts.user_id} <credits> --reason '...'"
+    )
+    action = f"refund {_money(facts)} of charge {facts.charge_id} in Stripe, or grant the pack by hand: {grant}"
+    return Finding(DriftKind.PAID_NOT_CREDITED, None, detail, problem.code, action)
+
+
+def _uncredited_finding(facts: ChargeFacts, payment: LedgerPayment) -> Finding:
+    """A paid payment the ledger holds without credit: the account was anonymized before the purchase settled."""
+    code = payment.settle_refusal or "not_credited"
+    detail = f"charge succeeded in Stripe; the ledger holds payment {payment.payment_id} PAID, not credited ({code})"
+    action = (
+        f"refund {_money(facts)} of charge {facts.charge_id} in Stripe: the account was anonymized and takes no "
+        "credits"
+    )
+    return Finding(DriftKind.PAID_NOT_CREDITED, None, detail, code, action)
+
+
+def _money(facts: ChargeFacts) -> str:
+    return f"{facts.amount_minor - facts.amount_refunded_minor} {facts.currency}"
 
 
 def _money_findings(facts: ChargeFacts, details: PaymentDetails, payment: LedgerPayment | None) -> tuple[Finding, ...]:
     if not details.payment_intent_id:
         return (Finding(DriftKind.UNUSABLE_CHARGE, None, "charge has no payment intent", "missing_payment_intent"),)
     findings: list[Finding] = []
+    if payment is not None and payment.status == "PAID" and facts.amount_refunded_minor < facts.amount_minor:
+        findings.append(_uncredited_finding(facts, payment))
     if payment is None or payment.status in NOT_PAID_STATUSES:
         shown = "no payment" if payment is None else f"payment {payment.payment_id} in status {payment.status}"
         detail = f"charge succeeded in Stripe; the ledger has {shown}"
@@ -284,9 +337,10 @@ def priced_details(facts: ChargeFacts, payment: LedgerPayment | None, catalog: C
 
 
 def _same_price(facts: ChargeFacts, payment: LedgerPayment) -> bool:
+    """The charge is the ledger's payment: its package, and its price or what the ledger recorded as paid."""
     return (
         (not facts.package_id or payment.package_id == facts.package_id)
-        and payment.amount_minor == facts.amount_minor
+        and facts.amount_minor in (payment.amount_minor, payment.amount_paid_minor)
         and payment.currency == facts.currency
     )
 
@@ -305,14 +359,14 @@ def action_payment_intent_id(action: Action) -> str:
     """The payment intent an action is about ('' when unknown)."""
     if isinstance(action, Settle | Fail | Refund):
         return action.details.payment_intent_id
-    return action.payment_intent_id
+    return action.payment_intent_id  # Expire, Dispute, Ignore, Refuse
 
 
 def action_user_id(action: Action) -> str:
     """The user an action names ('' for disputes, which carry no metadata)."""
     if isinstance(action, Settle | Fail | Refund):
         return action.details.user_id
-    if isinstance(action, Ignore | Refuse):
+    if isinstance(action, Expire | Ignore | Refuse):
         return action.user_id
     return ""
 
@@ -332,7 +386,10 @@ def event_finding(action: Action, payments: Sequence[LedgerPayment]) -> Finding 
     return Finding(DriftKind.MISSED_EVENT, action, f"undelivered event not applied; the ledger has {shown}")
 
 
-def _event_is_ahead(action: Settle | Fail | Refund | Dispute, payment: LedgerPayment | None) -> bool:
+def _event_is_ahead(action: Settle | Fail | Expire | Refund | Dispute, payment: LedgerPayment | None) -> bool:
+    if isinstance(action, Expire):
+        # Only a payment opened at checkout and still INIT has something to end (no row is made for it).
+        return payment is not None and payment.status == "INIT"
     if payment is None:
         return True
     if isinstance(action, Settle):

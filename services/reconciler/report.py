@@ -7,13 +7,18 @@ written so that an interrupted run still leaves every line it found:
      "code": "", "user_id": "u_1", "payment_id": null, "charge_id": "ch_...", "payment_intent_id": "pi_...",
      "event_id": null, "event_type": null, "package_id": "small", "amount_minor": 500, "currency": "eur",
      "credits": 100, "stripe_amount_refunded_minor": 0, "ledger_amount_refunded_minor": null,
-     "stripe_dispute_status": null, "ledger_dispute_status": null, "ledger_status": null, "credits_delta": 100}
+     "stripe_dispute_status": null, "ledger_dispute_status": null, "ledger_status": null, "credits_delta": 100,
+     "operator_action": null, "ledger_amount_paid_minor": null, "ledger_amount_tax_minor": null,
+     "ledger_amount_discount_minor": null}
     {"type": "summary", "run_id": "...", "completed": true, "exit_code": 0, ...}
 
 `action` is `repaired` (the ledger call was made and the ledger now agrees with Stripe), `reported`
 (the reconciler never changes this: an operator decides) or `would_repair` (`--dry-run`).
 `credits_delta` is what the repair moved (signed; 0 when another caller had applied it first; null
-when nothing was called). No personal data: no email, no customer id.
+when nothing was called). `operator_action` says what an operator should do about a `paid_not_credited`
+item (the customer paid and got no credits): the refund to make in Stripe, or how to grant the pack by
+hand. `ledger_amount_paid_minor` / `_tax_minor` / `_discount_minor` are what the ledger recorded as paid
+(after discounts, with tax), for revenue reporting. No personal data: no email, no customer id.
 """
 
 from __future__ import annotations
@@ -68,6 +73,10 @@ class DriftItem:
     ledger_dispute_status: str | None = None
     ledger_status: str | None = None
     credits_delta: int | None = None
+    operator_action: str | None = None
+    ledger_amount_paid_minor: int | None = None
+    ledger_amount_tax_minor: int | None = None
+    ledger_amount_discount_minor: int | None = None
 
 
 @dataclass

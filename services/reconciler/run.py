@@ -41,6 +41,7 @@ from services.common.stripe_events import (
     HANDLED_TYPES,
     Action,
     Dispute,
+    Expire,
     Fail,
     Ignore,
     MalformedEvent,
@@ -78,6 +79,7 @@ LEDGER_PAGE_SIZE_MAX: Final = 500  # ListPayments' limit, also for payment_inten
 LEDGER_LOOKUP_PAGES_MAX: Final = 4
 LEDGER_PAGES_MAX: Final = 100_000
 LEDGER_ONLY_LOOKUPS_MAX: Final = 10_000
+ANONYMIZED_CODE: Final = "account_anonymized"  # services.common.payment_events' refusal of such a purchase
 EVENTS_LOOKBACK_SECONDS: Final = 30 * 86_400  # Stripe's Events API retention
 LEDGER_DEADLINE_SECONDS: Final = 10.0
 LEDGER_ATTEMPTS_MAX: Final = 5
@@ -238,9 +240,19 @@ class _Run:
                 await apply_action(action, self.ledger, self.catalog)  # recorded, as the gateway records it
                 self.summary.events_recorded += 1
             return
+        if isinstance(action, Expire):
+            payments = await self._payments_of_session(action.checkout_session_id)
         finding = event_finding(action, payments)
         if finding is not None:
             await self._resolve(finding, _event_fields(action, payments))
+
+    async def _payments_of_session(self, checkout_session_id: str) -> list[LedgerPayment]:
+        """An expired session names no payment intent: its payment (opened at checkout) is found by the session."""
+        try:
+            response = await self.ledger.get_payment(checkout_session_id=checkout_session_id)
+        except errors.NotFound:
+            return []
+        return [LedgerPayment.from_proto(response.payment)]
 
     # --- the charges pass ---
 
@@ -375,7 +387,13 @@ class _Run:
     async def _resolve(self, finding: Finding, fields: ItemFields) -> None:
         """Repairs (or, in a dry run, does not) and reports one finding."""
         repair = finding.repair
-        item = DriftItem(kind=finding.kind.value, action=ItemAction.REPORTED, detail=finding.detail, code=finding.code)
+        item = DriftItem(
+            kind=finding.kind.value,
+            action=ItemAction.REPORTED,
+            detail=finding.detail,
+            code=finding.code,
+            operator_action=finding.operator_action or None,
+        )
         if repair is not None and self.dry_run:
             item = _with(item, action=ItemAction.WOULD_REPAIR)
         elif repair is not None:
@@ -385,6 +403,12 @@ class _Run:
 
     async def _repair(self, item: DriftItem, repair: Action) -> DriftItem:
         applied = await apply_action(repair, self.ledger, self.catalog, fetch_charge=self.stripe.retrieve_charge)
+        if applied.code == ANONYMIZED_CODE:
+            detail = f"{item.detail}; the ledger recorded it PAID, not credited: the account was anonymized"
+            action = "refund the charge in Stripe: the account was anonymized and takes no credits"
+            return _with(
+                item, kind=DriftKind.PAID_NOT_CREDITED.value, detail=detail, code=applied.code, operator_action=action
+            )
         if applied.outcome not in (Outcome.APPLIED, Outcome.DUPLICATE):
             detail = f"{item.detail}; the ledger refused the repair ({applied.code})"
             return _with(item, detail=detail, code=applied.code)
@@ -476,10 +500,13 @@ def _ledger_fields(payment: LedgerPayment | None) -> ItemFields:
         "ledger_status": payment.status,
         "ledger_amount_refunded_minor": payment.amount_refunded_minor,
         "ledger_dispute_status": payment.dispute_status,
+        "ledger_amount_paid_minor": payment.amount_paid_minor,
+        "ledger_amount_tax_minor": payment.amount_tax_minor,
+        "ledger_amount_discount_minor": payment.amount_discount_minor,
     }
 
 
-def _event_fields(action: Settle | Fail | Refund | Dispute, payments: Sequence[LedgerPayment]) -> ItemFields:
+def _event_fields(action: Settle | Fail | Expire | Refund | Dispute, payments: Sequence[LedgerPayment]) -> ItemFields:
     fields: ItemFields = {
         "event_id": action.source.event_id,
         "event_type": action.source.event_type,
@@ -490,6 +517,8 @@ def _event_fields(action: Settle | Fail | Refund | Dispute, payments: Sequence[L
         fields.update(charge_id=action.charge_id or None, stripe_dispute_status=action.status.value)
     elif isinstance(action, Refund) and action.from_refund_object:
         fields.update(charge_id=action.details.charge_id or None)
+    elif isinstance(action, Expire):
+        pass  # An expired session names no charge and needs no price.
     else:
         details = action.details
         fields.update(

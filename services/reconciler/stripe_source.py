@@ -219,7 +219,7 @@ class StripeSource:
         return await self._get(_object_path("/v1/charges", charge_id), {}, missing_ok=True)
 
     async def has_successful_payment(self, charge_id: str, payment_intent_id: str, checkout_session_id: str) -> bool:
-        """True when Stripe holds a succeeded charge (or a paid session) for a payment known by these ids."""
+        """True when Stripe holds a succeeded charge (or a paid or free session) for a payment known by these ids."""
         if charge_id:
             charge = await self._get(_object_path("/v1/charges", charge_id), {}, missing_ok=True)
             if charge is not None and charge_facts(charge).succeeded:
@@ -233,7 +233,8 @@ class StripeSource:
         if checkout_session_id:
             path = _object_path("/v1/checkout/sessions", checkout_session_id)
             session = await self._get(path, {}, missing_ok=True)
-            if session is not None and session.get("payment_status") == "paid":
+            # no_payment_required: a promotion code took the whole price off; the session is settled, unpaid.
+            if session is not None and session.get("payment_status") in ("paid", "no_payment_required"):
                 return True
         return False
 

@@ -6,7 +6,11 @@ Response 200: `{"checkout_session_id": "cs_...", "url": "https://checkout.stripe
 
 The session is priced from the server-side catalog only, with `client_reference_id` = the user id and
 `metadata` = `payment_intent_data.metadata` = `{"user_id", "package_id"}` (SPEC §4), then the INIT
-payment is opened in the ledger (OpenPayment, keyed by the session id).
+payment is opened in the ledger (OpenPayment, keyed by the session id). When the settings turn them on
+(services.webhook_gateway.checkout_config), the session also accepts promotion codes
+(`allow_promotion_codes`) and collects tax with Stripe Tax (`automatic_tax[enabled]`); the pack is still
+matched on the session's `amount_subtotal` when it is paid, and the ledger records what was paid.
+If the customer never pays, `checkout.session.expired` ends the INIT payment as EXPIRED.
 
 Idempotency: with an `Idempotency-Key` header the Stripe idempotency key is derived from
 (user id, that key), so a retried request gets the same session back from Stripe and the same
@@ -44,6 +48,7 @@ from services.common.stripe_events import USER_ID_CHARS_MAX, PaymentDetails, is_
 from services.ledger import errors
 from services.ledger.client import LedgerClient
 from services.webhook_gateway.auth import require_user
+from services.webhook_gateway.checkout_config import CheckoutOptions
 from services.webhook_gateway.config import CHECKOUT_BODY_BYTES_MAX, GatewaySettings
 from services.webhook_gateway.context import GATEWAY_KEY
 from services.webhook_gateway.http_errors import HttpError
@@ -150,26 +155,35 @@ def stripe_idempotency_key(user_id: str, client_key: str | None) -> str:
 
 
 def checkout_session_params(package: Package, user_id: str, settings: GatewaySettings) -> dict[str, Any]:
-    """Stripe's Checkout Session parameters (SPEC §4): catalog price, user and package in metadata."""
+    """Stripe's Checkout Session parameters (SPEC §4): catalog price, user and package in metadata; promotion
+    codes and automatic tax when the settings turn them on."""
     metadata = {"user_id": user_id, "package_id": package.package_id}
-    return {
+    price_data: dict[str, Any] = {
+        "currency": package.currency,
+        "unit_amount": package.amount_minor,
+        "product_data": {"name": package.name},
+    }
+    params: dict[str, Any] = {
         "mode": "payment",
-        "line_items": [
-            {
-                "quantity": 1,
-                "price_data": {
-                    "currency": package.currency,
-                    "unit_amount": package.amount_minor,
-                    "product_data": {"name": package.name},
-                },
-            }
-        ],
+        "line_items": [{"quantity": 1, "price_data": price_data}],
         "client_reference_id": user_id,
         "metadata": metadata,
         "payment_intent_data": {"metadata": dict(metadata)},
         "success_url": settings.checkout_success_url,
         "cancel_url": settings.checkout_cancel_url,
     }
+    _add_checkout_options(params, price_data, settings.checkout_options)
+    return params
+
+
+def _add_checkout_options(params: dict[str, Any], price_data: dict[str, Any], options: CheckoutOptions) -> None:
+    """Only what is turned on is sent: with everything off the request is exactly the plain one."""
+    if options.allow_promotion_codes:
+        params["allow_promotion_codes"] = True
+    if options.automatic_tax:
+        params["automatic_tax"] = {"enabled": True}
+        if options.tax_behavior is not None:
+            price_data["tax_behavior"] = options.tax_behavior
 
 
 async def _create_session(stripe_api: StripeApi, params: dict[str, Any], idempotency_key: str) -> CheckoutSession:

@@ -12,6 +12,7 @@
 | `STRIPE_CONNECT_EVENTS` | `true`: apply events of other (connected) accounts too (false: record and refuse them) |
 | `CREDIT_PACKAGES` | JSON catalog (the seed's three packs; see services.common.catalog) |
 | `CHECKOUT_SUCCESS_URL`, `CHECKOUT_CANCEL_URL` | Checkout return pages (`http://localhost:3000/credits?...`) |
+| `CHECKOUT_ALLOW_PROMOTION_CODES`, `CHECKOUT_AUTOMATIC_TAX`, `CHECKOUT_TAX_BEHAVIOR` | see checkout_config (off) |
 | `METRICS_PORT` | serve `/metrics` on this port too (unset: only on the main port) |
 | `GATEWAY_SHUTDOWN_GRACE_SECONDS` | time in-flight requests get to finish on SIGTERM (10) |
 | `LOG_LEVEL` | DEBUG, INFO, WARNING or ERROR (INFO) |
@@ -30,6 +31,7 @@ from typing import Final
 from services.common import config, event_loop
 from services.common.catalog import Catalog
 from services.common.config import ConfigError
+from services.webhook_gateway.checkout_config import CheckoutOptions
 from services.webhook_gateway.edge_config import EdgeSettings
 
 __all__ = ["ConfigError", "GatewaySettings"]
@@ -71,6 +73,8 @@ class GatewaySettings:
     event_loop: str = "auto"  # GATEWAY_EVENT_LOOP: uvloop when installed (auto), uvloop, or asyncio
     stripe_account_id: str | None = None  # STRIPE_ACCOUNT_ID
     stripe_connect_events: bool = False  # STRIPE_CONNECT_EVENTS
+    # Promotion codes and automatic tax (off); see services.webhook_gateway.checkout_config.
+    checkout_options: CheckoutOptions = field(default_factory=CheckoutOptions)
 
     @property
     def stripe_livemode(self) -> bool:
@@ -106,6 +110,7 @@ class GatewaySettings:
             event_loop=event_loop.setting(environ, "GATEWAY_EVENT_LOOP"),
             stripe_account_id=config.stripe_account_id(environ),
             stripe_connect_events=config.flag(environ, "STRIPE_CONNECT_EVENTS", False),
+            checkout_options=CheckoutOptions.from_env(environ),
         )
 
 

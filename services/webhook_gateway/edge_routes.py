@@ -378,7 +378,7 @@ def payment_json(payment: pb.Payment) -> dict[str, Any]:
 
 _CONFLICT_MESSAGES: Final[Mapping[type[errors.LedgerError], str]] = {
     errors.InsufficientCredits: "the account's available balance is smaller than this negative adjustment",
-    errors.AccountAnonymized: "the account was anonymized; credits can no longer move on it",
+    errors.AccountAnonymized: "the account was anonymized: it takes no new credits, debits, holds or payments",
     errors.IdempotencyKeyReused: "this idempotency_key was used with other parameters; use a new key",
 }
 

@@ -52,6 +52,10 @@ PAYMENT_KEYS = {
     "update_time",
     "credit_time",
     "anonymized",
+    "amount_paid_minor",
+    "amount_tax_minor",
+    "amount_discount_minor",
+    "settle_refusal",
 }
 
 

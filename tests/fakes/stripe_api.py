@@ -470,6 +470,8 @@ class FakeStripe:
         customer_email: str | None = None,
         success_url: str | None = None,
         cancel_url: str | None = None,
+        allow_promotion_codes: bool | None = None,
+        automatic_tax: bool = False,
     ) -> JsonObject:
         """Open a Checkout Session (what ``POST /v1/checkout/sessions`` does after validation)."""
         session = stripe_events.checkout_session_object(
@@ -482,6 +484,8 @@ class FakeStripe:
             success_url=success_url,
             cancel_url=cancel_url,
         )
+        session["allow_promotion_codes"] = allow_promotion_codes
+        session["automatic_tax"] = {**session["automatic_tax"], "enabled": automatic_tax}
         pending = _PendingPayment(new_id("pi_"), dict(payment_intent_metadata or {}))
         with self._lock:
             self._sessions.add(session["created"], session["id"], session)
@@ -966,12 +970,15 @@ _SESSION_CREATE_SCHEMA: Final[dict[str, Any]] = {
     "customer_email": STRING,
     "metadata": METADATA,
     "payment_intent_data": {"metadata": METADATA, "description": STRING},
+    "allow_promotion_codes": BOOLEAN,
+    "automatic_tax": {"enabled": BOOLEAN},
     "line_items": [
         {
             "quantity": INTEGER,
             "price_data": {
                 "currency": STRING,
                 "unit_amount": INTEGER,
+                "tax_behavior": STRING,
                 "product_data": {"name": STRING, "description": STRING},
             },
         }
@@ -1137,6 +1144,8 @@ def _session_arguments(params: Mapping[str, Any]) -> dict[str, Any]:
         "customer_email": params.get("customer_email"),
         "success_url": params["success_url"],
         "cancel_url": params.get("cancel_url"),
+        "allow_promotion_codes": params.get("allow_promotion_codes"),
+        "automatic_tax": params.get("automatic_tax", {}).get("enabled", False),
     }
 
 
@@ -1159,6 +1168,8 @@ def _line_items_total(line_items: list[JsonObject]) -> tuple[int, str]:
             raise _missing(f"{param}[quantity]")
         if price_data["unit_amount"] < 0 or item["quantity"] < 1:
             raise invalid_request("unit_amount must be >= 0 and quantity >= 1", param=param)
+        if price_data.get("tax_behavior", "unspecified") not in ("exclusive", "inclusive", "unspecified"):
+            raise invalid_request("Invalid tax_behavior", param=f"{param}[price_data][tax_behavior]")
         amount_minor += price_data["unit_amount"] * item["quantity"]
         currencies.add(price_data["currency"].lower())
     if len(currencies) != 1:

@@ -91,7 +91,7 @@ class RequestIds(logging.Handler):
         self.seen: list[str | None] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage().startswith("payment paid but not credited"):
+        if record.getMessage().startswith("purchase for an anonymized account"):
             self.seen.append(request_id_var.get())
 
 
@@ -114,7 +114,9 @@ async def test_the_callers_request_id_is_bound_for_the_calls_log_lines(stub, use
             amount_minor=500, currency_code="eur",
         )
         metadata = (*bearer(ROLE_TOKENS["payments"]), ("x-request-id", sent))
-        await stub.SettlePayment(pb.SettlePaymentRequest(details=details), metadata=metadata, timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:  # PURCHASE_ON_ANONYMIZED_ACCOUNT, recorded
+            await stub.SettlePayment(pb.SettlePaymentRequest(details=details), metadata=metadata, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     finally:
         logger.removeHandler(watcher)
 

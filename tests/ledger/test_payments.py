@@ -155,22 +155,30 @@ async def test_settle_of_a_never_opened_session_creates_and_credits_it(ledger, u
     assert response.payment.checkout_session_id == ids.session
 
 
-async def test_settle_for_anonymized_account_is_paid_not_credited(ledger, db, user_id):
+async def test_settle_for_anonymized_account_is_refused_and_recorded_paid_not_credited(ledger, stub, db, user_id):
     await ledger.anonymize(user_id)
     ids = Ids.new()
-    response = await ledger.settle_payment(
-        details(user_id, session=ids.session, intent=ids.intent, email="gone@example.test"), source()
+    event = source()
+    request = pb.SettlePaymentRequest(
+        details=details(user_id, session=ids.session, intent=ids.intent, email="gone@example.test"), source=event
     )
 
-    assert response.payment.status == pb.PAYMENT_STATUS_PAID
-    assert not response.credited
-    assert not response.HasField("transaction")
-    assert response.payment.credit_transaction_id == 0
-    assert response.payment.anonymized
+    purchase_refused = (grpc.StatusCode.FAILED_PRECONDITION, "PURCHASE_ON_ANONYMIZED_ACCOUNT")
+    assert_refusal(await refusal(stub.SettlePayment, request), *purchase_refused)
+    row = await db.fetchrow("SELECT * FROM payments WHERE user_id = $1", user_id)
+    assert (row["status"], row["credit_transaction_id"], row["settle_refusal"]) == ("PAID", None, "account_anonymized")
+    assert row["anonymized"] and row["customer_email"] is None
     assert (await ledger.get_balance(user_id)).balance == 0
-    assert (await payment_row(db, response.payment.id))["customer_email"] is None
-    again = await ledger.settle_payment(details(user_id, intent=ids.intent), source())
-    assert again.payment.status == pb.PAYMENT_STATUS_PAID and not again.credited
+    recorded = await db.fetchrow("SELECT * FROM processed_events WHERE event_id = $1", event.event_id)
+    assert (recorded["outcome"], recorded["payment_id"]) == ("refused", row["id"])
+    assert recorded["detail"].startswith("account_anonymized:")
+    # The same delivery again is a duplicate; another event about the payment is refused again, never credited.
+    assert (await ledger.settle_payment(request.details, event)).duplicate_event
+    again = pb.SettlePaymentRequest(
+        details=details(user_id, intent=ids.intent), source=source("payment_intent.succeeded")
+    )
+    assert_refusal(await refusal(stub.SettlePayment, again), *purchase_refused)
+    assert await payment_entries(db, user_id) == []
 
 
 async def test_open_for_anonymized_account_is_refused(ledger, stub, user_id):

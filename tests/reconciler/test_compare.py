@@ -93,7 +93,10 @@ def _kinds(charge: dict[str, Any], *payments: LedgerPayment, catalog: Catalog = 
         pytest.param((_payment(status="INIT"),), [DriftKind.MISSING_CREDIT], id="init"),
         pytest.param((_payment(status="FAILED"),), [DriftKind.MISSING_CREDIT], id="failed-then-paid"),
         pytest.param((_payment(),), [], id="credited"),
-        pytest.param((_payment(status="PAID"),), [], id="paid-anonymized-not-ours-to-credit"),
+        pytest.param(
+            (_payment(status="PAID"),), [DriftKind.PAID_NOT_CREDITED], id="paid-anonymized-reported-for-a-refund"
+        ),
+        pytest.param((_payment(status="EXPIRED"),), [DriftKind.MISSING_CREDIT], id="expired-then-paid"),
         pytest.param((_payment(user_id="user-2"),), [DriftKind.USER_MISMATCH], id="another-users-payment"),
     ],
 )
@@ -186,9 +189,40 @@ def test_refund_repair_carries_the_cumulative_amount() -> None:
         pytest.param({"metadata": {"user_id": "user-1", "package_id": "huge"}}, "unknown_package", id="unknown"),
     ],
 )
-def test_catalog_mismatch_is_reported_never_credited(changes: dict[str, Any], code: str) -> None:
+def test_catalog_mismatch_is_reported_paid_not_credited_never_credited(changes: dict[str, Any], code: str) -> None:
     [finding] = check_charge(charge_facts(_charge(**changes)), [], CATALOG).findings
-    assert (finding.kind, finding.repair, finding.code) == (DriftKind.CATALOG_MISMATCH, None, code)
+    assert (finding.kind, finding.repair, finding.code) == (DriftKind.PAID_NOT_CREDITED, None, code)
+    assert finding.operator_action.startswith("refund ")
+    assert "of charge ch_1 in Stripe, or grant the pack by hand: creditsctl settle-payment" in finding.operator_action
+
+
+def test_an_off_catalog_charge_of_an_opened_payment_names_it_for_a_grant_by_hand() -> None:
+    [finding] = check_charge(charge_facts(_charge(currency="usd")), [_payment(status="INIT")], CATALOG).findings
+    assert (finding.kind, finding.code) == (DriftKind.PAID_NOT_CREDITED, "catalog_mismatch")
+    assert "refund 500 usd of charge ch_1" in finding.operator_action
+    assert "creditsctl settle-payment 7 --reason" in finding.operator_action
+
+
+def test_an_off_catalog_charge_of_a_credited_payment_stays_a_catalog_mismatch() -> None:
+    [finding] = check_charge(charge_facts(_charge(amount=450)), [_payment()], CATALOG).findings
+    assert (finding.kind, finding.code, finding.operator_action) == (DriftKind.CATALOG_MISMATCH, "catalog_mismatch", "")
+
+
+def test_a_discounted_charge_matches_what_the_ledger_recorded_as_paid() -> None:
+    """A promotion code made the charge 400 for the 500 pack: the ledger's amount paid, not drift."""
+    payment = _payment(amount_paid_minor=400, amount_discount_minor=100)
+    assert _kinds(_charge(amount=400), payment) == []
+    [finding] = check_charge(charge_facts(_charge(amount=400, amount_refunded=400)), [payment], CATALOG).findings
+    assert finding.kind is DriftKind.MISSING_REFUND
+
+
+def test_an_anonymized_accounts_paid_payment_is_reported_with_the_refund_to_make() -> None:
+    payment = _payment(status="PAID", settle_refusal="account_anonymized", amount_refunded_minor=100)
+    [finding] = check_charge(charge_facts(_charge(amount_refunded=100)), [payment], CATALOG).findings
+    assert (finding.kind, finding.code, finding.repair) == (DriftKind.PAID_NOT_CREDITED, "account_anonymized", None)
+    assert finding.operator_action.startswith("refund 400 eur of charge ch_1 in Stripe")
+    refunded = dataclasses.replace(payment, amount_refunded_minor=500)
+    assert _kinds(_charge(amount_refunded=500), refunded) == []  # refunded in full: nothing left to do
 
 
 def test_a_price_the_ledger_recorded_stands_after_a_catalog_change() -> None:

@@ -110,7 +110,9 @@ async def test_once_exits_1_while_drift_needs_an_operator(world, fake, tmp_path:
     assert finished.code == EXIT_DRIFT_REMAINS
     assert finished.lines == []  # the report went to the file
     lines = [json.loads(line) for line in report_path.read_text().splitlines()]
-    assert [line["kind"] for line in lines if line["type"] == "drift"] == ["catalog_mismatch"]
+    [drift] = [line for line in lines if line["type"] == "drift"]
+    assert (drift["kind"], drift["code"]) == ("paid_not_credited", "catalog_mismatch")
+    assert drift["operator_action"].startswith("refund 400 eur of charge ")
     assert lines[-1]["exit_code"] == EXIT_DRIFT_REMAINS
     assert "1 drift item(s) remain unrepaired" in finished.stderr
 

@@ -194,8 +194,9 @@ async def test_catalog_mismatch_is_reported_not_credited(world, fake) -> None:
     report = await run(world, fake)
 
     [item] = report.items
-    assert (item["kind"], item["action"], item["code"]) == ("catalog_mismatch", "reported", "catalog_mismatch")
+    assert (item["kind"], item["action"], item["code"]) == ("paid_not_credited", "reported", "catalog_mismatch")
     assert (item["charge_id"], item["amount_minor"], item["credits_delta"]) == (charge["id"], 400, None)
+    assert item["operator_action"].startswith(f"refund 400 eur of charge {charge['id']} in Stripe, or grant")
     assert await balance(world, user_id) == 0
     assert await ledger_snapshot(world) == []
     assert report.summary.exit_code == EXIT_DRIFT_REMAINS

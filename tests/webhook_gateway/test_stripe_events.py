@@ -15,6 +15,7 @@ from services.common.stripe_events import (
     NO_EVENT,
     Dispute,
     DisputeStatus,
+    Expire,
     Fail,
     Ignore,
     MalformedEvent,
@@ -185,7 +186,7 @@ def test_the_published_event_fixture_itself_is_ignored() -> None:
     assert action.code == "unhandled_type"
 
 
-@pytest.mark.parametrize("event_type", ["customer.created", "charge.succeeded", "checkout.session.expired"])
+@pytest.mark.parametrize("event_type", ["customer.created", "charge.succeeded", "payment_intent.created"])
 def test_unknown_types_are_ignored(event_type: str) -> None:
     action = translate_event(se.event(event_type, se.load_fixture("charge.json")), CATALOG)
     assert isinstance(action, Ignore)
@@ -426,9 +427,94 @@ def test_unpaid_session_object_without_event_waits() -> None:
     assert action.code == "awaiting_async_payment"
 
 
-def test_session_that_needed_no_payment_is_refused() -> None:
+def test_session_that_needed_no_payment_but_has_an_amount_due_is_refused() -> None:
     event = _completed()
     _object(event)["payment_status"] = "no_payment_required"
     action = translate_event(event, CATALOG)
     assert isinstance(action, Refuse)
-    assert action.code == "not_paid"
+    assert action.code == "malformed_object"
+
+
+def test_session_made_free_by_a_promotion_code_settles_with_nothing_paid() -> None:
+    event = _completed()
+    _object(event).update(
+        payment_status="no_payment_required",
+        payment_intent=None,
+        amount_total=0,
+        total_details={"amount_discount": 2500, "amount_shipping": 0, "amount_tax": 0},
+    )
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Settle)
+    assert (action.details.credits, action.details.amount_minor, action.details.amount_paid_minor) == (550, 2500, 0)
+    assert action.details.amount_discount_minor == 2500
+    assert action.details.payment_intent_id == ""
+
+
+def test_a_session_is_priced_on_its_subtotal_and_carries_what_was_paid() -> None:
+    event = _completed()
+    _object(event).update(
+        amount_total=2400, total_details={"amount_discount": 500, "amount_shipping": 0, "amount_tax": 400}
+    )
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Settle)
+    assert (action.details.package_id, action.details.amount_minor) == ("medium", 2500)
+    details = action.details
+    assert (details.amount_paid_minor, details.amount_tax_minor, details.amount_discount_minor) == (2400, 400, 500)
+
+
+@pytest.mark.parametrize(
+    ("changes", "code"),
+    [
+        pytest.param({"amount_subtotal": 2400}, "catalog_mismatch", id="subtotal-off-the-price"),
+        pytest.param({"amount_subtotal": None}, "malformed_object", id="no-subtotal"),
+        pytest.param({"amount_total": None}, "malformed_object", id="no-total"),
+        pytest.param({"amount_total": -1}, "malformed_object", id="negative-total"),
+        pytest.param(
+            {"total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": "4"}},
+            "malformed_object",
+            id="tax-not-an-integer",
+        ),
+        pytest.param(
+            {"amount_total": 100, "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 400}},
+            "malformed_object",
+            id="tax-above-the-total",
+        ),
+    ],
+)
+def test_a_session_whose_amounts_cannot_be_trusted_is_refused(changes: dict[str, Any], code: str) -> None:
+    event = _completed()
+    _object(event).update(changes)
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Refuse)
+    assert action.code == code
+
+
+def test_an_expired_session_of_the_suite_expires_its_payment() -> None:
+    event = _completed()
+    _object(event).update(status="expired", payment_status="unpaid", payment_intent=None)
+    event["type"] = "checkout.session.expired"
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Expire)
+    assert (action.user_id, action.checkout_session_id) == (USER, _object(event)["id"])
+
+
+def test_an_expired_session_without_our_user_is_ignored() -> None:
+    event = _completed()
+    _object(event).update(status="expired", metadata={}, client_reference_id=None)
+    event["type"] = "checkout.session.expired"
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Ignore)
+    assert action.code == "not_a_suite_session"
+
+
+def test_a_payment_intent_charged_more_or_less_than_the_price_is_left_to_its_session() -> None:
+    event = se.payment_intent_succeeded(USER, "medium", 2400, "eur")
+    action = translate_event(event, CATALOG)
+    assert isinstance(action, Ignore)
+    assert action.code == "settled_by_session"
+
+
+def test_a_payment_intent_at_the_price_settles_and_records_its_amount_as_paid() -> None:
+    action = translate_event(se.payment_intent_succeeded(USER, "medium", 2500, "eur"), CATALOG)
+    assert isinstance(action, Settle)
+    assert action.details.amount_paid_minor == 2500

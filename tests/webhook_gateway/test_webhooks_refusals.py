@@ -8,7 +8,7 @@ in the ledger (processed_events) for operators and the reconciler.
     metadata and reference disagree        refused    refused       nothing
     unknown event type                     ignored    ignored       nothing
     a user the ledger never saw            applied    applied       the package (SPEC §4: settled from its own data)
-    an anonymized account                  applied    applied       nothing (payment PAID, for an operator)
+    an anonymized account                  refused    refused       nothing (payment PAID, not credited: refund it)
     same event id, different data          refused    first kept    as the first (ALERT logged)
 """
 
@@ -130,12 +130,15 @@ async def test_user_the_ledger_never_saw_is_credited_from_the_event(http, gatewa
     assert await balance_of(ledger, user_id) == 1200
 
 
-async def test_anonymized_account_is_paid_but_not_credited(http, gateway, ledger) -> None:
+async def test_anonymized_account_is_refused_paid_but_not_credited(http, gateway, ledger, db) -> None:
     user_id, payment_intent_id = _fresh()
     await ledger.anonymize(user_id)
     event = se.checkout_session_completed(user_id, "small", 500, "eur", payment_intent_id=payment_intent_id)
+    before = _refused_count("account_anonymized")
     answer = await deliver(http, gateway, event)
-    assert answer.body == {"received": True, "outcome": "applied"}
+    assert answer.body == {"received": True, "outcome": "refused"}
+    assert _refused_count("account_anonymized") == before + 1
+    assert (await processed_event(db, event["id"]))["outcome"] == "refused"
     assert await balance_of(ledger, user_id) == 0
     assert (await payment_by_intent(ledger, payment_intent_id)).status == pb.PAYMENT_STATUS_PAID
 

@@ -38,6 +38,7 @@ class PaymentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PAYMENT_STATUS_REFUNDED: _ClassVar[PaymentStatus]
     PAYMENT_STATUS_CHARGEBACK: _ClassVar[PaymentStatus]
     PAYMENT_STATUS_FAILED: _ClassVar[PaymentStatus]
+    PAYMENT_STATUS_EXPIRED: _ClassVar[PaymentStatus]
 
 class DisputeStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -93,6 +94,7 @@ PAYMENT_STATUS_CREDITED: PaymentStatus
 PAYMENT_STATUS_REFUNDED: PaymentStatus
 PAYMENT_STATUS_CHARGEBACK: PaymentStatus
 PAYMENT_STATUS_FAILED: PaymentStatus
+PAYMENT_STATUS_EXPIRED: PaymentStatus
 DISPUTE_STATUS_UNSPECIFIED: DisputeStatus
 DISPUTE_STATUS_WARNING_NEEDS_RESPONSE: DisputeStatus
 DISPUTE_STATUS_WARNING_UNDER_REVIEW: DisputeStatus
@@ -302,7 +304,7 @@ class PaymentRefund(_message.Message):
     def __init__(self, refund_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., status: _Optional[_Union[RefundStatus, str]] = ...) -> None: ...
 
 class Payment(_message.Message):
-    __slots__ = ("id", "user_id", "checkout_session_id", "payment_intent_id", "charge_id", "package_id", "credits", "amount_minor", "currency_code", "status", "amount_refunded_minor", "credits_clawed_back", "dispute_status", "dispute_id", "credit_transaction_id", "create_time", "update_time", "credit_time", "anonymized", "charge_amount_refunded_minor", "refunds")
+    __slots__ = ("id", "user_id", "checkout_session_id", "payment_intent_id", "charge_id", "package_id", "credits", "amount_minor", "currency_code", "status", "amount_refunded_minor", "credits_clawed_back", "dispute_status", "dispute_id", "credit_transaction_id", "create_time", "update_time", "credit_time", "anonymized", "charge_amount_refunded_minor", "refunds", "amount_paid_minor", "amount_tax_minor", "amount_discount_minor", "settle_refusal")
     ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     CHECKOUT_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -324,6 +326,10 @@ class Payment(_message.Message):
     ANONYMIZED_FIELD_NUMBER: _ClassVar[int]
     CHARGE_AMOUNT_REFUNDED_MINOR_FIELD_NUMBER: _ClassVar[int]
     REFUNDS_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_PAID_MINOR_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_TAX_MINOR_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_DISCOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    SETTLE_REFUSAL_FIELD_NUMBER: _ClassVar[int]
     id: int
     user_id: str
     checkout_session_id: str
@@ -345,7 +351,11 @@ class Payment(_message.Message):
     anonymized: bool
     charge_amount_refunded_minor: int
     refunds: _containers.RepeatedCompositeFieldContainer[PaymentRefund]
-    def __init__(self, id: _Optional[int] = ..., user_id: _Optional[str] = ..., checkout_session_id: _Optional[str] = ..., payment_intent_id: _Optional[str] = ..., charge_id: _Optional[str] = ..., package_id: _Optional[str] = ..., credits: _Optional[int] = ..., amount_minor: _Optional[int] = ..., currency_code: _Optional[str] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., amount_refunded_minor: _Optional[int] = ..., credits_clawed_back: _Optional[int] = ..., dispute_status: _Optional[_Union[DisputeStatus, str]] = ..., dispute_id: _Optional[str] = ..., credit_transaction_id: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., credit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., anonymized: _Optional[bool] = ..., charge_amount_refunded_minor: _Optional[int] = ..., refunds: _Optional[_Iterable[_Union[PaymentRefund, _Mapping]]] = ...) -> None: ...
+    amount_paid_minor: int
+    amount_tax_minor: int
+    amount_discount_minor: int
+    settle_refusal: str
+    def __init__(self, id: _Optional[int] = ..., user_id: _Optional[str] = ..., checkout_session_id: _Optional[str] = ..., payment_intent_id: _Optional[str] = ..., charge_id: _Optional[str] = ..., package_id: _Optional[str] = ..., credits: _Optional[int] = ..., amount_minor: _Optional[int] = ..., currency_code: _Optional[str] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., amount_refunded_minor: _Optional[int] = ..., credits_clawed_back: _Optional[int] = ..., dispute_status: _Optional[_Union[DisputeStatus, str]] = ..., dispute_id: _Optional[str] = ..., credit_transaction_id: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., credit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., anonymized: _Optional[bool] = ..., charge_amount_refunded_minor: _Optional[int] = ..., refunds: _Optional[_Iterable[_Union[PaymentRefund, _Mapping]]] = ..., amount_paid_minor: _Optional[int] = ..., amount_tax_minor: _Optional[int] = ..., amount_discount_minor: _Optional[int] = ..., settle_refusal: _Optional[str] = ...) -> None: ...
 
 class EventSource(_message.Message):
     __slots__ = ("event_id", "event_type", "payload_sha256")
@@ -358,7 +368,7 @@ class EventSource(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., payload_sha256: _Optional[bytes] = ...) -> None: ...
 
 class PaymentDetails(_message.Message):
-    __slots__ = ("user_id", "checkout_session_id", "payment_intent_id", "charge_id", "package_id", "credits", "amount_minor", "currency_code", "customer_email", "customer_id")
+    __slots__ = ("user_id", "checkout_session_id", "payment_intent_id", "charge_id", "package_id", "credits", "amount_minor", "currency_code", "customer_email", "customer_id", "amount_paid_minor", "amount_tax_minor", "amount_discount_minor")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     CHECKOUT_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_INTENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -369,6 +379,9 @@ class PaymentDetails(_message.Message):
     CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_EMAIL_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_PAID_MINOR_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_TAX_MINOR_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_DISCOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     checkout_session_id: str
     payment_intent_id: str
@@ -379,7 +392,10 @@ class PaymentDetails(_message.Message):
     currency_code: str
     customer_email: str
     customer_id: str
-    def __init__(self, user_id: _Optional[str] = ..., checkout_session_id: _Optional[str] = ..., payment_intent_id: _Optional[str] = ..., charge_id: _Optional[str] = ..., package_id: _Optional[str] = ..., credits: _Optional[int] = ..., amount_minor: _Optional[int] = ..., currency_code: _Optional[str] = ..., customer_email: _Optional[str] = ..., customer_id: _Optional[str] = ...) -> None: ...
+    amount_paid_minor: int
+    amount_tax_minor: int
+    amount_discount_minor: int
+    def __init__(self, user_id: _Optional[str] = ..., checkout_session_id: _Optional[str] = ..., payment_intent_id: _Optional[str] = ..., charge_id: _Optional[str] = ..., package_id: _Optional[str] = ..., credits: _Optional[int] = ..., amount_minor: _Optional[int] = ..., currency_code: _Optional[str] = ..., customer_email: _Optional[str] = ..., customer_id: _Optional[str] = ..., amount_paid_minor: _Optional[int] = ..., amount_tax_minor: _Optional[int] = ..., amount_discount_minor: _Optional[int] = ...) -> None: ...
 
 class OpenPaymentRequest(_message.Message):
     __slots__ = ("details",)
@@ -658,3 +674,41 @@ class ListHoldsResponse(_message.Message):
     holds: _containers.RepeatedCompositeFieldContainer[Hold]
     next_page_token: str
     def __init__(self, holds: _Optional[_Iterable[_Union[Hold, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ExpirePaymentRequest(_message.Message):
+    __slots__ = ("details", "source")
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    details: PaymentDetails
+    source: EventSource
+    def __init__(self, details: _Optional[_Union[PaymentDetails, _Mapping]] = ..., source: _Optional[_Union[EventSource, _Mapping]] = ...) -> None: ...
+
+class ExpirePaymentResponse(_message.Message):
+    __slots__ = ("payment", "duplicate_event")
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_EVENT_FIELD_NUMBER: _ClassVar[int]
+    payment: Payment
+    duplicate_event: bool
+    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ..., duplicate_event: _Optional[bool] = ...) -> None: ...
+
+class SettlePaymentManuallyRequest(_message.Message):
+    __slots__ = ("payment_id", "actor", "reason")
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    payment_id: int
+    actor: str
+    reason: str
+    def __init__(self, payment_id: _Optional[int] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SettlePaymentManuallyResponse(_message.Message):
+    __slots__ = ("payment", "transaction", "replayed", "admin_action_id")
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_ACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    payment: Payment
+    transaction: Transaction
+    replayed: bool
+    admin_action_id: int
+    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ..., transaction: _Optional[_Union[Transaction, _Mapping]] = ..., replayed: _Optional[bool] = ..., admin_action_id: _Optional[int] = ...) -> None: ...

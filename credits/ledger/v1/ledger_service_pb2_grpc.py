@@ -136,6 +136,16 @@ class LedgerServiceStub:
                 request_serializer=credits_dot_ledger_dot_v1_dot_ledger__service__pb2.ListHoldsRequest.SerializeToString,
                 response_deserializer=credits_dot_ledger_dot_v1_dot_ledger__service__pb2.ListHoldsResponse.FromString,
                 _registered_method=True)
+        self.ExpirePayment = channel.unary_unary(
+                '/credits.ledger.v1.LedgerService/ExpirePayment',
+                request_serializer=credits_dot_ledger_dot_v1_dot_ledger__service__pb2.ExpirePaymentRequest.SerializeToString,
+                response_deserializer=credits_dot_ledger_dot_v1_dot_ledger__service__pb2.ExpirePaymentResponse.FromString,
+                _registered_method=True)
+        self.SettlePaymentManually = channel.unary_unary(
+                '/credits.ledger.v1.LedgerService/SettlePaymentManually',
+                request_serializer=credits_dot_ledger_dot_v1_dot_ledger__service__pb2.SettlePaymentManuallyRequest.SerializeToString,
+                response_deserializer=credits_dot_ledger_dot_v1_dot_ledger__service__pb2.SettlePaymentManuallyResponse.FromString,
+                _registered_method=True)
 
 
 class LedgerServiceServicer:
@@ -314,6 +324,30 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExpirePayment(self, request, context):
+        """Ends the payment of a Checkout Session that expired unpaid: INIT ->
+        EXPIRED. A payment paid, failed or expired already is left as it is; a
+        session the ledger never opened changes nothing. A later settle of the
+        same payment still credits it (EXPIRED is not paid, like FAILED).
+        Roles: payments, reconciler.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SettlePaymentManually(self, request, context):
+        """Credits a payment by hand that Stripe was paid for and the ledger did not
+        credit (a session refused for its price or currency, for example), with
+        the operator's name and reason written to admin_actions in the same
+        transaction as the purchase entry. A payment credited already answers
+        replayed; an anonymized account is refused with ACCOUNT_ANONYMIZED (refund
+        it instead).
+        Roles: admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -411,6 +445,16 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.ListHolds,
                     request_deserializer=credits_dot_ledger_dot_v1_dot_ledger__service__pb2.ListHoldsRequest.FromString,
                     response_serializer=credits_dot_ledger_dot_v1_dot_ledger__service__pb2.ListHoldsResponse.SerializeToString,
+            ),
+            'ExpirePayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExpirePayment,
+                    request_deserializer=credits_dot_ledger_dot_v1_dot_ledger__service__pb2.ExpirePaymentRequest.FromString,
+                    response_serializer=credits_dot_ledger_dot_v1_dot_ledger__service__pb2.ExpirePaymentResponse.SerializeToString,
+            ),
+            'SettlePaymentManually': grpc.unary_unary_rpc_method_handler(
+                    servicer.SettlePaymentManually,
+                    request_deserializer=credits_dot_ledger_dot_v1_dot_ledger__service__pb2.SettlePaymentManuallyRequest.FromString,
+                    response_serializer=credits_dot_ledger_dot_v1_dot_ledger__service__pb2.SettlePaymentManuallyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -933,6 +977,60 @@ class LedgerService:
             '/credits.ledger.v1.LedgerService/ListHolds',
             credits_dot_ledger_dot_v1_dot_ledger__service__pb2.ListHoldsRequest.SerializeToString,
             credits_dot_ledger_dot_v1_dot_ledger__service__pb2.ListHoldsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExpirePayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credits.ledger.v1.LedgerService/ExpirePayment',
+            credits_dot_ledger_dot_v1_dot_ledger__service__pb2.ExpirePaymentRequest.SerializeToString,
+            credits_dot_ledger_dot_v1_dot_ledger__service__pb2.ExpirePaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SettlePaymentManually(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credits.ledger.v1.LedgerService/SettlePaymentManually',
+            credits_dot_ledger_dot_v1_dot_ledger__service__pb2.SettlePaymentManuallyRequest.SerializeToString,
+            credits_dot_ledger_dot_v1_dot_ledger__service__pb2.SettlePaymentManuallyResponse.FromString,
             options,
             channel_credentials,
             insecure,
