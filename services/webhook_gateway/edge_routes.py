@@ -222,6 +222,18 @@ def _invalid(message: str) -> HttpError:
     return HttpError(400, "INVALID_ARGUMENT", message)
 
 
+CHECKOUT_NOT_CONFIGURED: Final = "CHECKOUT_NOT_CONFIGURED"
+
+
+def checkout_not_configured() -> HttpError:
+    """POST /checkout on a gateway without a Stripe key (CHECKOUT_ENABLED=false): nothing is sent anywhere."""
+    return HttpError(
+        503,
+        CHECKOUT_NOT_CONFIGURED,
+        "checkout is not configured: this gateway runs without STRIPE_API_KEY (set a Stripe test key, sk_test_...)",
+    )
+
+
 def _me_credits_query(query: MultiMapping[str]) -> tuple[int, str]:
     """`limit` (1..TRANSACTIONS_LIMIT_MAX, default TRANSACTIONS_LIMIT_DEFAULT) and `cursor` (opaque)."""
     unknown = sorted(set(query) - ME_CREDITS_QUERY_FIELDS)
@@ -394,8 +406,9 @@ def _raise_for_ledger_error(exc: errors.LedgerError, rpc: str, user_id: str) -> 
             {"Retry-After": str(LEDGER_RETRY_AFTER_SECONDS)},
         ) from exc
     if isinstance(exc, errors.InvalidArgument):
-        # The edge checks every field first, so this is a cursor or a rule that drifted: worth a line.
-        log.warning("ledger refused an argument", extra={"rpc": rpc, "field": exc.field})
+        # The client's mistake (a forged or stale cursor, mostly): a 400 and an INFO line, never a WARNING,
+        # which is for what an operator must act on (a fuzzer would otherwise flood the warnings).
+        log.info("ledger refused an argument", extra={"rpc": rpc, "field": exc.field})
         field = "cursor" if exc.field == "page_token" else exc.field
         raise _invalid(f"{field}: {exc.description}"[:MESSAGE_CHARS_MAX]) from exc
     for error_class, message in _CONFLICT_MESSAGES.items():

@@ -10,6 +10,7 @@ Stripe's exceptions never leave this module; they become::
     StripeFailure                   any failed call to Stripe
     ├── StripeUnavailable           network error, timeout, rate limit, 5xx: retry later (HTTP 503)
     ├── StripeIdempotencyConflict   an idempotency key reused with other parameters (HTTP 409)
+    │   └── StripeNotConfigured     no STRIPE_API_KEY (CHECKOUT_ENABLED=false): nothing was sent
     └── StripeRefused               Stripe refused the request: bad key, invalid parameter (HTTP 502)
 """
 
@@ -40,6 +41,10 @@ class StripeUnavailable(StripeFailure):
     """Stripe could not be reached or answered 429/5xx after the retries: try again later."""
 
 
+class StripeNotConfigured(StripeUnavailable):
+    """The gateway runs without a Stripe key (CHECKOUT_ENABLED=false): no call leaves the process."""
+
+
 class StripeIdempotencyConflict(StripeFailure):
     """The idempotency key was used before with different parameters."""
 
@@ -62,7 +67,7 @@ class StripeApi:
 
     def __init__(
         self,
-        api_key: str,
+        api_key: str | None,
         api_base: str | None = None,
         *,
         timeout_seconds: float = STRIPE_REQUEST_TIMEOUT_SECONDS,
@@ -74,8 +79,9 @@ class StripeApi:
             total=timeout_seconds, connect=min(STRIPE_CONNECT_TIMEOUT_SECONDS, timeout_seconds)
         )
         self._http_client = stripe.AIOHTTPClient(timeout=timeout)
+        self.configured = api_key is not None
         self._client = stripe.StripeClient(
-            api_key,
+            api_key or "sk_test_not_configured",  # Never used: every call checks `configured` first.
             base_addresses={"api": api_base} if api_base else None,
             http_client=self._http_client,
             max_network_retries=network_retries_max,
@@ -86,6 +92,7 @@ class StripeApi:
 
     async def create_checkout_session(self, params: Mapping[str, Any], idempotency_key: str) -> CheckoutSession:
         """Create a Checkout Session; Stripe replays the first result for a repeated idempotency key."""
+        self._require_key("create checkout session")
         try:
             session = await self._client.v1.checkout.sessions.create_async(
                 params=dict(params),  # type: ignore[arg-type]  # a plain dict of Stripe's documented parameters
@@ -102,6 +109,7 @@ class StripeApi:
 
     async def retrieve_charge(self, charge_id: str) -> dict[str, Any] | None:
         """The charge as a plain dict, or None when Stripe does not know it."""
+        self._require_key("retrieve charge")
         try:
             charge = await self._client.v1.charges.retrieve_async(charge_id)
         except stripe.InvalidRequestError as exc:
@@ -111,6 +119,11 @@ class StripeApi:
         except stripe.StripeError as exc:
             raise _translated(exc, "retrieve charge") from exc
         return charge.to_dict(recursive=True)
+
+
+    def _require_key(self, operation: str) -> None:
+        if not self.configured:
+            raise StripeNotConfigured(f"{operation}: STRIPE_API_KEY is not set (CHECKOUT_ENABLED=false)")
 
 
 def _translated(exc: stripe.StripeError, operation: str) -> StripeFailure:

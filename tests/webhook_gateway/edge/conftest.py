@@ -28,6 +28,7 @@ from credits.ledger.v1 import ledger_service_pb2 as pb
 from services.ledger.client import LedgerClient
 from services.webhook_gateway.app import build_app
 from services.webhook_gateway.config import GatewaySettings
+from services.webhook_gateway.http_errors import GatewayRunner
 from services.webhook_gateway.openapi import OPENAPI_DOCUMENT
 from services.webhook_gateway.ratelimit import connect_redis
 from services.webhook_gateway.stripe_client import StripeApi
@@ -74,7 +75,7 @@ async def running_edge_gateway(environ: Mapping[str, str], *, redis: Redis | Non
     )
     stripe_api = StripeApi(settings.stripe_api_key, settings.stripe_api_base)
     app = build_app(settings, ledger, stripe_api, redis=redis)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+    runner = GatewayRunner(app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
