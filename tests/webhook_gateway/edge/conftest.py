@@ -20,8 +20,9 @@ import aiohttp
 import jwt
 import pytest
 from aiohttp import web
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import FormatChecker
 from multidict import CIMultiDict, CIMultiDictProxy
+from openapi_schema_validator import OAS30Validator
 from redis.asyncio import Redis
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
@@ -143,10 +144,10 @@ class Contract:
         item = self.document["paths"].get(path)
         return None if item is None else item.get(method.lower())
 
-    def validator(self, schema: Mapping[str, Any]) -> Draft202012Validator:
+    def validator(self, schema: Mapping[str, Any]) -> OAS30Validator:
         # `#/components/...` references resolve against this root, which carries the document's components.
         root = {"allOf": [schema], "components": self.document["components"]}
-        return Draft202012Validator(root, format_checker=FormatChecker())
+        return OAS30Validator(root, format_checker=FormatChecker())
 
     def check(self, method: str, path: str, answer: EdgeAnswer) -> None:
         operation = self.operation(method, path)
