@@ -132,7 +132,11 @@ def _translated(exc: stripe.StripeError, operation: str) -> StripeFailure:
     retryable = isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError | stripe.APIError) or (
         status is not None and status >= HTTP_SERVER_ERROR_MIN
     )
-    log.warning(
+    # An idempotency key reused for another package is the client's mistake (a 409): INFO. The rest (a bad
+    # key, Stripe down, a parameter Stripe refuses) is for an operator to look at: WARNING.
+    level = logging.INFO if isinstance(exc, stripe.IdempotencyError) else logging.WARNING
+    log.log(
+        level,
         "stripe call failed",
         extra={
             "operation": operation,

@@ -121,3 +121,19 @@ async def test_a_client_mistake_is_a_4xx_and_at_most_an_info_line(
 
     assert 400 <= status < 500
     assert [record.getMessage() for record in _gateway_records(caplog) if record.levelno >= logging.WARNING] == []
+
+
+async def test_an_idempotency_key_reused_for_another_package_is_a_409_and_no_warning(
+    hostile_gateway, hostile_http, caplog: pytest.LogCaptureFixture
+) -> None:
+    headers = {"Authorization": f"Bearer {user_jwt('log-buyer')}", "Idempotency-Key": "log-reused-key-1"}
+    caplog.set_level(logging.DEBUG)
+    statuses = []
+    for package_id in ("small", "large"):
+        async with hostile_http.post(
+            hostile_gateway.url("/checkout"), json={"package_id": package_id}, headers=headers
+        ) as response:
+            statuses.append(response.status)
+
+    assert statuses == [200, 409]
+    assert [record.getMessage() for record in _gateway_records(caplog) if record.levelno >= logging.WARNING] == []
