@@ -38,7 +38,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final
@@ -74,6 +74,10 @@ CALLER_ROLES: Final[Mapping[str, tuple[str, ...]]] = {
 
 class Refused(Exception):
     """The suite cannot start; the message is the one line to print."""
+
+
+class StopRequested(Exception):
+    """Ctrl-C or SIGTERM arrived while the services were starting."""
 
 
 @dataclass(frozen=True)
@@ -132,8 +136,8 @@ def claim_single_run(directory: Path, addresses: Addresses) -> IO[str]:
             handle.close()
             raise Refused(f"{listen} ({name}) is already in use: is a credits suite from another folder running?")
     handle.truncate(0)
-    record = {"pid": os.getpid(), "folder": str(ROOT), "ledger": addresses.ledger_target}
-    record["gateway"] = addresses.gateway_url
+    record = {"pid": os.getpid(), "folder": str(ROOT)}
+    record |= {"gateway": addresses.gateway_url, "ledger": addresses.ledger_target}
     handle.write(json.dumps(record) + "\n")
     handle.flush()
     return handle
@@ -278,16 +282,20 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def wait_until_ready(services: list[Service], checks: Mapping[str, object]) -> None:
-    """Until each service's health check answers (`checks`: module -> a callable returning bool)."""
+def wait_until_ready(
+    services: list[Service], checks: Mapping[str, Callable[[], bool]], stop_requested: Callable[[], bool]
+) -> None:
+    """Until each service's health check answers (`checks`: service name -> its check); Refused otherwise."""
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     pending = dict(checks)
     while pending:
+        if stop_requested():
+            raise StopRequested
         for service in services:
             if service.process.poll() is not None:
                 raise Refused(f"{service.module} exited with code {service.process.returncode} before it was ready")
         for module, check in list(pending.items()):
-            if callable(check) and check():
+            if check():
                 del pending[module]
         if pending and time.monotonic() > deadline:
             raise Refused(f"not ready within {READY_TIMEOUT_SECONDS:.0f} s: {', '.join(sorted(pending))}")
@@ -373,9 +381,10 @@ def run(environ: Mapping[str, str]) -> int:
     signal.signal(signal.SIGINT, request_stop)
     services = [start("services.ledger", env)]
     try:
-        wait_until_ready(services, {"ledger": lambda: ledger_serving(addresses.ledger_target, tokens["operator"])})
+        ledger_ready = {"ledger": lambda: ledger_serving(addresses.ledger_target, tokens["operator"])}
+        wait_until_ready(services, ledger_ready, lambda: stopping)
         services.append(start("services.webhook_gateway", env, LEDGER_TOKEN=tokens["gateway"]))
-        checks: dict[str, object] = {"gateway": lambda: http_ok(f"{addresses.gateway_url}/readyz")}
+        checks: dict[str, Callable[[], bool]] = {"gateway": lambda: http_ok(f"{addresses.gateway_url}/readyz")}
         # The reconciler compares against a real Stripe account (or an emulator at STRIPE_API_BASE) only.
         if env.get("STRIPE_API_KEY"):
             metrics_port = str(RECONCILER_METRICS_PORT)
@@ -383,10 +392,12 @@ def run(environ: Mapping[str, str]) -> int:
                 start("services.reconciler", env, LEDGER_TOKEN=tokens["reconciler"], METRICS_PORT=metrics_port)
             )
             checks["reconciler"] = lambda: http_ok(f"http://127.0.0.1:{metrics_port}/metrics")
-        wait_until_ready(services, checks)
+        wait_until_ready(services, checks, lambda: stopping)
         print(banner(env, addresses, tokens, dev_secrets), flush=True)
         while not stopping and all(service.process.poll() is None for service in services):
             time.sleep(0.5)
+    except StopRequested:
+        pass  # Stopped before the banner: the services are stopped below, like after it.
     finally:
         stop_all(services)
         lock.close()

@@ -145,7 +145,7 @@ class _JsonErrorRequestHandler(RequestHandler):
     ) -> web.StreamResponse:
         # `message` quotes the offending bytes of the request (a header, a token): never logged, never sent.
         if status >= 500:
-            logger.error("request failed before any route ran", exc_info=exc, extra={"status": status})
+            logger.error("request failed outside the error middleware", exc_info=exc, extra={"status": status})
             body_message = INTERNAL_MESSAGE
         else:
             error_type = type(exc).__name__ if exc is not None else "unknown"
