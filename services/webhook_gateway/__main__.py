@@ -28,6 +28,7 @@ from services.ledger.client import LedgerClient
 from services.webhook_gateway.app import build_app
 from services.webhook_gateway.config import WEBHOOK_PATH, GatewaySettings
 from services.webhook_gateway.context import GATEWAY_KEY
+from services.webhook_gateway.http_errors import GatewayRunner
 from services.webhook_gateway.ledger_client import GatewayLedgerClient
 from services.webhook_gateway.ratelimit import connect_redis
 from services.webhook_gateway.stripe_client import StripeApi
@@ -47,7 +48,7 @@ async def run(settings: GatewaySettings) -> None:
     stripe_api = StripeApi(settings.stripe_api_key, settings.stripe_api_base)
     redis = connect_redis(settings.edge.redis_url) if settings.edge.redis_url else None
     app = build_app(settings, ledger, stripe_api, redis=redis)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_seconds)
+    runner = GatewayRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_seconds)
     try:
         await runner.setup()
         host, _, port = settings.listen.rpartition(":")
@@ -59,6 +60,8 @@ async def run(settings: GatewaySettings) -> None:
         log.info("webhook gateway listening on %s (port %d)", settings.listen, bound_port, extra={"port": bound_port})
         url = webhook_url(host, bound_port)
         log.info("webhook URL: %s", url, extra={"webhook_url": url})
+        if not stripe_api.configured:
+            log.info("checkout is off (CHECKOUT_ENABLED=false): POST /checkout answers 503 until STRIPE_API_KEY is set")
         await stopping.wait()
         log.info("stopping: finishing in-flight requests", extra={"grace_seconds": settings.shutdown_grace_seconds})
         app[GATEWAY_KEY].draining = True
@@ -105,7 +108,8 @@ def _bound_port(runner: web.AppRunner, configured_port: int) -> int:
 
 def _register_secrets(settings: GatewaySettings) -> None:
     for secret in (*settings.stripe_webhook_secrets, settings.stripe_api_key, settings.ledger_token):
-        register_secret(secret)
+        if secret:
+            register_secret(secret)
     if settings.edge.jwt_secret is not None:
         register_secret(settings.edge.jwt_secret)
 

@@ -52,6 +52,9 @@ def build_app(
 ) -> web.Application:
     """The application; the caller owns (and closes) the clients it passes in.
 
+    `stripe_client` has no key when checkout is switched off (CHECKOUT_ENABLED=false): `POST /checkout`
+    then answers 503 CHECKOUT_NOT_CONFIGURED at once, naming STRIPE_API_KEY.
+
     `tracer_provider` records the server spans (the global provider when None). Give `ledger_client`
     the same provider (`__main__.connect_ledger`) so that the ledger's spans join the webhook's trace.
     """

@@ -12,6 +12,15 @@ a-public-key confusion attack are refused. `exp` and `sub` are required; `aud` /
 and checked when `JWT_AUDIENCE` / `JWT_ISSUER` are set (when the audience is not set, a token's
 `aud` is not checked). Clock leeway is bounded by `LEEWAY_SECONDS_MAX`.
 
+A refused token's 401 says which check failed (`TOKEN_REFUSALS`: expired, not yet valid, a required
+claim missing, audience, issuer, signature, algorithm, malformed), never a key, a claim's value or the
+configured audience/issuer. PyJWT verifies the signature before any claim, so only a token signed with
+the right key learns which claim failed; anyone else learns "signature".
+
+`sub` must be a user id the ledger can store (services.common.stripe_events.is_valid_user_id: 1 to
+128 printable ASCII characters without spaces): every other subject (missing, empty, too long, a space
+or a control character, not a string) is the same mistake and gets the same 401.
+
 The `roles` claim: absent or null means no roles; otherwise it must be a list of strings (at most
 `ROLES_MAX`), and anything else is refused with 401. A malformed claim means the token is not the
 one the host app promised; guessing (a string "admin" is iterable too) could grant or hide a role.
@@ -34,6 +43,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from services.common.stripe_events import USER_ID_CHARS_MAX, is_valid_user_id
 from services.webhook_gateway.http_errors import HttpError
 
 if TYPE_CHECKING:
@@ -46,7 +56,7 @@ LEEWAY_SECONDS_DEFAULT: Final = 10
 LEEWAY_SECONDS_MAX: Final = 30
 HS256_SECRET_BYTES_MIN: Final = 32  # RFC 7518 §3.2: at least the hash output size.
 RSA_KEY_BITS_MIN: Final = 2048
-SUBJECT_CHARS_MAX: Final = 255
+SUBJECT_CHARS_MAX: Final = USER_ID_CHARS_MAX  # `sub` is the ledger's user id.
 ROLES_MAX: Final = 32
 ROLE_CHARS_MAX: Final = 64
 ADMIN_ROLE: Final = "admin"
@@ -60,6 +70,18 @@ JWKS_RETRY_AFTER_SECONDS: Final = 5
 
 _BEARER_SCHEME: Final = "bearer"
 _ALGORITHM_FOR_EC_CURVE: Final[Mapping[str, str]] = {ec.SECP256R1.name: "ES256"}
+
+# Which check refused a token, most specific class first (PyJWT's classes subclass each other):
+# (class, the check's name for the log line, the 401 message). Messages name the check, never a value.
+TOKEN_REFUSALS: Final[tuple[tuple[type[jwt.PyJWTError], str, str], ...]] = (
+    (jwt.ExpiredSignatureError, "expired", "token has expired"),
+    (jwt.ImmatureSignatureError, "not_yet_valid", "token is not valid yet (nbf or iat in the future)"),
+    (jwt.InvalidAudienceError, "audience", "token audience (aud) is not this service's"),
+    (jwt.InvalidIssuerError, "issuer", "token issuer (iss) is not the one this service trusts"),
+    (jwt.InvalidSignatureError, "signature", "token signature does not verify with this service's key"),
+    (jwt.InvalidAlgorithmError, "algorithm", "token algorithm is not the one this service's key allows"),
+    (jwt.DecodeError, "malformed", "token is not a well-formed JWT"),
+)
 
 
 @dataclass(frozen=True)
@@ -156,7 +178,8 @@ class _JwksKeys:
             logger.warning("JWKS endpoint unavailable: %s", type(exc).__name__)
             raise _jwks_unavailable() from exc
         except jwt.PyJWTError as exc:  # Unknown kid, undecodable header, unusable key.
-            raise unauthenticated("token is invalid") from exc
+            logger.info("token refused: %s", "key_id", extra={"check": "key_id"})
+            raise unauthenticated("token key id (kid) is not among this service's keys") from exc
         return signing_key, (_jwk_algorithm(signing_key),)
 
 
@@ -231,20 +254,35 @@ class JwtVerifier:
                 leeway=self._leeway_seconds,
                 options=self._options,  # type: ignore[arg-type]  # PyJWT's Options TypedDict
             )
-        except jwt.ExpiredSignatureError as exc:
-            raise unauthenticated("token has expired") from exc
         except jwt.PyJWTError as exc:
-            logger.info("token refused: %s", type(exc).__name__)
-            raise unauthenticated("token is invalid") from exc
+            check, message = refusal_of(exc)
+            logger.info("token refused: %s", check, extra={"check": check})
+            raise unauthenticated(message) from exc
         return principal_from_claims(payload)
+
+
+def refusal_of(exc: jwt.PyJWTError) -> tuple[str, str]:
+    """The failed check's name and the 401 message for one of PyJWT's refusals."""
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        # The claim's name comes from our own `require` list (exp, sub, aud, iss): nothing of the token's.
+        return f"missing_{exc.claim}", f"token lacks the required {exc.claim} claim"
+    for error_class, check, message in TOKEN_REFUSALS:
+        if isinstance(exc, error_class):
+            return check, message
+    return "invalid", "token is invalid"
 
 
 def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
     """Check `sub` and `roles` (see the module docstring) and build the principal; 401 otherwise."""
     subject = claims.get("sub")
-    if not isinstance(subject, str) or not subject.strip() or len(subject) > SUBJECT_CHARS_MAX:
-        raise unauthenticated("token subject is missing or malformed")
+    if not is_valid_user_id(subject):
+        logger.info("token refused: %s", "subject", extra={"check": "subject"})
+        raise unauthenticated(f"token subject (sub) is not a user id: {_SUBJECT_RULE}")
+    assert isinstance(subject, str)
     return Principal(user_id=subject, roles=_roles_from_claim(claims.get("roles")), subject=subject)
+
+
+_SUBJECT_RULE: Final = f"1 to {SUBJECT_CHARS_MAX} printable ASCII characters without spaces"
 
 
 def _roles_from_claim(value: object) -> frozenset[str]:

@@ -51,6 +51,7 @@ from services.webhook_gateway.auth import require_user
 from services.webhook_gateway.checkout_config import CheckoutOptions
 from services.webhook_gateway.config import CHECKOUT_BODY_BYTES_MAX, GatewaySettings
 from services.webhook_gateway.context import GATEWAY_KEY
+from services.webhook_gateway.edge_routes import checkout_not_configured
 from services.webhook_gateway.http_errors import HttpError
 from services.webhook_gateway.metrics import CHECKOUT_SESSIONS_CREATED
 from services.webhook_gateway.stripe_client import (
@@ -79,6 +80,8 @@ async def create_checkout(request: web.Request) -> web.Response:
     """POST /checkout; see the module docstring."""
     gateway = request.app[GATEWAY_KEY]
     principal = await require_user(request)
+    if not gateway.stripe.configured:  # CHECKOUT_ENABLED=false: say so at once, never call Stripe with a placeholder.
+        raise checkout_not_configured()
     if not is_valid_user_id(principal.user_id):
         raise _invalid(
             f"the token's subject must be 1 to {USER_ID_CHARS_MAX} printable ASCII characters without spaces"

@@ -6,7 +6,8 @@
 | `LEDGER_TARGET`, `LEDGER_TOKEN` | the ledger's gRPC address, and this caller's token (role `payments`); required |
 | `STRIPE_WEBHOOK_SECRET` | signing secret(s), comma-separated during rotation, each `whsec_...`; required |
 | `STRIPE_TOLERANCE_SECONDS` | signature timestamp tolerance, both into the past and the future (300) |
-| `STRIPE_API_KEY` | Stripe secret key (`sk_...` or restricted `rk_...`); required |
+| `STRIPE_API_KEY` | Stripe secret key (`sk_...` or restricted `rk_...`); required (unless `CHECKOUT_ENABLED=false`) |
+| `CHECKOUT_ENABLED` | `false`: STRIPE_API_KEY unread; `POST /checkout` answers 503 CHECKOUT_NOT_CONFIGURED (`true`) |
 | `STRIPE_API_BASE` | Stripe API base URL override, for tests and emulators (Stripe's own) |
 | `STRIPE_ACCOUNT_ID` | the Stripe account served (`acct_...`); events naming it in `account` are its own (unset) |
 | `STRIPE_CONNECT_EVENTS` | `true`: apply events of other (connected) accounts too (false: record and refuse them) |
@@ -61,7 +62,7 @@ class GatewaySettings:
     ledger_token: str = field(repr=False)
     stripe_webhook_secrets: tuple[str, ...] = field(repr=False)
     stripe_tolerance_seconds: int
-    stripe_api_key: str = field(repr=False)
+    stripe_api_key: str | None = field(repr=False)  # None only with CHECKOUT_ENABLED=false and no key
     stripe_api_base: str | None
     catalog: Catalog
     checkout_success_url: str
@@ -92,7 +93,7 @@ class GatewaySettings:
             stripe_tolerance_seconds=config.integer(
                 environ, "STRIPE_TOLERANCE_SECONDS", STRIPE_TOLERANCE_SECONDS_DEFAULT, 1, STRIPE_TOLERANCE_SECONDS_MAX
             ),
-            stripe_api_key=config.stripe_api_key(environ),
+            stripe_api_key=_stripe_api_key(environ),
             stripe_api_base=config.stripe_api_base(environ),
             catalog=Catalog.from_env(environ),
             checkout_success_url=config.http_url(environ, "CHECKOUT_SUCCESS_URL") or CHECKOUT_SUCCESS_URL_DEFAULT,
@@ -112,6 +113,16 @@ class GatewaySettings:
             stripe_connect_events=config.flag(environ, "STRIPE_CONNECT_EVENTS", False),
             checkout_options=CheckoutOptions.from_env(environ),
         )
+
+
+def _stripe_api_key(environ: Mapping[str, str]) -> str | None:
+    """Required, unless checkout is switched off (CHECKOUT_ENABLED=false): then not read at all."""
+    enabled = config.optional(environ, "CHECKOUT_ENABLED") or "true"
+    if enabled.lower() not in ("true", "false"):
+        raise ConfigError(f"CHECKOUT_ENABLED: expected true or false, got {enabled[:20]!r}")
+    if enabled.lower() == "false":
+        return None
+    return config.stripe_api_key(environ)
 
 
 def _webhook_secrets(environ: Mapping[str, str]) -> tuple[str, ...]:

@@ -34,6 +34,7 @@ Anonymize) and `payments` (GetBalance, ListPayments, and the webhook and checkou
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import re
@@ -74,17 +75,54 @@ ADMIN_ADJUST_FIELDS: Final = ("user_id", "amount", "reason", "idempotency_key")
 GDPR_DELETE_FIELDS: Final = ("user_id",)
 
 NO_STORE: Final[Mapping[str, str]] = {"Cache-Control": "no-store"}
-_CURSOR_PATTERN: Final = re.compile(r"^[A-Za-z0-9_\-]+={0,2}$")  # The ledger's tokens are URL-safe base64.
+LEDGER_PAGE_TOKEN_PREFIX: Final = "t1:"  # services.ledger.server.encode_page_token: base64url("t1:<entry id>")
+CURSOR_DIGITS_MAX: Final = 17  # Entry ids below 10**17: the cursor pattern stays exact and short.
 _LIMIT_PATTERN: Final = re.compile(r"^[0-9]{1,3}$")
 _UNKNOWN_NAME: Final = "unknown"
 
 T = TypeVar("T")
 
 
+def _cursor_pattern() -> str:
+    """Exactly the URL-safe base64 of "t1:" + a decimal entry id without leading zeros (1 to 17 digits).
+
+    The document publishes this pattern and `_cursor` applies it, so every cursor the pattern admits is
+    one the ledger decodes and every other is refused here. Built from the encodings themselves: base64
+    turns 3 bytes into 4 characters, and for ASCII digits the characters of each position depend on one
+    digit only (the first two on the first digit, the third on the second, the fourth on the third).
+    """
+
+    def b64(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode("ascii")).decode("ascii")
+
+    def alternatives(strings: set[str]) -> str:
+        return "(?:" + "|".join(sorted(strings)) + ")"
+
+    def char_class(characters: set[str]) -> str:
+        return "[" + "".join(sorted(characters)).replace("-", "\\-") + "]"
+
+    digits, nonzero = "0123456789", "123456789"
+    lead = {first: alternatives({b64(d + "00")[:2] for d in (nonzero if first else digits)}) for first in (1, 0)}
+    third = char_class({b64("0" + d + "0")[2] for d in digits})
+    fourth = char_class({b64("00" + d)[3] for d in digits})
+    one_digit = {first: alternatives({b64(d)[:2] for d in (nonzero if first else digits)}) + "==" for first in (1, 0)}
+    two_digits = {first: lead[first] + char_class({b64("0" + d)[2] for d in digits}) + "=" for first in (1, 0)}
+    full_groups_more_max = (CURSOR_DIGITS_MAX - 2) // 3 - 1  # After the first group; then at most 2 digits.
+    groups = f"{lead[1]}{third}{fourth}(?:{lead[0]}{third}{fourth}){{0,{full_groups_more_max}}}"
+    tail = f"(?:{one_digit[0]}|{two_digits[0]})?"
+    return f"^{b64(LEDGER_PAGE_TOKEN_PREFIX)}(?:{groups}{tail}|{one_digit[1]}|{two_digits[1]})$"
+
+
+CURSOR_PATTERN: Final = _cursor_pattern()
+_CURSOR_RE: Final = re.compile(CURSOR_PATTERN)
+
+
 def add_edge_routes(app: web.Application) -> None:
     """Register the edge routes on `app` (called by `build_app` before the application is frozen)."""
     # openapi.py describes these routes, so it imports this module: import it at registration instead.
-    from services.webhook_gateway.openapi import OPENAPI_PATH, serve_openapi
+    from services.webhook_gateway.openapi import OPENAPI_BYTES_KEY, OPENAPI_PATH, document_bytes, serve_openapi
+
+    app[OPENAPI_BYTES_KEY] = document_bytes(app[GATEWAY_KEY].catalog)
 
     # allow_head=False: HEAD is no operation of these routes, and the OpenAPI document lists every route.
     app.router.add_get(ME_CREDITS_PATH, get_my_credits, allow_head=False)
@@ -222,6 +260,18 @@ def _invalid(message: str) -> HttpError:
     return HttpError(400, "INVALID_ARGUMENT", message)
 
 
+CHECKOUT_NOT_CONFIGURED: Final = "CHECKOUT_NOT_CONFIGURED"
+
+
+def checkout_not_configured() -> HttpError:
+    """POST /checkout on a gateway without a Stripe key (CHECKOUT_ENABLED=false): nothing is sent anywhere."""
+    return HttpError(
+        503,
+        CHECKOUT_NOT_CONFIGURED,
+        "checkout is not configured: this gateway runs without STRIPE_API_KEY (set a Stripe test key, sk_test_...)",
+    )
+
+
 def _me_credits_query(query: MultiMapping[str]) -> tuple[int, str]:
     """`limit` (1..TRANSACTIONS_LIMIT_MAX, default TRANSACTIONS_LIMIT_DEFAULT) and `cursor` (opaque)."""
     unknown = sorted(set(query) - ME_CREDITS_QUERY_FIELDS)
@@ -250,7 +300,7 @@ def _limit(text: str | None) -> int:
 def _cursor(text: str | None) -> str:
     if text is None:
         return ""
-    if len(text) > CURSOR_CHARS_MAX or not _CURSOR_PATTERN.match(text):
+    if len(text) > CURSOR_CHARS_MAX or not _CURSOR_RE.fullmatch(text):
         raise _invalid("cursor is not a next_cursor this service issued")
     return text
 
@@ -394,8 +444,9 @@ def _raise_for_ledger_error(exc: errors.LedgerError, rpc: str, user_id: str) -> 
             {"Retry-After": str(LEDGER_RETRY_AFTER_SECONDS)},
         ) from exc
     if isinstance(exc, errors.InvalidArgument):
-        # The edge checks every field first, so this is a cursor or a rule that drifted: worth a line.
-        log.warning("ledger refused an argument", extra={"rpc": rpc, "field": exc.field})
+        # The client's mistake (a forged or stale cursor, mostly): a 400 and an INFO line, never a WARNING,
+        # which is for what an operator must act on (a fuzzer would otherwise flood the warnings).
+        log.info("ledger refused an argument", extra={"rpc": rpc, "field": exc.field})
         field = "cursor" if exc.field == "page_token" else exc.field
         raise _invalid(f"{field}: {exc.description}"[:MESSAGE_CHARS_MAX]) from exc
     for error_class, message in _CONFLICT_MESSAGES.items():

@@ -8,6 +8,13 @@ Every route answers an error as::
 `HttpError`; `error_middleware` renders it, renders aiohttp's own HTTP errors (404, 405, 413, ...)
 the same way, and turns anything else into 500 `INTERNAL` without echoing the exception: the
 stack trace goes to the log, never to the client.
+
+A request aiohttp's parser refuses before any route or middleware runs (a 9 KB header line, a URL or
+cookie beyond `HEADER_LINE_BYTES_MAX`, more than `HEADERS_MAX` headers, a NUL in a header value,
+`Content-Length` with `Transfer-Encoding`) would get aiohttp's own text/plain 400 that quotes the
+offending bytes (a bearer token, for one) and an ERROR line with a traceback any client can trigger.
+`GatewayRunner` serves the application with a request handler that answers these with the same JSON
+error body, quotes nothing, and logs one INFO line (a client's mistake, not an operator's).
 """
 
 from __future__ import annotations
@@ -20,12 +27,21 @@ from typing import Final
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from aiohttp.web_protocol import RequestHandler
 
 logger = logging.getLogger(__name__)
 
 CODE_PATTERN: Final = re.compile(r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$")
 MESSAGE_CHARS_MAX: Final = 512
 INTERNAL_MESSAGE: Final = "internal error"
+# aiohttp's parser limits, passed explicitly (its defaults, named here): one request line or header line
+# at most this many bytes, at most this many header lines.
+HEADER_LINE_BYTES_MAX: Final = 8190
+HEADERS_MAX: Final = 128
+MALFORMED_REQUEST_MESSAGE: Final = (
+    f"the request could not be parsed: malformed, or a line above {HEADER_LINE_BYTES_MAX} bytes, "
+    f"or more than {HEADERS_MAX} headers"
+)
 
 # Canonical codes for aiohttp's own HTTP errors; any other status falls back to its phrase.
 CODE_BY_STATUS: Final[Mapping[int, str]] = {
@@ -110,3 +126,56 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         # Logged with its stack trace; the client learns nothing about the cause.
         logger.exception("unhandled error", extra={"method": request.method, "path": request.path})
         return error_response(500, "INTERNAL", INTERNAL_MESSAGE)
+
+
+# --- requests the parser refuses ----------------------------------------------------------------
+
+
+class _JsonErrorRequestHandler(RequestHandler):
+    """aiohttp's connection handler, answering the errors it raises itself with the JSON error body."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        # `message` quotes the offending bytes of the request (a header, a token): never logged, never sent.
+        if status >= 500:
+            logger.error("request failed outside the error middleware", exc_info=exc, extra={"status": status})
+            body_message = INTERNAL_MESSAGE
+        else:
+            error_type = type(exc).__name__ if exc is not None else "unknown"
+            logger.info("malformed request refused", extra={"status": status, "error_type": error_type})
+            body_message = MALFORMED_REQUEST_MESSAGE if status == 400 else HTTPStatus(status).phrase
+        if request.writer.output_size > 0:
+            raise ConnectionError("a response was already sent; cannot send an error after it")
+        response = error_response(status, code_for_status(status), body_message)
+        response.force_close()  # The connection's framing may be lost: never reuse it.
+        return response
+
+
+class _JsonErrorServer(web.Server):
+    """`web.Server` whose connections use `_JsonErrorRequestHandler`."""
+
+    def __call__(self) -> RequestHandler:
+        return _JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class GatewayRunner(web.AppRunner):
+    """`web.AppRunner` with the parser limits set explicitly and the parser's errors as JSON bodies."""
+
+    def __init__(self, app: web.Application, **kwargs: object) -> None:
+        kwargs.setdefault("max_line_size", HEADER_LINE_BYTES_MAX)
+        kwargs.setdefault("max_field_size", HEADER_LINE_BYTES_MAX)
+        kwargs.setdefault("max_headers", HEADERS_MAX)
+        super().__init__(app, **kwargs)  # type: ignore[arg-type]  # aiohttp's kwargs are loosely typed
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # aiohttp builds its Server inside Application._make_handler; only the connection factory changes.
+        server.__class__ = _JsonErrorServer
+        return server

@@ -1,9 +1,17 @@
-"""The gateway's OpenAPI 3.1 document, built from the same constants the routes enforce; `GET /openapi.json`.
+"""The gateway's OpenAPI 3.0 document, built from the same constants the routes enforce; `GET /openapi.json`.
 
 It describes every route `build_app` registers (tests compare it with `app.router`, validate it
-with openapi-spec-validator, and check each exercised response against its schema), so a limit
-changed in code changes the document with it. Response objects are closed
-(`additionalProperties: false`): a field added to a route without the document fails a test.
+with openapi-spec-validator, check each exercised response against its schema, and run schemathesis
+against the served document), so a limit changed in code changes the document with it. Response
+objects are closed (`additionalProperties: false`): a field added to a route without the document
+fails a test.
+
+Exact, not merely plausible: what the document admits the server accepts, and what it refuses the
+server refuses. `package_id` is an enum of the running gateway's catalog (`build_document(catalog)`,
+served per application); `cursor` is the pattern the edge itself applies; `Stripe-Signature` is a
+required, non-empty header of Stripe's form. OpenAPI 3.0 (not 3.1) because its schemas take
+`integer` as JSON Schema draft 4 does, as an integer literal: the server refuses `257.0` as an
+amount, and under 3.1 (JSON Schema 2020-12) `257.0` is an integer the document would admit.
 
 Every error is the JSON error body of http_errors.py; each response names the `code` values it
 may carry. Rate limits (429) and CORS apply to the browser routes only, not to the webhook.
@@ -17,7 +25,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from services.common.catalog import CREDITS_MAX
+from services.common.catalog import CREDITS_MAX, Catalog
 from services.common.payment_events import Outcome
 from services.ledger import validation
 from services.webhook_gateway import edge_routes as edge
@@ -26,7 +34,7 @@ from services.webhook_gateway.config import CHECKOUT_BODY_BYTES_MAX, WEBHOOK_BOD
 from services.webhook_gateway.http_errors import CODE_PATTERN, MESSAGE_CHARS_MAX
 
 OPENAPI_PATH: Final = "/openapi.json"
-OPENAPI_VERSION: Final = "3.1.0"
+OPENAPI_VERSION: Final = "3.0.3"
 DOCUMENT_VERSION: Final = "1.0.0"
 CACHE_SECONDS: Final = 300
 
@@ -36,6 +44,8 @@ _USER_ID_PATTERN: Final = r"^[\x21-\x7e]+$"  # The ledger's identifier rule (ser
 _NO_CONTROL_CHARACTERS_PATTERN: Final = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # The ledger's text rule.
 _JWT: Final[list[JsonObject]] = [{"bearerJwt": []}]
 _OPEN: Final[list[JsonObject]] = []  # `security: []`: no authentication.
+# Stripe's header: `t=<unix seconds>` and one or more `<scheme>=<hex>` signatures (v1 is HMAC-SHA256).
+STRIPE_SIGNATURE_PATTERN: Final = r"^t=[0-9]{1,12}(,v[0-9]=[0-9a-f]{64}){1,8}$"
 
 
 def _ref(name: str) -> JsonObject:
@@ -43,12 +53,11 @@ def _ref(name: str) -> JsonObject:
 
 
 def _closed_object(properties: Mapping[str, Any], required: Iterable[str] | None = None) -> JsonObject:
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "required": list(properties if required is None else required),
-        "properties": dict(properties),
-    }
+    names = list(properties if required is None else required)
+    schema: JsonObject = {"type": "object", "additionalProperties": False}
+    if names:  # OpenAPI 3.0: `required` holds at least one name, or is absent.
+        schema["required"] = names
+    return {**schema, "properties": dict(properties)}
 
 
 def _integer(minimum: int, maximum: int, description: str | None = None) -> JsonObject:
@@ -69,14 +78,14 @@ def _identifier(description: str, chars_max: int) -> JsonObject:
 
 
 def _timestamp(description: str) -> JsonObject:
-    return {"type": ["string", "null"], "format": "date-time", "description": description}
+    return {"type": "string", "nullable": True, "format": "date-time", "description": description}
 
 
 _INT64_MAX: Final = 2**63 - 1
 _AMOUNT_LIMIT: Final = edge.AMOUNT_CREDITS_MAX
 
 
-def _schemas() -> JsonObject:
+def _schemas(catalog: Catalog) -> JsonObject:
     signed = {"minimum": -_INT64_MAX, "maximum": _INT64_MAX}
     transaction = {
         "id": {"type": "integer", "minimum": 1, "description": "The entry's id; increases with time."},
@@ -130,7 +139,9 @@ def _schemas() -> JsonObject:
                     "items": _ref("Transaction"),
                 },
                 "next_cursor": {
-                    "type": ["string", "null"],
+                    "type": "string",
+                    "nullable": True,
+                    "pattern": edge.CURSOR_PATTERN,
                     "description": "Pass as `cursor` for older transactions; null on the last page.",
                 },
                 "payments": {"type": "array", "maxItems": edge.PAYMENTS_SHOWN_MAX, "items": _ref("Payment")},
@@ -147,7 +158,7 @@ def _schemas() -> JsonObject:
                     ),
                     "minimum": -_AMOUNT_LIMIT,
                     "maximum": _AMOUNT_LIMIT,
-                    "not": {"const": 0},
+                    "not": {"enum": [0]},
                 },
                 "reason": {
                     "type": "string",
@@ -181,7 +192,15 @@ def _schemas() -> JsonObject:
                 "metadata_erased_count": {"type": "integer", "minimum": 0},
             }
         ),
-        "CheckoutRequest": _closed_object({"package_id": {"type": "string", "minLength": 1}}),
+        "CheckoutRequest": _closed_object(
+            {
+                "package_id": {
+                    "type": "string",
+                    "enum": sorted(package.package_id for package in catalog),
+                    "description": "A package of this gateway's catalog (CREDIT_PACKAGES).",
+                }
+            }
+        ),
         "CheckoutResponse": _closed_object(
             {
                 "checkout_session_id": {"type": "string", "pattern": "^cs_"},
@@ -225,10 +244,13 @@ def _schemas() -> JsonObject:
             "description": "A Stripe event as Stripe sends it, signed in Stripe-Signature (docs/stripe-webhooks.md).",
         },
         "WebhookReceived": _closed_object(
-            {"received": {"const": True}, "outcome": {"type": "string", "enum": [outcome.value for outcome in Outcome]}}
+            {
+                "received": {"type": "boolean", "enum": [True]},
+                "outcome": {"type": "string", "enum": [outcome.value for outcome in Outcome]},
+            }
         ),
-        "Health": _closed_object({"status": {"const": "ok"}}),
-        "Ready": _closed_object({"status": {"const": "ready"}}),
+        "Health": _closed_object({"status": {"type": "string", "enum": ["ok"]}}),
+        "Ready": _closed_object({"status": {"type": "string", "enum": ["ready"]}}),
     }
 
 
@@ -274,7 +296,12 @@ def _json_body(schema_name: str, limit_bytes: int) -> JsonObject:
 def _user_route_errors(*, admin: bool = False) -> JsonObject:
     """The answers every JWT route shares (authentication, rate limit, outage)."""
     errors: JsonObject = {
-        "401": _error("No, malformed, expired or invalid token.", ["UNAUTHENTICATED"], _WWW_AUTHENTICATE),
+        "401": _error(
+            "No token, or a token refused; the message names the check that failed (expired, audience, issuer, "
+            "signature, algorithm, a missing claim, a subject that is no user id).",
+            ["UNAUTHENTICATED"],
+            _WWW_AUTHENTICATE,
+        ),
         "429": _error("Too many requests from this user or address.", ["RATE_LIMITED"], _RETRY_AFTER),
         "500": _error("An internal error; details are logged, never returned.", ["INTERNAL"]),
         "503": _error("The ledger (or the token keys) unavailable; retry later.", ["UNAVAILABLE"], _RETRY_AFTER),
@@ -321,21 +348,13 @@ def _me_credits() -> JsonObject:
                     "name": "cursor",
                     "in": "query",
                     "required": False,
-                    "schema": {
-                        "type": "string",
-                        "maxLength": edge.CURSOR_CHARS_MAX,
-                        "pattern": "^[A-Za-z0-9_-]+={0,2}$",
-                    },
-                    "description": "The `next_cursor` of the previous page.",
+                    "schema": {"type": "string", "pattern": edge.CURSOR_PATTERN},
+                    "description": "The `next_cursor` of the previous page, as it was given.",
                 },
             ],
             "responses": {
                 "200": _ok("The caller's credits.", "MyCredits", _NO_STORE),
-                "400": _error(
-                    "An unknown or repeated query parameter, a bad limit or cursor, or a token subject that is "
-                    "not a valid user id.",
-                    ["INVALID_ARGUMENT"],
-                ),
+                "400": _error("An unknown or repeated query parameter, a bad limit or cursor.", ["INVALID_ARGUMENT"]),
                 **_user_route_errors(),
             },
         }
@@ -412,6 +431,11 @@ def _checkout(operation_id: str, *, alias: bool) -> JsonObject:
             ),
             "502": _error("Stripe refused the request.", ["PAYMENT_PROVIDER_ERROR"]),
             **_user_route_errors(),
+            "503": _error(
+                "The ledger or Stripe is unavailable (UNAVAILABLE, with Retry-After), or this gateway has no "
+                "STRIPE_API_KEY (CHECKOUT_NOT_CONFIGURED, CHECKOUT_ENABLED=false).",
+                ["UNAVAILABLE", edge.CHECKOUT_NOT_CONFIGURED],
+            ),
         },
     }
     if alias:
@@ -426,7 +450,19 @@ def _webhook() -> JsonObject:
             "tags": ["webhooks"],
             "summary": "Stripe events: verified, then applied once through the ledger.",
             "description": "Not rate limited and without CORS: Stripe paces and retries its own deliveries.",
-            "security": [{"stripeSignature": []}],
+            "security": _OPEN,
+            "parameters": [
+                {
+                    "name": "Stripe-Signature",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": STRIPE_SIGNATURE_PATTERN},
+                    "description": (
+                        "`t=<timestamp>,v1=<HMAC-SHA256 of '<timestamp>.<body>' with the endpoint's signing "
+                        "secret>`, by Stripe; refused when missing, stale or not matching the body."
+                    ),
+                }
+            ],
             "requestBody": {
                 "required": True,
                 "description": f"The event exactly as Stripe signed it, at most {WEBHOOK_BODY_BYTES_MAX} bytes.",
@@ -515,8 +551,8 @@ def _operations_routes() -> JsonObject:
     }
 
 
-def build_document() -> JsonObject:
-    """The whole document, as a JSON-ready dict."""
+def build_document(catalog: Catalog) -> JsonObject:
+    """The whole document for a gateway with this catalog, as a JSON-ready dict."""
     checkout_paths = {
         path: _checkout(
             "createCheckoutSession" if index == 0 else f"createCheckoutSessionAlias{index}", alias=index > 0
@@ -556,14 +592,17 @@ def build_document() -> JsonObject:
             **_operations_routes(),
         },
         "components": {
-            "schemas": _schemas(),
+            "schemas": _schemas(catalog),
             "headers": {
                 "RetryAfter": {
                     "description": "Seconds to wait before retrying.",
                     "schema": {"type": "integer", "minimum": 1},
                 },
                 "WWWAuthenticate": {"description": "The Bearer challenge (RFC 6750).", "schema": {"type": "string"}},
-                "CacheControl": {"description": "Always `no-store`.", "schema": {"const": "no-store"}},
+                "CacheControl": {
+                    "description": "Always `no-store`.",
+                    "schema": {"type": "string", "enum": ["no-store"]},
+                },
             },
             "securitySchemes": {
                 "bearerJwt": {
@@ -572,25 +611,23 @@ def build_document() -> JsonObject:
                     "bearerFormat": "JWT",
                     "description": "Issued by the host app; `sub` = user id, `roles` may hold `admin`.",
                 },
-                "stripeSignature": {
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": "Stripe-Signature",
-                    "description": "HMAC-SHA256 of the body with the endpoint's signing secret, by Stripe.",
-                },
             },
         },
     }
 
 
-OPENAPI_DOCUMENT: Final = build_document()
-_DOCUMENT_BYTES: Final = json.dumps(OPENAPI_DOCUMENT, indent=2, sort_keys=False).encode("utf-8")
+OPENAPI_DOCUMENT: Final = build_document(Catalog.default())  # The default catalog's (SPEC §4).
+OPENAPI_BYTES_KEY: Final = web.AppKey("webhook_gateway_openapi_bytes", bytes)
+
+
+def document_bytes(catalog: Catalog) -> bytes:
+    return json.dumps(build_document(catalog), indent=2, sort_keys=False).encode("utf-8")
 
 
 async def serve_openapi(request: web.Request) -> web.Response:
-    """GET /openapi.json."""
+    """GET /openapi.json: the document of this application's catalog (built once, in add_edge_routes)."""
     return web.Response(
-        body=_DOCUMENT_BYTES,
+        body=request.app[OPENAPI_BYTES_KEY],
         content_type="application/json",
         headers={"Cache-Control": f"public, max-age={CACHE_SECONDS}"},
     )

@@ -9,6 +9,7 @@ Stripe's exceptions never leave this module; they become::
 
     StripeFailure                   any failed call to Stripe
     ├── StripeUnavailable           network error, timeout, rate limit, 5xx: retry later (HTTP 503)
+    │   └── StripeNotConfigured     no STRIPE_API_KEY (CHECKOUT_ENABLED=false): nothing was sent
     ├── StripeIdempotencyConflict   an idempotency key reused with other parameters (HTTP 409)
     ├── StripeRefused               Stripe refused the request: bad key, invalid parameter (HTTP 502)
     └── StripeSdkFailure            the stripe SDK itself failed (TypeError, AttributeError, ...): an SDK
@@ -58,6 +59,10 @@ class StripeUnavailable(StripeFailure):
     """Stripe could not be reached or answered 429/5xx after the retries: try again later."""
 
 
+class StripeNotConfigured(StripeUnavailable):
+    """The gateway runs without a Stripe key (CHECKOUT_ENABLED=false): no call leaves the process."""
+
+
 class StripeIdempotencyConflict(StripeFailure):
     """The idempotency key was used before with different parameters."""
 
@@ -104,7 +109,7 @@ class StripeApi:
 
     def __init__(
         self,
-        api_key: str,
+        api_key: str | None,
         api_base: str | None = None,
         *,
         timeout_seconds: float = STRIPE_REQUEST_TIMEOUT_SECONDS,
@@ -117,8 +122,9 @@ class StripeApi:
             total=timeout_seconds, connect=min(STRIPE_CONNECT_TIMEOUT_SECONDS, timeout_seconds)
         )
         self._http_client = stripe.AIOHTTPClient(timeout=timeout)
+        self.configured = api_key is not None
         self._client = stripe.StripeClient(
-            api_key,
+            api_key or "sk_test_not_configured",  # Never used: every call checks `configured` first.
             base_addresses={"api": api_base} if api_base else None,
             http_client=self._http_client,
             max_network_retries=network_retries_max,
@@ -129,6 +135,7 @@ class StripeApi:
 
     async def create_checkout_session(self, params: Mapping[str, Any], idempotency_key: str) -> CheckoutSession:
         """Create a Checkout Session; Stripe replays the first result for a repeated idempotency key."""
+        self._require_key("create checkout session")
         try:
             session = await self._client.v1.checkout.sessions.create_async(
                 params=dict(params),  # type: ignore[arg-type]  # a plain dict of Stripe's documented parameters
@@ -150,6 +157,7 @@ class StripeApi:
 
     async def retrieve_charge(self, charge_id: str) -> dict[str, Any] | None:
         """The charge as a plain dict, or None when Stripe does not know it."""
+        self._require_key("retrieve charge")
         try:
             charge = await self._client.v1.charges.retrieve_async(charge_id)
         except stripe.InvalidRequestError as exc:
@@ -179,6 +187,10 @@ class StripeApi:
             raise MalformedThinEvent("thin event id or type is not a string")
         return ThinEvent(event_id, event_type)
 
+    def _require_key(self, operation: str) -> None:
+        if not self.configured:
+            raise StripeNotConfigured(f"{operation}: STRIPE_API_KEY is not set (CHECKOUT_ENABLED=false)")
+
 
 def _sdk_failure(exc: Exception, operation: str) -> StripeSdkFailure:
     """The SDK's own exception (not a StripeError), logged with its traceback for the operator."""
@@ -198,7 +210,11 @@ def _translated(exc: stripe.StripeError, operation: str) -> StripeFailure:
     retryable = isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError | stripe.APIError) or (
         status is not None and status >= HTTP_SERVER_ERROR_MIN
     )
-    log.warning(
+    # An idempotency key reused for another package is the client's mistake (a 409): INFO. The rest (a bad
+    # key, Stripe down, a parameter Stripe refuses) is for an operator to look at: WARNING.
+    level = logging.INFO if isinstance(exc, stripe.IdempotencyError) else logging.WARNING
+    log.log(
+        level,
         "stripe call failed",
         extra={
             "operation": operation,

@@ -254,6 +254,7 @@ EDGE_CASES: Final[dict[str, HttpCase]] = {
         "UNAUTHENTICATED",  # type: ignore[arg-type]
     ),
     "edge-jwt-over-long-subject": HttpCase(lambda: _me(user_jwt("u" * 300)), 401, "UNAUTHENTICATED"),
+    "edge-jwt-subject-with-space": HttpCase(lambda: _me(user_jwt("user one")), 401, "UNAUTHENTICATED"),
     "edge-bearer-tab-separated": HttpCase(
         lambda: ("GET", "/me/credits", [("Authorization", f"Bearer\t{user_jwt(CALLER)}")], None), 401, "UNAUTHENTICATED"
     ),

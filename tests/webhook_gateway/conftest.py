@@ -26,6 +26,7 @@ from services.ledger.client import LedgerClient
 from services.webhook_gateway.__main__ import connect_ledger
 from services.webhook_gateway.app import build_app
 from services.webhook_gateway.config import GatewaySettings
+from services.webhook_gateway.http_errors import GatewayRunner
 from services.webhook_gateway.stripe_client import StripeApi
 from tests.conftest import ROLE_TOKENS
 from tests.fakes import stripe_events as se
@@ -82,7 +83,7 @@ async def running_gateway(
     ledger = connect_ledger(settings, tracer_provider)
     stripe_api = StripeApi(settings.stripe_api_key, settings.stripe_api_base)
     app = build_app(settings, ledger, stripe_api, tracer_provider=tracer_provider)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+    runner = GatewayRunner(app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

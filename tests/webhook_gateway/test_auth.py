@@ -278,6 +278,47 @@ async def test_expired_token_says_so() -> None:
     assert "expired" in body["error"]["message"]
 
 
+REFUSAL_REASONS = [
+    pytest.param(lambda: hs256_token(exp=int(time.time()) - 3600), "token has expired", id="expired"),
+    pytest.param(lambda: hs256_token(nbf=int(time.time()) + 3600), "not valid yet", id="not-yet-valid"),
+    pytest.param(lambda: hs256_token(aud=None), "lacks the required aud claim", id="audience-missing"),
+    pytest.param(lambda: hs256_token(aud="someone-else"), "audience (aud) is not", id="audience-wrong"),
+    pytest.param(lambda: hs256_token(iss=None), "lacks the required iss claim", id="issuer-missing"),
+    pytest.param(lambda: hs256_token(iss="https://evil.example/"), "issuer (iss) is not", id="issuer-wrong"),
+    pytest.param(lambda: hs256_token(exp=None), "lacks the required exp claim", id="expiry-missing"),
+    pytest.param(
+        lambda: jwt.encode(claims(), "another-secret-that-is-long-enough-0123456789", algorithm="HS256"),
+        "signature does not verify",
+        id="signature",
+    ),
+    pytest.param(alg_none_token, "algorithm is not", id="algorithm-none"),
+    pytest.param(lambda: "not.a.jwt", "not a well-formed JWT", id="malformed"),
+    pytest.param(lambda: hs256_token(sub="u" * 300), "subject (sub) is not a user id", id="subject-too-long"),
+    pytest.param(lambda: hs256_token(sub="a b"), "subject (sub) is not a user id", id="subject-with-space"),
+]
+
+
+@pytest.mark.parametrize(("make_token", "reason"), REFUSAL_REASONS)
+@pytest.mark.asyncio
+async def test_a_refused_token_is_told_which_check_failed(make_token: Callable[[], str], reason: str) -> None:
+    async with serve(hs256_verifier()) as client:
+        status, _, body = await call(client, "/me", bearer(make_token()))
+    assert (status, body["error"]["code"]) == (401, "UNAUTHENTICATED")
+    assert reason in body["error"]["message"]
+    # Never a value: neither the configured audience/issuer nor the key.
+    assert AUDIENCE not in body["error"]["message"] and ISSUER not in body["error"]["message"]
+    assert SECRET not in json.dumps(body)
+
+
+@pytest.mark.asyncio
+async def test_a_token_signed_with_another_key_learns_nothing_about_its_claims() -> None:
+    # The signature is checked before any claim: a forger with a wrong audience hears only "signature".
+    forged = jwt.encode(claims(aud="wrong", exp=int(time.time()) - 3600), "x" * 40, algorithm="HS256")
+    async with serve(hs256_verifier()) as client:
+        _, _, body = await call(client, "/me", bearer(forged))
+    assert "signature" in body["error"]["message"]
+
+
 @pytest.mark.asyncio
 async def test_audience_and_issuer_unchecked_when_not_configured() -> None:
     async with serve(JwtVerifier.hs256(SECRET)) as client:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.webhook_gateway.http_errors import (
     INTERNAL_MESSAGE,
+    GatewayRunner,
     HttpError,
     code_for_status,
     error_body,
@@ -194,3 +197,35 @@ def test_error_body_and_response_agree() -> None:
     response = error_response(429, "RATE_LIMITED", "slow down", {"Retry-After": "7"})
     assert response.status == 429
     assert response.headers["Retry-After"] == "7"
+
+
+# --- GatewayRunner: errors raised outside the routes and the error middleware --------------------
+
+
+@web.middleware
+async def _broken_outer_middleware(request: web.Request, handler) -> web.StreamResponse:
+    raise RuntimeError(f"tracing exporter password is {SECRET_IN_EXCEPTION}")
+
+
+async def test_an_error_outside_the_error_middleware_is_a_json_500_logged_as_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = web.Application(middlewares=[_broken_outer_middleware, error_middleware])
+    app.router.add_get("/ok", _ok)
+    runner = GatewayRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    caplog.set_level(logging.INFO)
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/ok") as response:
+            status, content_type, text = response.status, response.content_type, await response.text()
+    finally:
+        await runner.cleanup()
+    assert (status, content_type) == (500, "application/json")
+    assert json.loads(text) == error_body("INTERNAL", INTERNAL_MESSAGE)
+    assert SECRET_IN_EXCEPTION not in text
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert [record.getMessage() for record in errors] == ["request failed outside the error middleware"]
+    assert errors[0].exc_info is not None  # An operator's problem: the traceback is in the log, not the answer.

@@ -20,14 +20,16 @@ import aiohttp
 import jwt
 import pytest
 from aiohttp import web
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import FormatChecker
 from multidict import CIMultiDict, CIMultiDictProxy
+from openapi_schema_validator import OAS30Validator
 from redis.asyncio import Redis
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
 from services.ledger.client import LedgerClient
 from services.webhook_gateway.app import build_app
 from services.webhook_gateway.config import GatewaySettings
+from services.webhook_gateway.http_errors import GatewayRunner
 from services.webhook_gateway.openapi import OPENAPI_DOCUMENT
 from services.webhook_gateway.ratelimit import connect_redis
 from services.webhook_gateway.stripe_client import StripeApi
@@ -74,7 +76,7 @@ async def running_edge_gateway(environ: Mapping[str, str], *, redis: Redis | Non
     )
     stripe_api = StripeApi(settings.stripe_api_key, settings.stripe_api_base)
     app = build_app(settings, ledger, stripe_api, redis=redis)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+    runner = GatewayRunner(app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -142,10 +144,10 @@ class Contract:
         item = self.document["paths"].get(path)
         return None if item is None else item.get(method.lower())
 
-    def validator(self, schema: Mapping[str, Any]) -> Draft202012Validator:
+    def validator(self, schema: Mapping[str, Any]) -> OAS30Validator:
         # `#/components/...` references resolve against this root, which carries the document's components.
         root = {"allOf": [schema], "components": self.document["components"]}
-        return Draft202012Validator(root, format_checker=FormatChecker())
+        return OAS30Validator(root, format_checker=FormatChecker())
 
     def check(self, method: str, path: str, answer: EdgeAnswer) -> None:
         operation = self.operation(method, path)

@@ -1,25 +1,39 @@
-"""The OpenAPI document: valid OpenAPI 3.1, served as built, the same routes as the app, every operation
+"""The OpenAPI document: valid OpenAPI 3.0, served as built, the same routes as the app, every operation
 exercised through real HTTP with its answer checked against the document, and the admin body schema
 agreeing with what the route accepts (property-based)."""
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import string
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from jsonschema import Draft202012Validator
-from openapi_spec_validator import OpenAPIV31SpecValidator, validate
+from jsonschema import Draft4Validator
+from openapi_schema_validator import OAS30Validator
+from openapi_spec_validator import OpenAPIV30SpecValidator, validate
 
+from services.ledger.server import PAGE_TOKEN_PREFIX, decode_page_token, encode_page_token
+from services.webhook_gateway import edge_routes as edge
 from services.webhook_gateway.openapi import OPENAPI_DOCUMENT
 from tests.conftest import new_key
 from tests.fakes import stripe_events as se
 from tests.webhook_gateway.conftest import WEBHOOK_SECRET
-from tests.webhook_gateway.edge.conftest import Edge, EdgeAnswer, admin_token, fresh_user_id, token
+from tests.webhook_gateway.edge.conftest import (
+    Edge,
+    EdgeAnswer,
+    admin_token,
+    edge_environ,
+    fresh_user_id,
+    running_edge_gateway,
+    token,
+)
 
 HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 
@@ -33,16 +47,16 @@ def _documented_operations() -> set[tuple[str, str]]:
     }
 
 
-def test_the_document_is_valid_openapi_3_1() -> None:
-    assert OPENAPI_DOCUMENT["openapi"].startswith("3.1.")
-    validate(OPENAPI_DOCUMENT)  # Detects the version and validates against the 3.1 schema.
-    errors = list(OpenAPIV31SpecValidator(OPENAPI_DOCUMENT).iter_errors())
+def test_the_document_is_valid_openapi_3_0() -> None:
+    assert OPENAPI_DOCUMENT["openapi"].startswith("3.0.")
+    validate(OPENAPI_DOCUMENT)  # Detects the version and validates against the 3.0 schema.
+    errors = list(OpenAPIV30SpecValidator(OPENAPI_DOCUMENT).iter_errors())
     assert not errors, errors[0]
 
 
 def test_every_schema_is_a_valid_json_schema() -> None:
     for schema in OPENAPI_DOCUMENT["components"]["schemas"].values():
-        Draft202012Validator.check_schema(schema)  # Raises SchemaError naming the problem.
+        Draft4Validator.check_schema(schema)  # Raises SchemaError naming the problem.
 
 
 def test_operation_ids_are_unique() -> None:
@@ -140,7 +154,7 @@ async def test_metrics_in_openmetrics_format_is_documented_too(edge: Edge) -> No
 
 # --- the admin body schema is what the route accepts --------------------------------------------
 
-_ADJUST_SCHEMA = Draft202012Validator(
+_ADJUST_SCHEMA = OAS30Validator(
     {"allOf": [{"$ref": "#/components/schemas/AdminAdjustRequest"}], "components": OPENAPI_DOCUMENT["components"]}
 )
 # Python's `$` also matches before a final newline (ECMA's does not): keep such strings out of the oracle.
@@ -188,10 +202,6 @@ def adjust_bodies(draw: st.DrawFn) -> dict[str, Any]:
     return body
 
 
-def _has_float(body: dict[str, Any]) -> bool:
-    return any(isinstance(value, float) for value in body.values())
-
-
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=adjust_bodies())
 async def test_admin_adjust_accepts_exactly_what_the_schema_accepts(edge: Edge, ledger, body: dict[str, Any]) -> None:
@@ -200,7 +210,7 @@ async def test_admin_adjust_accepts_exactly_what_the_schema_accepts(edge: Edge, 
     before = (await ledger.get_balance(user_id)).balance if readable else None
     answer = await edge.call("POST", "/admin/adjust", bearer=admin_token(), json_body=body)
     event(f"answered {answer.status}")
-    if _ADJUST_SCHEMA.is_valid(body) and not _has_float(body):
+    if _ADJUST_SCHEMA.is_valid(body):  # OpenAPI 3.0: `5.0` is no integer, for the document as for the route.
         # A valid body can still meet the account's state: a debit beyond the balance, a reused key.
         assert answer.status in (200, 409), (body, answer.text)
     else:
@@ -210,3 +220,57 @@ async def test_admin_adjust_accepts_exactly_what_the_schema_accepts(edge: Edge, 
 
 
 _VALID_REST = {"amount": 1, "reason": "r", "idempotency_key": "k"}
+
+
+# --- exact: the document admits what the server accepts, and no more --------------------------
+
+
+async def test_the_served_document_lists_the_running_catalog(ledger_target, fake_stripe) -> None:
+    catalog = {"starter": {"credits": 10, "amount_minor": 99, "currency": "usd"}}
+    environ = edge_environ(ledger_target, fake_stripe, CREDIT_PACKAGES=json.dumps(catalog))
+    async with running_edge_gateway(environ) as gateway, aiohttp.ClientSession() as http:
+        async with http.get(gateway.url("/openapi.json")) as response:
+            document = await response.json()
+        headers = {"Authorization": f"Bearer {token(fresh_user_id())}"}
+        async with http.post(gateway.url("/checkout"), json={"package_id": "small"}, headers=headers) as refused:
+            refused_status = refused.status
+    schema = document["components"]["schemas"]["CheckoutRequest"]["properties"]["package_id"]
+    assert schema["enum"] == ["starter"]
+    assert refused_status == 400  # "small" is in the default catalog only, and out of this document.
+
+
+def test_the_amount_is_an_integer_literal_for_the_document_as_for_the_route() -> None:
+    assert not _ADJUST_SCHEMA.is_valid({**_VALID_REST, "user_id": "u", "amount": 257.0})
+    assert _ADJUST_SCHEMA.is_valid({**_VALID_REST, "user_id": "u", "amount": 257})
+
+
+@settings(max_examples=300, deadline=None)
+@given(entry_id=st.integers(min_value=1, max_value=10**edge.CURSOR_DIGITS_MAX - 1))
+def test_every_cursor_the_ledger_issues_matches_the_documented_pattern(entry_id: int) -> None:
+    assert re.fullmatch(edge.CURSOR_PATTERN, encode_page_token(entry_id))
+
+
+@settings(max_examples=300, deadline=None)
+@given(cursor=st.from_regex(edge.CURSOR_PATTERN, fullmatch=True))
+def test_every_cursor_the_pattern_admits_is_one_the_ledger_decodes(cursor: str) -> None:
+    before_id = decode_page_token(cursor)  # Raises InvalidArgument for a token the ledger did not issue.
+    assert before_id is not None and before_id >= 1
+    assert encode_page_token(before_id) == cursor  # One spelling per entry id: no leading zeros, no padding games.
+
+
+def test_the_cursor_rule_names_the_ledgers_token_prefix() -> None:
+    assert edge.LEDGER_PAGE_TOKEN_PREFIX == PAGE_TOKEN_PREFIX
+
+
+@pytest.mark.parametrize(
+    "cursor_text", ["t1:0", "t1:007", "t1:-5", "t1: 5", "t1:1_0", "t2:5", "t1:100000000000000000"]
+)
+def test_a_cursor_the_ledger_did_not_issue_is_outside_the_pattern(cursor_text: str) -> None:
+    assert not re.fullmatch(edge.CURSOR_PATTERN, base64.urlsafe_b64encode(cursor_text.encode()).decode())
+
+
+def test_the_webhook_documents_a_required_non_empty_signature_header() -> None:
+    [parameter] = OPENAPI_DOCUMENT["paths"]["/webhooks/stripe"]["post"]["parameters"]
+    assert (parameter["name"], parameter["in"], parameter["required"]) == ("Stripe-Signature", "header", True)
+    assert not re.fullmatch(parameter["schema"]["pattern"], "")
+    assert re.fullmatch(parameter["schema"]["pattern"], se.sign(b"{}", WEBHOOK_SECRET))
