@@ -215,7 +215,7 @@ def _schemas(catalog: Catalog) -> JsonObject:
                     "required": ["id", "object", "type", "livemode", "data"],
                     "properties": {
                         "id": {"type": "string", "pattern": "^evt_"},
-                        "object": {"const": "event"},
+                        "object": {"type": "string", "enum": ["event"]},
                         "type": {"type": "string"},
                         "livemode": {"type": "boolean"},
                         "account": {"type": "string", "pattern": "^acct_"},
@@ -232,11 +232,11 @@ def _schemas(catalog: Catalog) -> JsonObject:
                     "required": ["id", "object", "type", "livemode", "created"],
                     "properties": {
                         "id": {"type": "string", "pattern": "^evt_"},
-                        "object": {"const": "v2.core.event"},
+                        "object": {"type": "string", "enum": ["v2.core.event"]},
                         "type": {"type": "string"},
                         "livemode": {"type": "boolean"},
                         "created": {"type": "string", "format": "date-time"},
-                        "context": {"type": ["string", "null"]},
+                        "context": {"type": "string", "nullable": True},
                     },
                     "description": "A thin event (event destinations): recorded as ignored, never acted on.",
                 },
