@@ -11,6 +11,7 @@ every service gracefully.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
@@ -78,6 +79,22 @@ def service_environments(url: str) -> tuple[dict[str, str], dict[str, str]]:
     return common, tokens
 
 
+STRIPE_STAND_IN_LISTEN_DEFAULT = "127.0.0.1:12111"
+
+
+def start_stripe_stand_in(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """--stripe-stand-in: serve tests/fakes/stripe_checkout_page.py (Stripe's API, hosted Checkout, refunds,
+    signed webhooks to this run's gateway) and point the gateway at it. Never for real money: its key is
+    a test key of its own and it holds its state in memory."""
+    listen = env.get("STRIPE_STAND_IN_LISTEN", STRIPE_STAND_IN_LISTEN_DEFAULT)
+    if not env.get("STRIPE_API_KEY", "").startswith("sk_test_"):
+        env["STRIPE_API_KEY"] = "sk_test_credits_suite_stand_in"
+    env["STRIPE_API_BASE"] = f"http://{listen}"
+    gateway = env["GATEWAY_LISTEN"].replace("0.0.0.0", "127.0.0.1")
+    arguments = ["--listen", listen, "--webhook-url", f"http://{gateway}/webhooks/stripe"]
+    return subprocess.Popen([sys.executable, "-m", "tests.fakes.stripe_checkout_page", *arguments], env=env, cwd=ROOT)
+
+
 def start(module: str, env: dict[str, str], token: str | None) -> subprocess.Popen[bytes]:
     child_env = dict(env)
     if token is not None:
@@ -128,11 +145,21 @@ def print_banner(env: dict[str, str], tokens: dict[str, str], modules: list[str]
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description="Run the whole credits suite locally.")
+    parser.add_argument(
+        "--stripe-stand-in",
+        action="store_true",
+        help="use the Stripe stand-in (tests/fakes/stripe_checkout_page.py, STRIPE_STAND_IN_LISTEN) instead of Stripe",
+    )
+    arguments = parser.parse_args()
     url = database_url()
     migrate(url)
     env, tokens = service_environments(url)
     processes = [start("services.ledger", env, None)]
     modules = ["services.ledger"]
+    if arguments.stripe_stand_in:
+        processes.append(start_stripe_stand_in(env))
+        modules.append("stripe stand-in")
     stopping = False
 
     def request_stop(signum: int, frame: object) -> None:
