@@ -284,7 +284,7 @@ async def create_refund(request: web.Request) -> web.Response:
 async def control_deliveries(request: web.Request) -> web.Response:
     """POST /_stand_in/deliveries {"paused": bool}: hold or release webhook deliveries (not a Stripe API)."""
     delivery = request.app[DELIVERY_KEY]
-    raw = await request.content.read(CONTROL_BODY_BYTES_MAX + 1)
+    raw = await request.read()  # Already read (and bounded) by the fake's middleware, which logs each request.
     try:
         body = json.loads(raw) if len(raw) <= CONTROL_BODY_BYTES_MAX else None
     except ValueError:
