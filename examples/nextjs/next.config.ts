@@ -7,6 +7,9 @@ const nextConfig: NextConfig = {
   // lock files above it.
   turbopack: { root: __dirname },
   outputFileTracingRoot: __dirname,
+  // `next dev` would otherwise write AGENTS.md files into the example.
+  agentRules: false,
+  experimental: { agentUpgrade: false },
 };
 
 export default nextConfig;

@@ -353,7 +353,8 @@ async def serve(listen: str, webhook_url: str, api_key: str, webhook_secret: str
     runner = web.AppRunner(create_app(state, delivery), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
-    print(f"stripe stand-in on http://{host}:{port} delivering to {webhook_url}", flush=True)
+    # A test key of a fake holding no money: printed so that a developer can call it (refunds) at once.
+    print(f"stripe stand-in on http://{host}:{port} (API key {api_key}), delivering to {webhook_url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

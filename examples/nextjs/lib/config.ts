@@ -9,7 +9,7 @@ import "server-only";
 //   DEV_SIGN_IN           "1" turns the development sign-in on (see lib/dev-sign-in.ts)
 //   DEV_JWT_SECRET        the suite's JWT_SECRET, to mint user tokens (dev sign-in only)
 //   DEV_JWT_AUDIENCE      the suite's JWT_AUDIENCE ("credits"); DEV_JWT_ISSUER its JWT_ISSUER (none)
-//   DEV_SESSION_SECRET    signs the dev sign-in cookie (default: random for each server start)
+//   DEV_SESSION_SECRET    signs the dev sign-in cookie (default: derived from DEV_JWT_SECRET)
 
 export class ConfigError extends Error {}
 

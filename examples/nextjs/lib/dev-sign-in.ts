@@ -1,6 +1,6 @@
 import "server-only";
 
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHmac, timingSafeEqual } from "node:crypto";
 
 import { ConfigError } from "@/lib/config";
 
@@ -38,7 +38,9 @@ export function devSettings(): DevSettings {
   if (Buffer.byteLength(jwtSecret) < SECRET_BYTES_MIN) {
     throw new ConfigError(`DEV_JWT_SECRET must be the suite's JWT_SECRET (at least ${SECRET_BYTES_MIN} bytes) when DEV_SIGN_IN=1`);
   }
-  const sessionSecret = process.env.DEV_SESSION_SECRET || randomBytes(32).toString("base64url");
+  // Derived, not random: route handlers and pages are separate bundles with their own module state,
+  // so every one of them must arrive at the same key.
+  const sessionSecret = process.env.DEV_SESSION_SECRET || hmac(jwtSecret, "credits example: dev session cookie key");
   settings = {
     jwtSecret,
     audience: process.env.DEV_JWT_AUDIENCE || "credits",
