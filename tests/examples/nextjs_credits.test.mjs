@@ -169,10 +169,11 @@ function hmacBase64url(key, text) {
   return createHmac("sha256", key).update(text).digest("base64url");
 }
 
-function userJwt(userId) {
+function userJwt(userId, roles = undefined) {
   const nowSeconds = Math.floor(Date.now() / 1000);
   const encode = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
-  const unsigned = `${encode({ alg: "HS256", typ: "JWT" })}.${encode({ sub: userId, aud: "credits", exp: nowSeconds + 300 })}`;
+  const claims = { sub: userId, aud: "credits", exp: nowSeconds + 300, ...(roles ? { roles } : {}) };
+  const unsigned = `${encode({ alg: "HS256", typ: "JWT" })}.${encode(claims)}`;
   return `${unsigned}.${hmacBase64url(secrets.jwt, unsigned)}`;
 }
 
@@ -265,9 +266,17 @@ test("the development sign-in is fenced off unless DEV_SIGN_IN=1", async () => {
   }
 });
 
-test("sign in, buy a pack through Checkout, see it credited, then refunded; rate limited; ledger unavailable", async () => {
-  await startApp("next", { DEV_SIGN_IN: "1" });
-  const userId = `e2e-${runId}`;
+let devApp;
+const buyerId = `e2e-${runId}`;
+
+async function devSignInApp() {
+  devApp ??= await startApp("next", { DEV_SIGN_IN: "1" });
+  return devApp;
+}
+
+test("sign in, see 0, buy a pack through Checkout, see it pending, credited, then refunded", async () => {
+  await devSignInApp();
+  const userId = buyerId;
   const context = await browser.newContext();
   const page = await context.newPage();
 
@@ -325,6 +334,54 @@ test("sign in, buy a pack through Checkout, see it credited, then refunded; rate
   assert.equal(await page.getByTestId("transaction").count(), 2);
   assert.match(await page.getByTestId("transaction").first().textContent(), /Refund.*-100/);
   await screenshot(page, "refunded");
+  await context.close();
+});
+
+test("history pages through the gateway's cursor; a cancelled Checkout charges nothing", async () => {
+  await devSignInApp();
+  const userId = `e2e-pages-${runId}`;
+  const adjustmentsCount = 11; // One more than a page (lib/gateway.ts TRANSACTIONS_PAGE_SIZE).
+  for (let index = 1; index <= adjustmentsCount; index += 1) {
+    const response = await fetch(`${gatewayUrl()}/admin/adjust`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${userJwt(`e2e-admin-${runId}`, ["admin"])}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ user_id: userId, amount: index, reason: `welcome bonus ${index}`, idempotency_key: `e2e-${runId}-${index}` }),
+    });
+    assert.equal(response.status, 200, await response.text());
+  }
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await signIn(page, userId);
+  assert.equal(await balance(page), "66");
+  assert.equal(await page.getByTestId("transaction").count(), 10);
+  assert.equal(await page.getByRole("link", { name: "Newest" }).count(), 0);
+  await page.getByRole("link", { name: "Older" }).click();
+  await page.waitForURL(/\/credits\?cursor=/);
+  assert.equal(await page.getByTestId("transaction").count(), 1);
+  assert.match(await page.getByTestId("transaction").textContent(), /Adjustment\s*\+1\s*1$/);
+  assert.equal(await page.getByRole("link", { name: "Older" }).count(), 0);
+  await screenshot(page, "history-older-page");
+  await page.getByRole("link", { name: "Newest" }).click();
+  await page.waitForURL(`${appUrl()}/credits`);
+  assert.equal(await page.getByTestId("transaction").count(), 10);
+
+  await page.getByTestId("buy-medium").click();
+  await page.waitForURL(new RegExp(`^${standInUrl()}/c/pay/cs_test_`));
+  await page.getByRole("link", { name: "Cancel" }).click();
+  await page.waitForURL(`${appUrl()}/credits?checkout=cancelled`);
+  await waitForState(page, "checkout-cancelled");
+  assert.equal(await balance(page), "66");
+  assert.equal(await page.getByTestId("payment-status").first().textContent(), "awaiting payment");
+  await screenshot(page, "checkout-cancelled");
+  await context.close();
+});
+
+test("rate limited by the gateway, then the ledger unavailable, as a person sees them", async () => {
+  await devSignInApp();
+  const userId = buyerId;
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await signIn(page, userId);
 
   // Rate limited: another user spends their whole per-user allowance on the gateway first.
   const busyUser = `e2e-busy-${runId}`;
@@ -347,10 +404,13 @@ test("sign in, buy a pack through Checkout, see it credited, then refunded; rate
   assert.ok(ledgerPids.length > 0, "no ledger process found under the suite");
   for (const pid of ledgerPids) process.kill(pid, "SIGSTOP");
   try {
-    const direct = await fetch(`${gatewayUrl()}/me/credits`, { headers: { Authorization: `Bearer ${userJwt(userId)}` } });
+    // The same request straight to the gateway, at the same time: what the app turns into the page.
+    const [direct] = await Promise.all([
+      fetch(`${gatewayUrl()}/me/credits`, { headers: { Authorization: `Bearer ${userJwt(userId)}` } }),
+      page.goto(`${appUrl()}/credits`),
+    ]);
     assert.equal(direct.status, 503);
     assert.equal((await direct.json()).error.code, "UNAVAILABLE");
-    await page.goto(`${appUrl()}/credits`);
     await waitForState(page, "unavailable");
     await screenshot(page, "ledger-unavailable");
   } finally {
