@@ -14,10 +14,12 @@ place of Stripe, so that the whole purchase runs without a Stripe account:
 
 It serves everything ``tests.fakes.stripe_api`` serves (same state class, same routes) and adds the
 routes above. Events come from the fake's state changes, in the fixtures' shapes (``stripe_events``):
-a card payment through Checkout sends ``charge.succeeded``, ``payment_intent.succeeded`` and
-``checkout.session.completed``; a refund sends ``charge.refunded`` (cumulative ``amount_refunded``)
-and, since API version 2024-10-28.acacia, ``refund.created`` for charge refunds too. Stripe does not
-promise any order; deliveries here go one at a time in the order the events were made.
+a card payment through Checkout sends ``payment_intent.created``, ``charge.succeeded``,
+``payment_intent.succeeded`` and ``checkout.session.completed`` (not the later ``charge.updated``
+that attaches the balance transaction: the fake's charges carry it from the start); a refund sends
+``charge.refunded`` (cumulative ``amount_refunded``) and, since API version 2024-10-28.acacia,
+``refund.created`` for charge refunds too. Stripe does not promise any order; deliveries here go one
+at a time in the order the events were made.
 
 Each delivery is signed with the endpoint's secret exactly as Stripe signs (``stripe_events.sign``)
 and retried on a non-2xx answer or a connection error, at most ``DELIVERY_ATTEMPTS_MAX`` times
@@ -97,6 +99,19 @@ class StandInStripe(FakeStripe):
             stored["url"] = url
         session["url"] = url
         return session
+
+    def complete_session(self, session_id: str, **arguments: Any) -> JsonObject:
+        """The fake's payment, plus the ``payment_intent.created`` Stripe sends first: Checkout creates the
+        payment intent when the customer confirms (API versions since 2022-08-01), with no charge yet."""
+        with self._lock:
+            first = len(self.outbox)
+            session = super().complete_session(session_id, **arguments)
+            intent = self.payment_intent(session["payment_intent"])
+            intent.update(status="requires_payment_method", amount_received=0, latest_charge=None)
+            created = stripe_events.event("payment_intent.created", intent, created_seconds=self.now_seconds())
+            assert len(self.outbox) < OUTBOX_EVENTS_MAX, "the outbox is full: deliveries have been paused too long"
+            self.outbox.insert(first, FakeStripe.add_event(self, created))  # Recorded, and delivered first.
+            return session
 
     def add_event(self, event: Mapping[str, Any], *, delivery_success: bool = True) -> JsonObject:
         stored = super().add_event(event, delivery_success=delivery_success)

@@ -25,7 +25,12 @@ API_KEY = "sk_test_stand_in_tests_000000"
 WEBHOOK_SECRET = "whsec_stand_in_tests_0000000000000000"
 TOLERANCE_SECONDS = 300
 EVENTS_WAIT_SECONDS_MAX = 10.0  # A bound on waiting for deliveries, not a timing assertion.
-CARD_PAYMENT_EVENT_TYPES = ["charge.succeeded", "payment_intent.succeeded", "checkout.session.completed"]
+CARD_PAYMENT_EVENT_TYPES = [
+    "payment_intent.created",
+    "charge.succeeded",
+    "payment_intent.succeeded",
+    "checkout.session.completed",
+]
 
 
 @dataclass
@@ -151,13 +156,16 @@ async def test_checkout_url_is_the_hosted_page_and_paying_sends_the_card_payment
         assert response.status == 303
         assert response.headers["Location"] == f"http://app.test/credits?checkout=success&session_id={session.id}"
 
-    assert await stand_in.receiver.wait_for(3) == CARD_PAYMENT_EVENT_TYPES
-    completed = stand_in.receiver.events[2].data.object
+    assert await stand_in.receiver.wait_for(4) == CARD_PAYMENT_EVENT_TYPES
+    created, charge_event, succeeded, completed_event = stand_in.receiver.events
+    assert (created.data.object.status, created.data.object.latest_charge) == ("requires_payment_method", None)
+    assert created.data.object.id == succeeded.data.object.id
+    completed = completed_event.data.object
     assert completed.id == session.id
     assert completed.payment_status == "paid"
     assert completed.customer_details.email == "buyer@example.com"
     assert completed.metadata.to_dict() == {"user_id": "user_1", "package_id": "small"}
-    charge = stand_in.receiver.events[0].data.object
+    charge = charge_event.data.object
     assert charge.payment_intent == completed.payment_intent
     assert charge.metadata.to_dict() == {"user_id": "user_1", "package_id": "small"}
 
@@ -172,7 +180,7 @@ async def test_a_session_is_paid_once_and_unknown_sessions_are_refused(stand_in:
         assert page.status == 404
     async with await stand_in.pay(f"{stand_in.base_url}/c/pay/cs_test_unknown") as unknown:
         assert unknown.status == 404
-    assert await stand_in.receiver.wait_for(3) == CARD_PAYMENT_EVENT_TYPES  # The first payment's, and no more.
+    assert await stand_in.receiver.wait_for(4) == CARD_PAYMENT_EVENT_TYPES  # The first payment's, and no more.
     assert len(stand_in.state.events("checkout.session.completed")) == 1
 
 
@@ -189,7 +197,7 @@ async def test_paying_without_a_valid_email_is_refused_and_the_session_stays_ope
 
 async def test_a_refund_through_the_sdk_sends_charge_refunded_and_refund_created(stand_in: StandIn) -> None:
     session = await stand_in.paid_session()
-    await stand_in.receiver.wait_for(3)
+    await stand_in.receiver.wait_for(4)
 
     partial = await stand_in.sdk.v1.refunds.create_async({"payment_intent": session.payment_intent, "amount": 200})
     assert (partial.amount, partial.status, partial.payment_intent) == (200, "succeeded", session.payment_intent)
@@ -198,11 +206,11 @@ async def test_a_refund_through_the_sdk_sends_charge_refunded_and_refund_created
     )
     assert (rest.amount, rest.reason) == (300, "requested_by_customer")
 
-    types = await stand_in.receiver.wait_for(7)
-    assert types[3:] == ["charge.refunded", "refund.created", "charge.refunded", "refund.created"]
-    last_charge = stand_in.receiver.events[5].data.object
+    types = await stand_in.receiver.wait_for(8)
+    assert types[4:] == ["charge.refunded", "refund.created", "charge.refunded", "refund.created"]
+    last_charge = stand_in.receiver.events[6].data.object
     assert (last_charge.amount_refunded, last_charge.refunded) == (500, True)
-    assert stand_in.receiver.events[6].data.object.id == rest.id
+    assert stand_in.receiver.events[7].data.object.id == rest.id
 
 
 @pytest.mark.parametrize(
@@ -261,12 +269,12 @@ async def test_paused_deliveries_wait_and_go_out_in_order_when_resumed(stand_in:
         assert (await response.json())["paused"] is True
     await stand_in.paid_session()
     async with stand_in.http.post(control, json={"paused": True}, headers=stand_in.auth()) as response:
-        assert (await response.json())["queued"] == 3
+        assert (await response.json())["queued"] == 4
     assert stand_in.receiver.posts_count == 0  # Paused before the first event existed: nothing could go out.
 
     async with stand_in.http.post(control, json={"paused": False}, headers=stand_in.auth()) as response:
         assert (await response.json())["paused"] is False
-    assert await stand_in.receiver.wait_for(3) == CARD_PAYMENT_EVENT_TYPES
+    assert await stand_in.receiver.wait_for(4) == CARD_PAYMENT_EVENT_TYPES
 
 
 @pytest.mark.parametrize(
@@ -290,6 +298,6 @@ async def test_the_delivery_control_needs_the_api_key(stand_in: StandIn) -> None
 async def test_a_failed_delivery_is_retried_with_the_same_event(stand_in: StandIn) -> None:
     stand_in.receiver.fail_first = 2
     await stand_in.paid_session()
-    assert await stand_in.receiver.wait_for(3) == CARD_PAYMENT_EVENT_TYPES
-    assert stand_in.receiver.posts_count == 5
+    assert await stand_in.receiver.wait_for(4) == CARD_PAYMENT_EVENT_TYPES
+    assert stand_in.receiver.posts_count == 6
     assert stand_in.delivery.failed_count == 0
