@@ -278,6 +278,8 @@ test("sign in, see 0, buy a pack through Checkout, see it pending, credited, the
   await devSignInApp();
   const userId = buyerId;
   const context = await browser.newContext();
+  const browserRequests = [];
+  context.on("request", (request) => browserRequests.push(request.url()));
   const page = await context.newPage();
 
   // A cross-site form post is refused before anything happens.
@@ -334,6 +336,11 @@ test("sign in, see 0, buy a pack through Checkout, see it pending, credited, the
   assert.equal(await page.getByTestId("transaction").count(), 2);
   assert.match(await page.getByTestId("transaction").first().textContent(), /Refund.*-100/);
   await screenshot(page, "refunded");
+
+  // The browser only ever spoke to the app and to the (stand-in) Checkout page, and never saw a JWT.
+  const hosts = new Set(browserRequests.map((url) => new URL(url).host));
+  assert.deepEqual([...hosts].sort(), [new URL(appUrl()).host, new URL(standInUrl()).host].sort());
+  assert.ok(!(await page.content()).includes("eyJ"), "a JWT reached the page");
   await context.close();
 });
 
@@ -373,6 +380,22 @@ test("history pages through the gateway's cursor; a cancelled Checkout charges n
   assert.equal(await balance(page), "66");
   assert.equal(await page.getByTestId("payment-status").first().textContent(), "awaiting payment");
   await screenshot(page, "checkout-cancelled");
+
+  // The JSON route for client components: the same data with the session cookie, 401 without.
+  const api = await page.request.get(`${appUrl()}/api/credits`);
+  assert.equal(api.status(), 200);
+  const body = await api.json();
+  assert.equal(body.balance, 66);
+  assert.equal(body.user_id, userId);
+  assert.ok(!(await api.text()).includes("eyJ"));
+  const anonymous = await fetch(`${appUrl()}/api/credits`);
+  assert.equal(anonymous.status, 401);
+  assert.equal((await anonymous.json()).error.code, "UNAUTHENTICATED");
+
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.waitForURL(`${appUrl()}/sign-in`);
+  await page.goto(`${appUrl()}/credits`);
+  await waitForState(page, "signed-out");
   await context.close();
 });
 
