@@ -14,6 +14,12 @@ tokens survive a restart; JWT_SECRET and STRIPE_WEBHOOK_SECRET, when set, are us
 Without STRIPE_API_KEY the gateway runs with CHECKOUT_ENABLED=false (POST /checkout answers 503 naming
 the variable) and the reconciler is not started.
 
+`--stripe-stand-in` runs the project's Stripe stand-in (tests/fakes/stripe_checkout_page.py) at
+STRIPE_STAND_IN_LISTEN and points the gateway and reconciler at it: Checkout Sessions get a hosted page
+with a Pay button, paying sends the signed webhooks to this run's gateway, and `POST /v1/refunds` refunds.
+A purchase end to end without a Stripe account; never for real money (its key is a test key, its state in
+memory).
+
 One suite per checkout: a second start is refused at once, with one line, before anything binds or prints
 (the lock file var/suite.lock, and the ledger's and gateway's ports). `--preflight` runs only that check
 (run.sh calls it with the system Python, before the installer). Ctrl-C or SIGTERM stops every service.
@@ -52,6 +58,8 @@ PROBE_TIMEOUT_SECONDS: Final = 1.0
 STOP_TIMEOUT_SECONDS: Final = 15.0
 LEDGER_PORT: Final = 50051
 GATEWAY_PORT: Final = 8080
+STRIPE_STAND_IN_LISTEN_DEFAULT: Final = "127.0.0.1:12111"
+STRIPE_STAND_IN_KEY_DEFAULT: Final = "sk_test_credits_suite_stand_in"
 RECONCILER_METRICS_PORT: Final = 9466
 DEV_SECRET_CHARS_MIN: Final = 32
 DEV_TOKEN_LIFETIME_SECONDS: Final = 7 * 24 * 3600
@@ -203,9 +211,13 @@ def user_jwt(environ: Mapping[str, str], subject: str, roles: list[str] | None =
 
 
 def service_environment(
-    url: str, addresses: Addresses, tokens: Mapping[str, str], dev_secrets: DevSecrets
+    url: str, addresses: Addresses, tokens: Mapping[str, str], dev_secrets: DevSecrets, stripe_stand_in: bool = False
 ) -> dict[str, str]:
     env = dict(os.environ)
+    if stripe_stand_in:
+        if not env.get("STRIPE_API_KEY", "").startswith("sk_test_"):
+            env["STRIPE_API_KEY"] = STRIPE_STAND_IN_KEY_DEFAULT
+        env["STRIPE_API_BASE"] = f"http://{_loopback(stand_in_listen(env))}"
     if not env.get("STRIPE_API_KEY"):
         env["CHECKOUT_ENABLED"] = "false"  # POST /checkout answers 503 naming STRIPE_API_KEY, at once.
     env.setdefault("STRIPE_WEBHOOK_SECRET", "whsec_" + dev_secrets.derive("stripe-webhook", 32))
@@ -260,6 +272,17 @@ class Service:
 
 def start(module: str, env: Mapping[str, str], **overrides: str) -> Service:
     return Service(module, subprocess.Popen([sys.executable, "-m", module], env={**env, **overrides}, cwd=ROOT))
+
+
+def stand_in_listen(env: Mapping[str, str]) -> str:
+    return env.get("STRIPE_STAND_IN_LISTEN") or STRIPE_STAND_IN_LISTEN_DEFAULT
+
+
+def start_stripe_stand_in(env: Mapping[str, str], addresses: Addresses) -> Service:
+    """--stripe-stand-in: Stripe's API, hosted Checkout, refunds and signed webhooks to this run's gateway."""
+    arguments = ["--listen", stand_in_listen(env), "--webhook-url", f"{addresses.gateway_url}/webhooks/stripe"]
+    module = "tests.fakes.stripe_checkout_page"
+    return Service(module, subprocess.Popen([sys.executable, "-m", module, *arguments], env=dict(env), cwd=ROOT))
 
 
 def ledger_serving(target: str, token: str) -> bool:
@@ -350,6 +373,11 @@ def banner(env: Mapping[str, str], addresses: Addresses, tokens: Mapping[str, st
         f"                     stripe listen --forward-to {gateway}/webhooks/stripe",
         f"  webhook secret     {env['STRIPE_WEBHOOK_SECRET']}",
     ]
+    if env.get("STRIPE_API_BASE") and stand_in_listen(env) in env["STRIPE_API_BASE"]:
+        lines += [
+            f"  Stripe stand-in    {env['STRIPE_API_BASE']}   (key {env['STRIPE_API_KEY']}): POST /checkout opens its",
+            "                     Checkout page; Pay sends the signed webhooks here; POST /v1/refunds refunds",
+        ]
     if env.get("CHECKOUT_ENABLED") == "false":
         lines.append("  checkout           off: POST /checkout answers 503 until STRIPE_API_KEY=sk_test_... is set")
     if not env.get("STRIPE_API_KEY"):
@@ -363,14 +391,14 @@ def banner(env: Mapping[str, str], addresses: Addresses, tokens: Mapping[str, st
 # --- main ---------------------------------------------------------------------------------------
 
 
-def run(environ: Mapping[str, str]) -> int:
+def run(environ: Mapping[str, str], stripe_stand_in: bool = False) -> int:
     directory, addresses = data_dir(environ), Addresses.from_env(environ)
     lock = claim_single_run(directory, addresses)  # First: before anything binds or prints.
     dev_secrets = DevSecrets(environ.get("CREDITS_DEV_SECRET") or None)
     url = database_url(directory)
     migrate(url)
     tokens = caller_tokens(dev_secrets)
-    env = service_environment(url, addresses, tokens, dev_secrets)
+    env = service_environment(url, addresses, tokens, dev_secrets, stripe_stand_in)
     stopping = False
 
     def request_stop(signum: int, frame: object) -> None:
@@ -381,7 +409,12 @@ def run(environ: Mapping[str, str]) -> int:
     signal.signal(signal.SIGINT, request_stop)
     services = [start("services.ledger", env)]
     try:
-        ledger_ready = {"ledger": lambda: ledger_serving(addresses.ledger_target, tokens["operator"])}
+        ledger_ready: dict[str, Callable[[], bool]] = {
+            "ledger": lambda: ledger_serving(addresses.ledger_target, tokens["operator"])
+        }
+        if stripe_stand_in:
+            services.append(start_stripe_stand_in(env, addresses))
+            ledger_ready["stripe stand-in"] = lambda: _answers(_loopback(stand_in_listen(env)))
         wait_until_ready(services, ledger_ready, lambda: stopping)
         services.append(start("services.webhook_gateway", env, LEDGER_TOKEN=tokens["gateway"]))
         checks: dict[str, Callable[[], bool]] = {"gateway": lambda: http_ok(f"{addresses.gateway_url}/readyz")}
@@ -411,11 +444,17 @@ def run(environ: Mapping[str, str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="suite.py", description="Run the whole credits suite locally.")
     parser.add_argument("--preflight", action="store_true", help="only check that no suite is running")
+    parser.add_argument(
+        "--stripe-stand-in",
+        action="store_true",
+        help="use the project's Stripe stand-in (tests/fakes/stripe_checkout_page.py, STRIPE_STAND_IN_LISTEN) "
+        "instead of Stripe: a purchase end to end without a Stripe account",
+    )
     args = parser.parse_args(argv)
     if args.preflight:
         return preflight(os.environ)
     try:
-        return run(os.environ)
+        return run(os.environ, stripe_stand_in=args.stripe_stand_in)
     except Refused as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_REFUSED

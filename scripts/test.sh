@@ -12,3 +12,16 @@ PYTHON="${PYTHON:-python3}"
 .venv/bin/ruff check .
 .venv/bin/mypy services scripts
 .venv/bin/python -m pytest "$@"
+# The example app's browser test (tests/examples/): Node.js >= 20 with npm, and a Chromium
+# (Debian: apt-get install chromium; elsewhere set CHROMIUM to a Chrome or Chromium binary).
+CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+if [ "$#" -gt 0 ]; then
+  echo "browser test (examples/nextjs): skipped, test arguments given; run it alone with: node --test tests/examples/"
+elif ! command -v npm >/dev/null || ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' 2>/dev/null; then
+  echo "browser test (examples/nextjs): skipped, Node.js >= 20 with npm not found (see README: the example app)"
+elif [ ! -x "$CHROMIUM" ]; then
+  echo "browser test (examples/nextjs): skipped, no Chromium at $CHROMIUM (apt-get install chromium, or set CHROMIUM)"
+else
+  (cd examples/nextjs && npm ci --no-audit --no-fund --loglevel=error && NEXT_TELEMETRY_DISABLED=1 npx next build)
+  CHROMIUM="$CHROMIUM" node --test tests/examples/
+fi
