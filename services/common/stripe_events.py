@@ -409,11 +409,19 @@ def refund_action(charge: Mapping[str, Any], catalog: Catalog, source: EventSour
     if wrong is not None:
         return wrong
     details = details_from_charge(charge, catalog)
-    if isinstance(details, Problem):
+    if isinstance(details, PaymentDetails):
+        charged_minor = details.amount_minor
+    elif details.code == "catalog_mismatch" and _is_int(charge.get("amount")):
+        # Charged other than the price: a discount or tax (the session was priced on its subtotal), or a charge
+        # that was never credited. Refunded by its ids, as a refund object is: the ledger finds the payment and
+        # measures the refund against what was charged; a payment it does not know stays refused.
+        charged_minor = charge["amount"]
+        details = _ids_only(_stripe_id(charge.get("payment_intent")), _stripe_id(charge.get("id")))
+    else:
         return _refuse(source, details)
     amount_refunded = charge.get("amount_refunded")
-    if not _is_int(amount_refunded) or not 0 <= amount_refunded <= details.amount_minor:
-        reason = f"charge amount_refunded {shown(amount_refunded)} is not 0..{details.amount_minor}"
+    if not _is_int(amount_refunded) or not 0 <= amount_refunded <= charged_minor:
+        reason = f"charge amount_refunded {shown(amount_refunded)} is not 0..{charged_minor}"
         return Refuse(source, "malformed_object", reason, details.user_id, details.payment_intent_id)
     if not details.payment_intent_id:
         return Refuse(source, "missing_payment_intent", "charge has no payment intent", details.user_id)
@@ -435,8 +443,12 @@ def refund_object_action(refund: Mapping[str, Any], source: EventSource = NO_EVE
         return Refuse(source, fact.code, fact.reason, payment_intent_id=payment_intent_id)
     if not (charge_id or payment_intent_id):
         return Refuse(source, "malformed_object", "refund without charge or payment intent")
-    # No user and no price: a refund names neither (the ledger finds the payment by its ids).
-    details = PaymentDetails(
+    return Refund(source, _ids_only(payment_intent_id, charge_id), 0, (fact,))
+
+
+def _ids_only(payment_intent_id: str, charge_id: str) -> PaymentDetails:
+    """No user and no price: a refund object names neither (the ledger finds the payment by its ids)."""
+    return PaymentDetails(
         user_id="",
         package_id="",
         credits=0,
@@ -445,7 +457,6 @@ def refund_object_action(refund: Mapping[str, Any], source: EventSource = NO_EVE
         payment_intent_id=payment_intent_id,
         charge_id=charge_id,
     )
-    return Refund(source, details, 0, (fact,))
 
 
 def refund_fact(refund: Mapping[str, Any]) -> RefundFact | Problem:

@@ -12,6 +12,8 @@
     an anonymized account                                  refused   account_anonymized: PAID, not credited, counted
     checkout.session.expired                               applied   INIT -> EXPIRED; a late completion still credits
     an expired session of no user of ours                  ignored   not_a_suite_session
+    a refund of a discounted or taxed purchase             applied   clawed back in proportion to what was
+                                                                     charged (not the price): all at a full refund
 
 Events are Stripe's published session fixture (tests/fakes/stripe_events.py) with the fields of the current API
 version a discounted, taxed or expired session carries: amount_subtotal, amount_total, total_details, discounts,
@@ -304,13 +306,91 @@ async def test_a_refund_on_an_anonymized_account_still_claws_back(http, gateway,
     await ledger.anonymize(user_id)
     intent_id = completed["data"]["object"]["payment_intent"]
     refunded = se.charge_refunded(
-        user_id, "medium", MEDIUM_PRICE_MINOR, "eur", amount_refunded_minor=MEDIUM_PRICE_MINOR,
+        user_id,
+        "medium",
+        MEDIUM_PRICE_MINOR,
+        "eur",
+        amount_refunded_minor=MEDIUM_PRICE_MINOR,
         payment_intent_id=intent_id,
     )
     answer = await deliver(http, gateway, refunded)
     assert answer.body["outcome"] == "applied"
     assert await balance_of(ledger, user_id) == 0
     assert (await payment_by_session(ledger, session_id)).status == pb.PAYMENT_STATUS_REFUNDED
+
+
+# --- refunds of what was charged ------------------------------------------------------------------
+
+
+async def _paid(http, gateway, fake_stripe, user_id: str, *, amount_total: int, tax: int, discount: int) -> tuple:
+    """A medium pack bought through Checkout and paid with `amount_total` charged: (session id, intent id)."""
+    session_id = await _checkout(http, gateway, user_id)
+    completed = _completed(fake_stripe.state.session(session_id), amount_total=amount_total, tax=tax, discount=discount)
+    assert (await deliver(http, gateway, completed)).body["outcome"] == "applied"
+    return session_id, completed["data"]["object"]["payment_intent"]
+
+
+@pytest.mark.parametrize(
+    ("amount_total", "tax", "discount"),
+    [(2000, 0, 500), (3000, 500, 0), (2400, 400, 500)],
+    ids=["discount", "tax-on-top", "discount-and-tax"],
+)
+async def test_a_full_refund_of_what_was_charged_takes_back_every_credit(
+    http, gateway, ledger, fake_stripe, amount_total, tax, discount
+) -> None:
+    user_id = _user()
+    session_id, intent_id = await _paid(
+        http, gateway, fake_stripe, user_id, amount_total=amount_total, tax=tax, discount=discount
+    )
+    refunded = se.charge_refunded(
+        user_id, "medium", amount_total, "eur", amount_refunded_minor=amount_total, payment_intent_id=intent_id
+    )
+
+    answer = await deliver(http, gateway, refunded)
+
+    assert answer.body["outcome"] == "applied"
+    assert await balance_of(ledger, user_id) == 0
+    payment = await payment_by_session(ledger, session_id)
+    assert payment.status == pb.PAYMENT_STATUS_REFUNDED
+    assert (payment.amount_refunded_minor, payment.credits_clawed_back) == (amount_total, MEDIUM_CREDITS)
+
+
+@pytest.mark.parametrize("by", ["charge", "refund-object"])
+async def test_a_partial_refund_of_a_taxed_purchase_claws_back_its_share_of_what_was_charged(
+    http, gateway, ledger, fake_stripe, by
+) -> None:
+    user_id = _user()
+    session_id, intent_id = await _paid(http, gateway, fake_stripe, user_id, amount_total=3000, tax=500, discount=0)
+    if by == "charge":
+        event = se.charge_refunded(
+            user_id, "medium", 3000, "eur", amount_refunded_minor=1200, payment_intent_id=intent_id
+        )
+    else:
+        refund = se.refund_object(
+            charge_id=se.new_id("ch_"), amount_minor=1200, currency="eur", payment_intent_id=intent_id
+        )
+        event = se.refund_event("refund.created", refund)
+
+    assert (await deliver(http, gateway, event)).body["outcome"] == "applied"
+
+    clawed_back = MEDIUM_CREDITS * 1200 // 3000  # 220 of 550: 40 % of what was charged, not 48 % of the price
+    assert await balance_of(ledger, user_id) == MEDIUM_CREDITS - clawed_back
+    payment = await payment_by_session(ledger, session_id)
+    assert (payment.status, payment.credits_clawed_back) == (pb.PAYMENT_STATUS_CREDITED, clawed_back)
+
+
+async def test_a_refund_above_what_was_charged_is_refused(http, gateway, ledger, fake_stripe) -> None:
+    user_id = _user()
+    session_id, intent_id = await _paid(http, gateway, fake_stripe, user_id, amount_total=2000, tax=0, discount=500)
+    refund = se.refund_object(
+        charge_id=se.new_id("ch_"), amount_minor=2001, currency="eur", payment_intent_id=intent_id
+    )
+
+    answer = await deliver(http, gateway, se.refund_event("refund.created", refund))
+
+    assert answer.body["outcome"] == "refused"
+    assert await balance_of(ledger, user_id) == MEDIUM_CREDITS
+    assert (await payment_by_session(ledger, session_id)).amount_refunded_minor == 0
 
 
 # --- expired sessions ------------------------------------------------------------------------------
