@@ -652,7 +652,12 @@ class FakeStripe:
             return len(self._charges)
 
     def refund_charge(
-        self, charge_id: str, *, amount_minor: int | None = None, status: stripe_events.RefundStatus = "succeeded"
+        self,
+        charge_id: str,
+        *,
+        amount_minor: int | None = None,
+        status: stripe_events.RefundStatus = "succeeded",
+        reason: str | None = None,
     ) -> JsonObject:
         """Refund ``amount_minor`` (default: all that is left); emits ``charge.refunded`` with the cumulative total,
         then ``refund.created`` (API versions since 2024-10-28.acacia send both). Returns the charge."""
@@ -662,7 +667,7 @@ class FakeStripe:
             refund_minor = fields.amount_minor - previous_minor if amount_minor is None else amount_minor
             if not 0 < refund_minor <= fields.amount_minor - previous_minor:
                 raise ValueError(f"cannot refund {refund_minor} of charge {charge_id}")
-            refund = self._add_refund(fields, refund_minor, self.now_seconds(), status)
+            refund = self._add_refund(fields, refund_minor, self.now_seconds(), status, reason)
             charge = stripe_events.charge_object(fields)
             previous = {"amount_refunded": previous_minor, "refunded": False}
             self._emit("charge.refunded", charge, previous_attributes=previous)
@@ -692,8 +697,20 @@ class FakeStripe:
         with self._lock:
             return _copy(_found(self._refunds.get(refund_id), "refund", refund_id))
 
+    def latest_refund_of(self, charge_id: str) -> JsonObject:
+        """The charge's newest refund (the one `refund_charge` just made)."""
+        with self._lock:
+            refunds = self._charge(charge_id).refunds
+            assert refunds, f"charge {charge_id} has no refund"
+            return _copy(refunds[-1])
+
     def _add_refund(
-        self, fields: ChargeFields, amount_minor: int, created_seconds: int, status: stripe_events.RefundStatus
+        self,
+        fields: ChargeFields,
+        amount_minor: int,
+        created_seconds: int,
+        status: stripe_events.RefundStatus,
+        reason: str | None = None,
     ) -> JsonObject:
         refund = stripe_events.refund_object(
             charge_id=fields.charge_id,
@@ -702,6 +719,7 @@ class FakeStripe:
             payment_intent_id=fields.payment_intent_id,
             created_seconds=created_seconds,
             status=status,
+            reason=reason,
         )
         fields.refunds.append(refund)
         self._refunds.add(created_seconds, refund["id"], refund)

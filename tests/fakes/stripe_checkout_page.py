@@ -119,14 +119,12 @@ class StandInStripe(FakeStripe):
         self.outbox_changed.set()
         return stored
 
-    def refund(self, charge_id: str, *, amount_minor: int | None, reason: str | None) -> JsonObject:
-        """Refund part or all of a charge: ``charge.refunded`` then ``refund.created``; the refund object."""
+    def create_refund(self, charge_id: str, *, amount_minor: int | None, reason: str | None) -> JsonObject:
+        """Refund part or all of a charge (``charge.refunded`` then ``refund.created``, as the fake sends them);
+        the refund object, as ``POST /v1/refunds`` answers it."""
         with self._lock:
-            charge = self.refund_charge(charge_id, amount_minor=amount_minor)
-            refund = dict(charge["refunds"]["data"][-1])
-            refund["reason"] = reason
-            self.add_event(stripe_events.event("refund.created", refund, created_seconds=self.now_seconds()))
-            return refund
+            self.refund_charge(charge_id, amount_minor=amount_minor, reason=reason)
+            return self.latest_refund_of(charge_id)
 
     def charge_of_payment_intent(self, payment_intent_id: str) -> str:
         with self._lock:
@@ -292,7 +290,7 @@ async def create_refund(request: web.Request) -> web.Response:
     if not 0 < amount_minor <= refundable_minor:
         message = f"Refund amount ({amount_minor}) is greater than unrefunded amount on charge ({refundable_minor})"
         raise invalid_request(message, param="amount", code="amount_too_large")
-    refund = state.refund(charge_id, amount_minor=amount_minor, reason=reason)
+    refund = state.create_refund(charge_id, amount_minor=amount_minor, reason=reason)
     return web.json_response(refund)
 
 
