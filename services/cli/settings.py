@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from services.common import config
-from services.common.catalog import Catalog
 from services.common.config import ConfigError
 from services.ledger.client import LedgerClient
+from services.stripe_bridge.catalog import Catalog
 
 __all__ = ["ConfigError", "LedgerAccess", "StripeAccess", "log_level"]
 

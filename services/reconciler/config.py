@@ -5,7 +5,7 @@
 | `LEDGER_TARGET`, `LEDGER_TOKEN` | the ledger's gRPC address, and this caller's token (role `reconciler`); required |
 | `STRIPE_API_KEY` | Stripe secret or restricted key (`sk_...` / `rk_...`; read access is enough); required |
 | `STRIPE_API_BASE` | Stripe API base URL override, for tests and emulators (Stripe's own) |
-| `CREDIT_PACKAGES` | JSON catalog (the seed's three packs; see services.common.catalog) |
+| `CREDIT_PACKAGES` | JSON catalog (the seed's three packs; see services.stripe_bridge.catalog) |
 | `RECONCILER_WINDOW_SECONDS` | charges created this far back are compared (259200 = 3 days) |
 | `RECONCILER_OVERLAP_SECONDS` | added to the window, so consecutive runs overlap (3600) |
 | `RECONCILER_PAGE_SIZE` | charges / events per Stripe page, 1 to 100 (100) |
@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from services.common import config
-from services.common.catalog import Catalog
 from services.common.config import ConfigError
 from services.reconciler.stripe_source import (
     ATTEMPTS_MAX_DEFAULT,
@@ -40,6 +39,7 @@ from services.reconciler.stripe_source import (
     LIST_PAGE_SIZE_MAX,
     RetryPolicy,
 )
+from services.stripe_bridge.catalog import Catalog
 
 __all__ = ["ConfigError", "ReconcilerSettings", "parse_duration_seconds", "parse_since"]
 

@@ -25,13 +25,13 @@ from services.common.logs import configure_logging, register_secret
 from services.common.metrics import start_metrics_server
 from services.common.tracing import configure_tracing
 from services.ledger.client import LedgerClient
+from services.stripe_bridge.api import StripeApi
 from services.webhook_gateway.app import build_app
 from services.webhook_gateway.config import WEBHOOK_PATH, GatewaySettings
 from services.webhook_gateway.context import GATEWAY_KEY
 from services.webhook_gateway.http_errors import GatewayRunner
 from services.webhook_gateway.ledger_client import GatewayLedgerClient
 from services.webhook_gateway.ratelimit import connect_redis
-from services.webhook_gateway.stripe_client import StripeApi
 
 log = logging.getLogger("services.webhook_gateway")
 

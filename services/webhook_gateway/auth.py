@@ -17,7 +17,7 @@ claim missing, audience, issuer, signature, algorithm, malformed), never a key, 
 configured audience/issuer. PyJWT verifies the signature before any claim, so only a token signed with
 the right key learns which claim failed; anyone else learns "signature".
 
-`sub` must be a user id the ledger can store (services.common.stripe_events.is_valid_user_id: 1 to
+`sub` must be a user id the ledger can store (services.stripe_bridge.events.is_valid_user_id: 1 to
 128 printable ASCII characters without spaces): every other subject (missing, empty, too long, a space
 or a control character, not a string) is the same mistake and gets the same 401.
 
@@ -43,7 +43,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from services.common.stripe_events import USER_ID_CHARS_MAX, is_valid_user_id
+from services.stripe_bridge.events import USER_ID_CHARS_MAX, is_valid_user_id
 from services.webhook_gateway.http_errors import HttpError
 
 if TYPE_CHECKING:

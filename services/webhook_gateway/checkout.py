@@ -42,11 +42,13 @@ from typing import Any, Final
 from aiohttp import web
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
-from services.common.catalog import Catalog, Package
-from services.common.payment_events import details_proto
-from services.common.stripe_events import USER_ID_CHARS_MAX, PaymentDetails, is_valid_user_id
 from services.ledger import errors
 from services.ledger.client import LedgerClient
+from services.stripe_bridge.api import CheckoutSession, StripeApi
+from services.stripe_bridge.apply import details_proto
+from services.stripe_bridge.catalog import Catalog, Package
+from services.stripe_bridge.errors import StripeIdempotencyConflict, StripeRefused, StripeUnavailable
+from services.stripe_bridge.events import USER_ID_CHARS_MAX, PaymentDetails, is_valid_user_id
 from services.webhook_gateway.auth import require_user
 from services.webhook_gateway.checkout_config import CheckoutOptions
 from services.webhook_gateway.config import CHECKOUT_BODY_BYTES_MAX, GatewaySettings
@@ -54,13 +56,6 @@ from services.webhook_gateway.context import GATEWAY_KEY
 from services.webhook_gateway.edge_routes import checkout_not_configured
 from services.webhook_gateway.http_errors import HttpError
 from services.webhook_gateway.metrics import CHECKOUT_SESSIONS_CREATED
-from services.webhook_gateway.stripe_client import (
-    CheckoutSession,
-    StripeApi,
-    StripeIdempotencyConflict,
-    StripeRefused,
-    StripeUnavailable,
-)
 from services.webhook_gateway.webhooks import read_body_limited
 
 log = logging.getLogger(__name__)

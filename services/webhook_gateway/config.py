@@ -11,7 +11,7 @@
 | `STRIPE_API_BASE` | Stripe API base URL override, for tests and emulators (Stripe's own) |
 | `STRIPE_ACCOUNT_ID` | the Stripe account served (`acct_...`); events naming it in `account` are its own (unset) |
 | `STRIPE_CONNECT_EVENTS` | `true`: apply events of other (connected) accounts too (false: record and refuse them) |
-| `CREDIT_PACKAGES` | JSON catalog (the seed's three packs; see services.common.catalog) |
+| `CREDIT_PACKAGES` | JSON catalog (the seed's three packs; see services.stripe_bridge.catalog) |
 | `CHECKOUT_SUCCESS_URL`, `CHECKOUT_CANCEL_URL` | Checkout return pages (`http://localhost:3000/credits?...`) |
 | `CHECKOUT_ALLOW_PROMOTION_CODES`, `CHECKOUT_AUTOMATIC_TAX`, `CHECKOUT_TAX_BEHAVIOR` | see checkout_config (off) |
 | `METRICS_PORT` | serve `/metrics` on this port too (unset: only on the main port) |
@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from services.common import config, event_loop
-from services.common.catalog import Catalog
 from services.common.config import ConfigError
+from services.stripe_bridge.catalog import Catalog
 from services.webhook_gateway.checkout_config import CheckoutOptions
 from services.webhook_gateway.edge_config import EdgeSettings
 

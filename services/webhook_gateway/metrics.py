@@ -44,7 +44,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import Counter, Histogram
 
-from services.common.stripe_events import HANDLED_TYPES
+from services.stripe_bridge.events import HANDLED_TYPES
 from services.webhook_gateway.event_scope import FOREIGN_CODES
 
 OTHER_EVENT_TYPE: Final = "other"

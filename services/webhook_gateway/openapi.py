@@ -25,9 +25,9 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from services.common.catalog import CREDITS_MAX, Catalog
-from services.common.payment_events import Outcome
 from services.ledger import validation
+from services.stripe_bridge.apply import Outcome
+from services.stripe_bridge.catalog import CREDITS_MAX, Catalog
 from services.webhook_gateway import edge_routes as edge
 from services.webhook_gateway.checkout import CHECKOUT_PATHS, IDEMPOTENCY_KEY_PATTERN
 from services.webhook_gateway.config import CHECKOUT_BODY_BYTES_MAX, WEBHOOK_BODY_BYTES_MAX, WEBHOOK_PATH

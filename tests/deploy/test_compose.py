@@ -489,8 +489,8 @@ def python_snippet_urls(name: str) -> list[str]:
 
 async def test_the_gateway_healthcheck_asks_its_readiness_route() -> None:
     from services.ledger.client import LedgerClient
+    from services.stripe_bridge.api import StripeApi
     from services.webhook_gateway.app import build_app
-    from services.webhook_gateway.stripe_client import StripeApi
 
     settings = build_settings("gateway", environment("gateway"))[0]
     (url,) = python_snippet_urls("gateway")

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
-from services.common.stripe_events import HANDLED_TYPES
+from services.stripe_bridge.events import HANDLED_TYPES
 from tests.conftest import ALL_ROLES_TOKEN
 from tests.fakes import stripe_events as se
 from tests.hostile.conftest import gateway_healthy, invariant_violations, leaks, ledger_healthy

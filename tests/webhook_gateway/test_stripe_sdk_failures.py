@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import stripe
 
-from services.webhook_gateway import stripe_client
+from services.stripe_bridge import api as stripe_api
 from services.webhook_gateway.context import GATEWAY_KEY
 from tests.fakes import stripe_events as se
 from tests.webhook_gateway.conftest import (
@@ -44,7 +44,7 @@ from tests.webhook_gateway.conftest import (
 )
 
 AMOUNT_MINOR = 2500
-SDK_LOGGER = "services.webhook_gateway.stripe_client"
+SDK_LOGGER = "services.stripe_bridge.api"
 
 
 def _to_dict_of_stripe_14(self: Any) -> dict[str, Any]:
@@ -162,9 +162,9 @@ async def test_checkout_with_a_broken_sdk_is_500_and_the_retry_gets_the_session(
 def test_start_up_refuses_an_sdk_older_than_the_pin(monkeypatch) -> None:
     monkeypatch.setattr(stripe, "VERSION", "14.4.1")
     with pytest.raises(RuntimeError, match=r"^stripe 14\.4\.1 is installed; this code needs stripe>=15\.0 "):
-        stripe_client.StripeApi("sk_test_0123456789abcdef")
+        stripe_api.StripeApi("sk_test_0123456789abcdef")
 
 
 def test_start_up_accepts_the_pinned_lower_bound(monkeypatch) -> None:
     monkeypatch.setattr(stripe, "VERSION", "15.0.0")
-    stripe_client.check_sdk()
+    stripe_api.check_sdk()
