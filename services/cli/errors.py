@@ -7,6 +7,7 @@
 
 Foreign exceptions (services.ledger.errors, services.stripe_bridge.errors, ConfigError) are translated
 into these where the command meets them, `raise ... from exc`; services.cli.__main__ prints them.
+tests/cli/test_stripe_boundary.py injects each of Stripe's failures at the seam and requires one of these.
 """
 
 from __future__ import annotations

@@ -24,7 +24,13 @@ from services.cli.render import Output, fields
 from services.cli.settings import LedgerAccess, StripeAccess
 from services.stripe_bridge.api import StripeApi
 from services.stripe_bridge.apply import Applied, Outcome, apply_action
-from services.stripe_bridge.errors import StripeFailure, StripeKeyRefused, StripeSdkFailure, StripeUnavailable
+from services.stripe_bridge.errors import (
+    StripeFailure,
+    StripeKeyRefused,
+    StripeNotFound,
+    StripeSdkFailure,
+    StripeUnavailable,
+)
 from services.stripe_bridge.events import (
     STRIPE_ID_CHARS_MAX,
     Action,
@@ -64,8 +70,6 @@ async def fetch_event(access: StripeAccess, event_id: str) -> dict[str, Any]:
         raise _stripe_error(exc, event_id) from exc
     finally:
         await stripe_api.close()
-    if event is None:
-        raise Refused(f"Stripe has no event {event_id} (the Events API keeps events for 30 days)")
     if event.get("id") != event_id:
         raise Refused(f"Stripe answered GET /v1/events/{event_id} with something other than that event")
     return event
@@ -75,6 +79,8 @@ def _stripe_error(exc: StripeFailure, event_id: str) -> Refused | Unavailable:
     """creditsctl's error for a translated Stripe failure (services.stripe_bridge.errors)."""
     if isinstance(exc, StripeUnavailable):
         return Unavailable(f"Stripe is unavailable ({exc}); try again later")
+    if isinstance(exc, StripeNotFound):
+        return Refused(f"Stripe has no event {event_id} (the Events API keeps events for 30 days)")
     if isinstance(exc, StripeKeyRefused):
         return Refused(f"Stripe refused STRIPE_API_KEY ({exc}: it needs read access to events)")
     if isinstance(exc, StripeSdkFailure):

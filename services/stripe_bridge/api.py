@@ -134,16 +134,13 @@ class StripeApi:
         except Exception as exc:
             raise _sdk_failure(exc, "read charge") from exc
 
-    async def retrieve_event(self, event_id: str) -> dict[str, Any] | None:
-        """The event exactly as Stripe's API returns it (plain JSON, not SDK objects), or None when unknown."""
+    async def retrieve_event(self, event_id: str) -> dict[str, Any]:
+        """The event exactly as Stripe's API returns it (plain JSON, not SDK objects); StripeNotFound when unknown."""
         self._require_key("retrieve event")
         try:
             response = await self._client.raw_request_async("get", f"/v1/events/{quote(event_id, safe='')}")
         except stripe.StripeError as exc:
-            failure = _translated(exc, f"GET /v1/events/{event_id}")
-            if isinstance(failure, StripeNotFound):
-                return None
-            raise failure from exc
+            raise _translated(exc, f"GET /v1/events/{event_id}") from exc
         except Exception as exc:
             raise _sdk_failure(exc, f"GET /v1/events/{event_id}") from exc
         data = response.data

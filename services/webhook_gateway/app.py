@@ -33,7 +33,8 @@ from services.webhook_gateway.config import WEBHOOK_BODY_BYTES_MAX, WEBHOOK_PATH
 from services.webhook_gateway.context import GATEWAY_KEY, GatewayContext
 from services.webhook_gateway.cors import CorsPolicy, cors_middleware
 from services.webhook_gateway.edge_routes import add_edge_routes
-from services.webhook_gateway.http_errors import HttpError, error_middleware
+from services.webhook_gateway.errors import HttpError
+from services.webhook_gateway.http_errors import error_middleware
 from services.webhook_gateway.metrics import http_metrics_middleware
 from services.webhook_gateway.ratelimit import edge_rate_limit_middleware
 from services.webhook_gateway.webhooks import stripe_webhook

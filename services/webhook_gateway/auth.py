@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from services.stripe_bridge.events import USER_ID_CHARS_MAX, is_valid_user_id
-from services.webhook_gateway.http_errors import HttpError
+from services.webhook_gateway.errors import HttpError
 
 if TYPE_CHECKING:
     from services.webhook_gateway.edge_config import EdgeSettings

@@ -51,7 +51,8 @@ from credits.ledger.v1 import ledger_service_pb2 as pb
 from services.ledger import errors, validation
 from services.webhook_gateway.auth import Principal, permission_denied, require_admin, require_user
 from services.webhook_gateway.context import GATEWAY_KEY
-from services.webhook_gateway.http_errors import INTERNAL_MESSAGE, MESSAGE_CHARS_MAX, HttpError
+from services.webhook_gateway.errors import MESSAGE_CHARS_MAX, HttpError
+from services.webhook_gateway.http_errors import INTERNAL_MESSAGE
 from services.webhook_gateway.webhooks import read_body_limited
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from services.stripe_bridge.catalog import CREDITS_MAX, Catalog
 from services.webhook_gateway import edge_routes as edge
 from services.webhook_gateway.checkout import CHECKOUT_PATHS, IDEMPOTENCY_KEY_PATTERN
 from services.webhook_gateway.config import CHECKOUT_BODY_BYTES_MAX, WEBHOOK_BODY_BYTES_MAX, WEBHOOK_PATH
-from services.webhook_gateway.http_errors import CODE_PATTERN, MESSAGE_CHARS_MAX
+from services.webhook_gateway.errors import CODE_PATTERN, MESSAGE_CHARS_MAX
 
 OPENAPI_PATH: Final = "/openapi.json"
 OPENAPI_VERSION: Final = "3.0.3"

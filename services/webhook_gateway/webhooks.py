@@ -72,8 +72,8 @@ from services.stripe_bridge.events import (
 )
 from services.webhook_gateway.config import WEBHOOK_BODY_BYTES_MAX
 from services.webhook_gateway.context import GATEWAY_KEY, GatewayContext
+from services.webhook_gateway.errors import HttpError
 from services.webhook_gateway.event_scope import EventScope, MalformedScope, foreign
-from services.webhook_gateway.http_errors import HttpError
 from services.webhook_gateway.metrics import (
     OUTCOME_FAILED,
     OUTCOME_REFUSED,

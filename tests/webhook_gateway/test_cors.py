@@ -11,7 +11,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.webhook_gateway.cors import PREFLIGHT_MAX_AGE_SECONDS, CorsPolicy, cors_middleware
-from services.webhook_gateway.http_errors import HttpError, error_middleware
+from services.webhook_gateway.errors import HttpError
+from services.webhook_gateway.http_errors import error_middleware
 
 APP_ORIGIN = "https://app.example.com"
 DEV_ORIGIN = "http://localhost:3000"
