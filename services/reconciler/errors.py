@@ -10,8 +10,8 @@
 Foreign exceptions are translated once where they enter (stripe by services.stripe_bridge.errors.translate,
 grpc by services.ledger.errors) and become these in the module that meets them (stripe_source.py, run.py),
 `raise ... from exc`; tests/reconciler/test_stripe_boundary.py injects each of Stripe's failures at the seam.
-A run that stops for any of them has applied only whole,
-idempotent ledger calls: the next run redoes what is left and nothing twice.
+A run that stops for any of them has applied only whole, idempotent ledger calls: the next run redoes
+what is left and nothing twice.
 """
 
 from __future__ import annotations

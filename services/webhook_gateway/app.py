@@ -36,6 +36,7 @@ from services.webhook_gateway.edge_routes import add_edge_routes
 from services.webhook_gateway.errors import HttpError
 from services.webhook_gateway.http_errors import error_middleware
 from services.webhook_gateway.metrics import http_metrics_middleware
+from services.webhook_gateway.openapi import add_openapi_route
 from services.webhook_gateway.ratelimit import edge_rate_limit_middleware
 from services.webhook_gateway.webhooks import stripe_webhook
 
@@ -80,6 +81,7 @@ def build_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     add_edge_routes(app)
+    add_openapi_route(app, settings.catalog)
     return app
 
 
