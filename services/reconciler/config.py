@@ -75,19 +75,19 @@ class ReconcilerSettings:
     catalog: Catalog
     window_seconds: int = WINDOW_SECONDS_DEFAULT
     overlap_seconds: int = OVERLAP_SECONDS_DEFAULT
-    page_size: int = RECONCILE_PAGE_SIZE_MAX
+    page_size_max: int = RECONCILE_PAGE_SIZE_MAX
     interval_seconds: int = INTERVAL_SECONDS_DEFAULT
     events_enabled: bool = True
     metrics_port: int | None = None
-    metrics_textfile: str | None = None
-    progress_seconds: int = PROGRESS_SECONDS_DEFAULT
+    metrics_textfile_path: str | None = None
+    progress_interval_seconds: int = PROGRESS_SECONDS_DEFAULT
     stripe_retry: RetryPolicy = field(default_factory=RetryPolicy)
     log_level: str = "INFO"
     since: datetime.datetime | None = None  # --since: an exact start instead of window + overlap
     dry_run: bool = False
 
     def __post_init__(self) -> None:
-        assert 1 <= self.page_size <= RECONCILE_PAGE_SIZE_MAX, self.page_size
+        assert 1 <= self.page_size_max <= RECONCILE_PAGE_SIZE_MAX, self.page_size_max
         assert WINDOW_SECONDS_MIN <= self.window_seconds <= WINDOW_SECONDS_MAX, self.window_seconds
         assert self.since is None or self.since.tzinfo is not None, self.since
 
@@ -106,7 +106,7 @@ class ReconcilerSettings:
             overlap_seconds=config.integer(
                 environ, "RECONCILER_OVERLAP_SECONDS", OVERLAP_SECONDS_DEFAULT, 0, OVERLAP_SECONDS_MAX
             ),
-            page_size=config.integer(
+            page_size_max=config.integer(
                 environ, "RECONCILER_PAGE_SIZE", RECONCILE_PAGE_SIZE_MAX, 1, RECONCILE_PAGE_SIZE_MAX
             ),
             interval_seconds=config.integer(
@@ -118,15 +118,15 @@ class ReconcilerSettings:
             ),
             events_enabled=_boolean(environ, "RECONCILER_EVENTS_ENABLED", True),
             metrics_port=metrics_port or None,
-            metrics_textfile=_textfile(environ),
-            progress_seconds=config.integer(
+            metrics_textfile_path=_textfile(environ),
+            progress_interval_seconds=config.integer(
                 environ, "RECONCILER_PROGRESS_SECONDS", PROGRESS_SECONDS_DEFAULT, 1, PROGRESS_SECONDS_MAX
             ),
             stripe_retry=RetryPolicy(
                 attempts_max=config.integer(
                     environ, "RECONCILER_STRIPE_ATTEMPTS_MAX", ATTEMPTS_MAX_DEFAULT, 1, STRIPE_ATTEMPTS_MAX_LIMIT
                 ),
-                backoff_max_seconds=config.number(
+                backoff_seconds_max=config.number(
                     environ,
                     "RECONCILER_STRIPE_BACKOFF_MAX_SECONDS",
                     BACKOFF_SECONDS_MAX_DEFAULT,

@@ -152,7 +152,7 @@ class _Run:
             started_at=iso_utc(self.started_seconds),
         )
         self.matched = PaymentIdSet()
-        self.progress = ProgressLog(settings.progress_seconds)
+        self.progress = ProgressLog(settings.progress_interval_seconds)
         self.repair_slots = asyncio.Semaphore(REPAIRS_CONCURRENT_MAX)
         self.ledger_only_lookups = 0
         self.stripe_requests_before = stripe.requests_count
@@ -212,7 +212,7 @@ class _Run:
     # --- the events pass ---
 
     async def _events_pass(self, since_seconds: int) -> None:
-        pages = self.stripe.undelivered_event_pages(since_seconds, sorted(HANDLED_TYPES), self.settings.page_size)
+        pages = self.stripe.undelivered_event_pages(since_seconds, sorted(HANDLED_TYPES), self.settings.page_size_max)
         async with contextlib.aclosing(pages):
             async for page in pages:
                 self._check_stop()
@@ -257,7 +257,7 @@ class _Run:
     # --- the charges pass ---
 
     async def _charges_pass(self) -> None:
-        pages = self.stripe.charge_pages(self.window_start_seconds, self.settings.page_size)
+        pages = self.stripe.charge_pages(self.window_start_seconds, self.settings.page_size_max)
         async with contextlib.aclosing(pages), contextlib.aclosing(_fetching_ahead(pages)) as ahead:
             async for page in ahead:
                 self._check_stop()

@@ -59,20 +59,20 @@ class RetryPolicy:
     """How often and how long to retry a failing Stripe call."""
 
     attempts_max: int = ATTEMPTS_MAX_DEFAULT
-    backoff_max_seconds: float = BACKOFF_SECONDS_MAX_DEFAULT
-    retry_after_max_seconds: float = RETRY_AFTER_SECONDS_MAX
+    backoff_seconds_max: float = BACKOFF_SECONDS_MAX_DEFAULT
+    retry_after_seconds_max: float = RETRY_AFTER_SECONDS_MAX
 
     def __post_init__(self) -> None:
         assert self.attempts_max >= 1, self.attempts_max
-        assert self.backoff_max_seconds >= 0, self.backoff_max_seconds
-        assert self.retry_after_max_seconds >= 0, self.retry_after_max_seconds
+        assert self.backoff_seconds_max >= 0, self.backoff_seconds_max
+        assert self.retry_after_seconds_max >= 0, self.retry_after_seconds_max
 
     def delay_seconds(self, attempt: int, retry_after_seconds: float | None) -> float:
         """Exponential backoff with jitter after failed attempt `attempt` (1-based); never below Retry-After."""
-        backoff = min(self.backoff_max_seconds, BACKOFF_SECONDS_BASE * 2 ** (attempt - 1))
+        backoff = min(self.backoff_seconds_max, BACKOFF_SECONDS_BASE * 2 ** (attempt - 1))
         delay = backoff * random.uniform(0.5, 1.0)
         if retry_after_seconds is not None:
-            delay = max(delay, min(retry_after_seconds, self.retry_after_max_seconds))
+            delay = max(delay, min(retry_after_seconds, self.retry_after_seconds_max))
         return delay
 
 

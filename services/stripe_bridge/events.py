@@ -64,7 +64,7 @@ from services.ledger.errors import InvalidArgument
 from services.stripe_bridge.catalog import Catalog, Mismatch
 
 USER_ID_CHARS_MAX: Final = validation.USER_ID_CHARS_MAX
-STRIPE_ID_CHARS_MAX: Final = 255
+STRIPE_ID_CHARS_MAX: Final = validation.STRIPE_ID_CHARS_MAX  # declared once, by the ledger that stores them
 EVENT_TYPE_CHARS_MAX: Final = 100
 SHOWN_VALUE_CHARS_MAX: Final = 40
 # The ledger's limit of refunds per ApplyRefund (an embedded list holds 10 per page; Stripe caps refunds per

@@ -57,7 +57,7 @@ CHECKOUT_CANCEL_URL_DEFAULT: Final = "http://localhost:3000/credits?checkout=can
 class GatewaySettings:
     """Everything the gateway needs; build with `GatewaySettings.from_env(os.environ)`."""
 
-    listen: str
+    listen_address: str
     ledger_target: str
     ledger_token: str = field(repr=False)
     stripe_webhook_secrets: tuple[str, ...] = field(repr=False)
@@ -73,7 +73,7 @@ class GatewaySettings:
     edge: EdgeSettings
     event_loop: str = "auto"  # GATEWAY_EVENT_LOOP: uvloop when installed (auto), uvloop, or asyncio
     stripe_account_id: str | None = None  # STRIPE_ACCOUNT_ID
-    stripe_connect_events: bool = False  # STRIPE_CONNECT_EVENTS
+    stripe_connect_events_enabled: bool = False  # STRIPE_CONNECT_EVENTS
     # Promotion codes and automatic tax (off); see services.webhook_gateway.checkout_config.
     checkout_options: CheckoutOptions = field(default_factory=CheckoutOptions)
 
@@ -86,7 +86,7 @@ class GatewaySettings:
     def from_env(cls, environ: Mapping[str, str]) -> GatewaySettings:
         metrics_port = config.integer(environ, "METRICS_PORT", 0, 0, 65535)
         return cls(
-            listen=config.listen_address(environ, "GATEWAY_LISTEN", LISTEN_DEFAULT),
+            listen_address=config.listen_address(environ, "GATEWAY_LISTEN", LISTEN_DEFAULT),
             ledger_target=config.require(environ, "LEDGER_TARGET", "the ledger's host:port (for example ledger:50051)"),
             ledger_token=config.ledger_token(environ, "this caller's ledger token (role payments)"),
             stripe_webhook_secrets=_webhook_secrets(environ),
@@ -110,7 +110,7 @@ class GatewaySettings:
             edge=EdgeSettings.from_env(environ),
             event_loop=event_loop.setting(environ, "GATEWAY_EVENT_LOOP"),
             stripe_account_id=config.stripe_account_id(environ),
-            stripe_connect_events=config.flag(environ, "STRIPE_CONNECT_EVENTS", False),
+            stripe_connect_events_enabled=config.flag(environ, "STRIPE_CONNECT_EVENTS", False),
             checkout_options=CheckoutOptions.from_env(environ),
         )
 

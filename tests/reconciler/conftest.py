@@ -39,7 +39,7 @@ from tests.fakes import stripe_events as se
 from tests.fakes.stripe_api import RunningFakeStripe, running_fake_stripe
 
 PACKAGES = {"small": (100, 500), "medium": (550, 2500), "large": (1200, 5000)}
-FAST_RETRY = RetryPolicy(attempts_max=4, backoff_max_seconds=0.02)
+FAST_RETRY = RetryPolicy(attempts_max=4, backoff_seconds_max=0.02)
 
 
 class CountingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
@@ -140,7 +140,7 @@ def settings_for(world: World, fake: RunningFakeStripe, **overrides: Any) -> Rec
         "stripe_api_base": fake.base_url,
         "catalog": world.catalog,
         "stripe_retry": FAST_RETRY,
-        "progress_seconds": 3600,
+        "progress_interval_seconds": 3600,
     }
     values.update(overrides)
     return ReconcilerSettings(**values)

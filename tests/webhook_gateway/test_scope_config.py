@@ -25,7 +25,7 @@ def settings(**values: str) -> GatewaySettings:
 def test_defaults_serve_the_endpoint_owner_only_in_the_keys_mode() -> None:
     loaded = settings()
     assert loaded.stripe_account_id is None
-    assert loaded.stripe_connect_events is False
+    assert loaded.stripe_connect_events_enabled is False
     assert loaded.stripe_livemode is False
 
 
@@ -79,7 +79,7 @@ def test_account_id_of_another_shape_stops_start_up(value: str) -> None:
     ],
 )
 def test_connect_events_flag_spellings(value: str, accepted: bool) -> None:
-    assert settings(STRIPE_CONNECT_EVENTS=value).stripe_connect_events is accepted
+    assert settings(STRIPE_CONNECT_EVENTS=value).stripe_connect_events_enabled is accepted
 
 
 def test_connect_events_flag_of_another_word_stops_start_up() -> None:
