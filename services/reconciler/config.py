@@ -39,6 +39,7 @@ from services.reconciler.stripe_source import (
     LIST_PAGE_SIZE_MAX,
     RetryPolicy,
 )
+from services.stripe_bridge import config as stripe_config
 from services.stripe_bridge.catalog import Catalog
 
 __all__ = ["ConfigError", "ReconcilerSettings", "parse_duration_seconds", "parse_since"]
@@ -97,8 +98,8 @@ class ReconcilerSettings:
         return cls(
             ledger_target=config.require(environ, "LEDGER_TARGET", "the ledger's host:port (for example ledger:50051)"),
             ledger_token=config.ledger_token(environ, "this caller's ledger token (role reconciler)"),
-            stripe_api_key=config.stripe_api_key(environ),
-            stripe_api_base=config.stripe_api_base(environ),
+            stripe_api_key=stripe_config.stripe_api_key(environ),
+            stripe_api_base=stripe_config.stripe_api_base(environ),
             catalog=Catalog.from_env(environ),
             window_seconds=config.integer(
                 environ, "RECONCILER_WINDOW_SECONDS", WINDOW_SECONDS_DEFAULT, WINDOW_SECONDS_MIN, WINDOW_SECONDS_MAX

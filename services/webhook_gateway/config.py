@@ -31,6 +31,7 @@ from typing import Final
 
 from services.common import config, event_loop
 from services.common.config import ConfigError
+from services.stripe_bridge import config as stripe_config
 from services.stripe_bridge.catalog import Catalog
 from services.webhook_gateway.checkout_config import CheckoutOptions
 from services.webhook_gateway.edge_config import EdgeSettings
@@ -80,7 +81,7 @@ class GatewaySettings:
     @property
     def stripe_livemode(self) -> bool:
         """The mode of the events this deployment applies: its API key's (no key: test mode)."""
-        return config.stripe_key_livemode(self.stripe_api_key)
+        return stripe_config.stripe_key_livemode(self.stripe_api_key)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> GatewaySettings:
@@ -94,7 +95,7 @@ class GatewaySettings:
                 environ, "STRIPE_TOLERANCE_SECONDS", STRIPE_TOLERANCE_SECONDS_DEFAULT, 1, STRIPE_TOLERANCE_SECONDS_MAX
             ),
             stripe_api_key=_stripe_api_key(environ),
-            stripe_api_base=config.stripe_api_base(environ),
+            stripe_api_base=stripe_config.stripe_api_base(environ),
             catalog=Catalog.from_env(environ),
             checkout_success_url=config.http_url(environ, "CHECKOUT_SUCCESS_URL") or CHECKOUT_SUCCESS_URL_DEFAULT,
             checkout_cancel_url=config.http_url(environ, "CHECKOUT_CANCEL_URL") or CHECKOUT_CANCEL_URL_DEFAULT,
@@ -109,7 +110,7 @@ class GatewaySettings:
             log_level=config.log_level(environ),
             edge=EdgeSettings.from_env(environ),
             event_loop=event_loop.setting(environ, "GATEWAY_EVENT_LOOP"),
-            stripe_account_id=config.stripe_account_id(environ),
+            stripe_account_id=stripe_config.stripe_account_id(environ),
             stripe_connect_events_enabled=config.flag(environ, "STRIPE_CONNECT_EVENTS", False),
             checkout_options=CheckoutOptions.from_env(environ),
         )
@@ -122,7 +123,7 @@ def _stripe_api_key(environ: Mapping[str, str]) -> str | None:
         raise ConfigError(f"CHECKOUT_ENABLED: expected true or false, got {enabled[:20]!r}")
     if enabled.lower() == "false":
         return None
-    return config.stripe_api_key(environ)
+    return stripe_config.stripe_api_key(environ)
 
 
 def _webhook_secrets(environ: Mapping[str, str]) -> tuple[str, ...]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.common import config
 from services.common.config import ConfigError
+from services.stripe_bridge import config as stripe_config
 from services.webhook_gateway.config import GatewaySettings
 
 BASE = {
@@ -42,7 +42,7 @@ def test_defaults_serve_the_endpoint_owner_only_in_the_keys_mode() -> None:
     ids=["secret-live", "restricted-live", "secret-test", "restricted-test", "no-key", "empty-key"],
 )
 def test_mode_follows_the_key(key: str | None, livemode: bool) -> None:
-    assert config.stripe_key_livemode(key) is livemode
+    assert stripe_config.stripe_key_livemode(key) is livemode
 
 
 def test_live_key_makes_a_live_deployment() -> None:
