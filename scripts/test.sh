@@ -11,6 +11,7 @@ PYTHON="${PYTHON:-python3}"
 .venv/bin/python scripts/gen_protos.py --check
 .venv/bin/ruff check .
 .venv/bin/mypy services scripts
+.venv/bin/lint-imports  # the layers as contracts: [tool.importlinter] in pyproject.toml
 .venv/bin/python -m pytest "$@"
 # The example app's browser test (tests/examples/): Node.js >= 20 with npm, and a Chromium
 # (Debian: apt-get install chromium; elsewhere set CHROMIUM to a Chrome or Chromium binary).

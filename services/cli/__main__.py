@@ -243,7 +243,7 @@ async def _replay_event(args: argparse.Namespace, environ: Mapping[str, str]) ->
 async def _reconcile(args: argparse.Namespace, environ: Mapping[str, str], stderr: TextIO) -> Output:
     from services.cli.progress import ProgressBar
     from services.cli.reconcile import reconcile_now
-    from services.reconciler.config import ReconcilerSettings
+    from services.reconciler import ReconcilerSettings
 
     settings = ReconcilerSettings.from_env(environ).with_options(
         dry_run=args.dry_run, since=args.since, window=args.window, events_enabled=False if args.no_events else None

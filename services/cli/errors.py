@@ -5,8 +5,9 @@
     ├── Refused         1   the ledger (or Stripe) refused the request: the message carries its reason
     └── Unavailable     3   the ledger or Stripe could not be reached in time: safe to retry (same key)
 
-Foreign exceptions (services.ledger.errors, the gateway's Stripe errors, ConfigError) are translated
+Foreign exceptions (services.ledger.errors, services.stripe_bridge.errors, ConfigError) are translated
 into these where the command meets them, `raise ... from exc`; services.cli.__main__ prints them.
+tests/cli/test_stripe_boundary.py injects each of Stripe's failures at the seam and requires one of these.
 """
 
 from __future__ import annotations

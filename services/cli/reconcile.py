@@ -26,10 +26,18 @@ from credits.ledger.v1 import ledger_service_pb2 as pb
 from services.cli.progress import ProgressBar
 from services.cli.render import Output, fields, table
 from services.ledger.client import LedgerClient
-from services.reconciler.config import ReconcilerSettings
-from services.reconciler.report import DriftItem, ItemAction, ReportWriter, RunSummary
-from services.reconciler.run import LEDGER_ATTEMPTS_MAX, LEDGER_DEADLINE_SECONDS, reconcile
-from services.reconciler.stripe_source import JsonObject, StripeSource
+from services.reconciler import (
+    LEDGER_ATTEMPTS_MAX,
+    LEDGER_DEADLINE_SECONDS,
+    DriftItem,
+    ItemAction,
+    JsonObject,
+    ReconcilerSettings,
+    ReportWriter,
+    RunSummary,
+    StripeSource,
+    reconcile,
+)
 
 DRIFT_ITEMS_KEPT_MAX: Final = 10_000  # Shown and put in the JSON document; the rest are counted.
 _STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)

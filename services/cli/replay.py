@@ -1,7 +1,7 @@
 """`creditsctl replay-event EVENT_ID`: read one event from Stripe's API and apply it as the gateway applies a webhook.
 
 The event comes from `GET /v1/events/{id}` (Stripe keeps events 30 days). It then takes the gateway's
-own path: services.common.stripe_events.translate_event, then services.common.payment_events.apply_action
+own path: services.stripe_bridge.events.translate_event, then services.stripe_bridge.apply.apply_action
 with the gateway's charge fetcher (StripeApi.retrieve_charge, for disputes the ledger cannot place).
 The ledger records the event id in the same transaction as the effect, so replaying an event that was
 delivered before answers `duplicate` and moves nothing, and one that never arrived is applied once.
@@ -18,16 +18,20 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import quote
-
-import aiohttp
-import stripe
 
 from services.cli.errors import Refused, Unavailable, UsageError
 from services.cli.render import Output, fields
 from services.cli.settings import LedgerAccess, StripeAccess
-from services.common.payment_events import Applied, Outcome, apply_action
-from services.common.stripe_events import (
+from services.stripe_bridge.api import StripeApi
+from services.stripe_bridge.apply import Applied, Outcome, apply_action
+from services.stripe_bridge.errors import (
+    StripeFailure,
+    StripeKeyRefused,
+    StripeNotFound,
+    StripeSdkFailure,
+    StripeUnavailable,
+)
+from services.stripe_bridge.events import (
     STRIPE_ID_CHARS_MAX,
     Action,
     Dispute,
@@ -40,12 +44,9 @@ from services.common.stripe_events import (
     action_name,
     translate_event,
 )
-from services.webhook_gateway.stripe_client import StripeApi, StripeFailure, StripeUnavailable
 
 STRIPE_TIMEOUT_SECONDS: Final = 20.0
 STRIPE_NETWORK_RETRIES_MAX: Final = 2
-HTTP_NOT_FOUND: Final = 404
-HTTP_SERVER_ERROR_MIN: Final = 500
 EVENT_ID_PREFIX: Final = "evt_"
 
 
@@ -57,39 +58,34 @@ def check_event_id(event_id: str) -> str:
 
 async def fetch_event(access: StripeAccess, event_id: str) -> dict[str, Any]:
     """The event exactly as Stripe's API returns it (plain JSON, not SDK objects)."""
-    timeout = aiohttp.ClientTimeout(total=STRIPE_TIMEOUT_SECONDS)
-    http_client = stripe.AIOHTTPClient(timeout=timeout)
-    client = stripe.StripeClient(
+    stripe_api = StripeApi(
         access.api_key,
-        base_addresses={"api": access.api_base} if access.api_base else None,
-        http_client=http_client,
-        max_network_retries=STRIPE_NETWORK_RETRIES_MAX,
+        access.api_base,
+        timeout_seconds=STRIPE_TIMEOUT_SECONDS,
+        network_retries_max=STRIPE_NETWORK_RETRIES_MAX,
     )
     try:
-        response = await client.raw_request_async("get", f"/v1/events/{quote(event_id, safe='')}")
-    except stripe.StripeError as exc:
+        event = await stripe_api.retrieve_event(event_id)
+    except StripeFailure as exc:
         raise _stripe_error(exc, event_id) from exc
-    except Exception as exc:  # The SDK's own defect (not a StripeError): named, never a raw traceback.
-        raise Refused(f"the stripe SDK raised {type(exc).__name__} reading event {event_id}") from exc
     finally:
-        await http_client.close_async()
-    data = response.data
-    if not isinstance(data, dict) or data.get("id") != event_id:
+        await stripe_api.close()
+    if event.get("id") != event_id:
         raise Refused(f"Stripe answered GET /v1/events/{event_id} with something other than that event")
-    return dict(data)
+    return event
 
 
-def _stripe_error(exc: stripe.StripeError, event_id: str) -> Refused | Unavailable:
-    status = exc.http_status
-    if isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError) or (
-        status is not None and status >= HTTP_SERVER_ERROR_MIN
-    ):
-        return Unavailable(f"Stripe is unavailable ({type(exc).__name__}); try again later")
-    if status == HTTP_NOT_FOUND:
+def _stripe_error(exc: StripeFailure, event_id: str) -> Refused | Unavailable:
+    """creditsctl's error for a translated Stripe failure (services.stripe_bridge.errors)."""
+    if isinstance(exc, StripeUnavailable):
+        return Unavailable(f"Stripe is unavailable ({exc}); try again later")
+    if isinstance(exc, StripeNotFound):
         return Refused(f"Stripe has no event {event_id} (the Events API keeps events for 30 days)")
-    if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
-        return Refused(f"Stripe refused STRIPE_API_KEY ({type(exc).__name__}: it needs read access to events)")
-    return Refused(f"Stripe refused GET /v1/events/{event_id} ({type(exc).__name__}, HTTP {status})")
+    if isinstance(exc, StripeKeyRefused):
+        return Refused(f"Stripe refused STRIPE_API_KEY ({exc}: it needs read access to events)")
+    if isinstance(exc, StripeSdkFailure):
+        return Refused(f"the stripe SDK failed reading event {event_id} ({exc})")
+    return Refused(f"Stripe refused GET /v1/events/{event_id} ({exc})")
 
 
 def describe_action(action: Action) -> dict[str, Any]:

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from services.common import config
-from services.common.catalog import Catalog
 from services.common.config import ConfigError
 from services.ledger.client import LedgerClient
+from services.stripe_bridge import config as stripe_config
+from services.stripe_bridge.catalog import Catalog
 
 __all__ = ["ConfigError", "LedgerAccess", "StripeAccess", "log_level"]
 
@@ -68,8 +69,8 @@ class StripeAccess:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> StripeAccess:
         return cls(
-            api_key=config.stripe_api_key(environ),
-            api_base=config.stripe_api_base(environ),
+            api_key=stripe_config.stripe_api_key(environ),
+            api_base=stripe_config.stripe_api_base(environ),
             catalog=Catalog.from_env(environ),
         )
 

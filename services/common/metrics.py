@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -30,8 +30,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 PORT_MAX = 65535
 METRICS_SERVER_SHUTDOWN_TIMEOUT_SECONDS = 5.0
-# From half a millisecond (a replayed idempotent call) to five seconds (a slow database).
-RPC_DURATION_BUCKETS_SECONDS = (
+# The one ladder of latency buckets for every histogram of the suite; each takes the range it needs
+# (`latency_buckets`), so that two histograms' buckets line up wherever their ranges overlap.
+LATENCY_BUCKETS_SECONDS: Final = (
     0.0005,
     0.001,
     0.0025,
@@ -45,7 +46,21 @@ RPC_DURATION_BUCKETS_SECONDS = (
     1.0,
     2.5,
     5.0,
+    10.0,
+    30.0,
+    60.0,
 )
+
+
+def latency_buckets(low_seconds: float, high_seconds: float) -> tuple[float, ...]:
+    """The ladder's buckets from `low_seconds` to `high_seconds`, both ends on the ladder."""
+    assert low_seconds in LATENCY_BUCKETS_SECONDS, low_seconds
+    assert high_seconds in LATENCY_BUCKETS_SECONDS, high_seconds
+    return tuple(bucket for bucket in LATENCY_BUCKETS_SECONDS if low_seconds <= bucket <= high_seconds)
+
+
+# From half a millisecond (a replayed idempotent call) to five seconds (a slow database).
+RPC_DURATION_BUCKETS_SECONDS = latency_buckets(0.0005, 5.0)
 
 RPC_REQUESTS = Counter(
     "ledger_rpc_requests_total",

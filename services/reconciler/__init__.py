@@ -11,8 +11,22 @@ through the gateway's own idempotent path, and reports the rest (SPEC §5, docs/
     __main__.py        `python -m services.reconciler` (loop, --once, --dry-run)
 """
 
+# What other packages may use (creditsctl's `reconcile` runs a run in-process; it has no server to call):
+# import these from `services.reconciler`, never from its modules (an import-linter contract keeps it so).
 from services.reconciler.config import ReconcilerSettings
-from services.reconciler.report import RunSummary
-from services.reconciler.run import reconcile
+from services.reconciler.report import DriftItem, ItemAction, ReportWriter, RunSummary
+from services.reconciler.run import LEDGER_ATTEMPTS_MAX, LEDGER_DEADLINE_SECONDS, reconcile
+from services.reconciler.stripe_source import JsonObject, StripeSource
 
-__all__ = ["ReconcilerSettings", "RunSummary", "reconcile"]
+__all__ = [
+    "LEDGER_ATTEMPTS_MAX",
+    "LEDGER_DEADLINE_SECONDS",
+    "DriftItem",
+    "ItemAction",
+    "JsonObject",
+    "ReconcilerSettings",
+    "ReportWriter",
+    "RunSummary",
+    "StripeSource",
+    "reconcile",
+]

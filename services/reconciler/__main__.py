@@ -169,12 +169,12 @@ async def run_loop(settings: ReconcilerSettings, writer: ReportWriter) -> int:
 
 
 def _write_textfile(settings: ReconcilerSettings) -> None:
-    if settings.metrics_textfile is None:
+    if settings.metrics_textfile_path is None:
         return
     try:
-        metrics.write_textfile(settings.metrics_textfile)
+        metrics.write_textfile(settings.metrics_textfile_path)
     except OSError as exc:
-        log.error("cannot write the metrics textfile: %s", exc.strerror, extra={"path": settings.metrics_textfile})
+        log.error("cannot write the metrics textfile: %s", exc.strerror, extra={"path": settings.metrics_textfile_path})
 
 
 if __name__ == "__main__":

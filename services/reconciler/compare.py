@@ -1,9 +1,9 @@
 """Pure comparison of what Stripe knows with what the ledger recorded: which drift, and which action repairs it.
 
 No I/O here. Stripe's objects are read by services.reconciler.stripe_source (ChargeFacts) and
-translated by the suite's one translation, services.common.stripe_events; ledger payments come in as
+translated by the suite's one translation, services.stripe_bridge.events; ledger payments come in as
 `LedgerPayment` values. The actions returned are the ones the gateway applies
-(services.common.payment_events.apply_action), with `source=NO_EVENT` for objects read directly.
+(services.stripe_bridge.apply.apply_action), with `source=NO_EVENT` for objects read directly.
 
     kind               Stripe says                                ledger has                       repair
     missing_credit     charge succeeded                           no payment, or INIT / FAILED     Settle
@@ -48,8 +48,17 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
-from services.common.catalog import Catalog
-from services.common.stripe_events import (
+from services.ledger.payments_domain import (
+    DISPUTE_RANK,
+    LIVE_REFUND_STATUSES,
+    REFUND_RANK,
+    RefundStatus,
+    StripeRefund,
+    refunded_amount_minor,
+)
+from services.reconciler.stripe_source import ChargeFacts
+from services.stripe_bridge.catalog import Catalog
+from services.stripe_bridge.events import (
     NO_EVENT,
     Action,
     Dispute,
@@ -65,15 +74,6 @@ from services.common.stripe_events import (
     details_from_charge,
     refund_fact,
 )
-from services.ledger.payments_domain import (
-    DISPUTE_RANK,
-    LIVE_REFUND_STATUSES,
-    REFUND_RANK,
-    RefundStatus,
-    StripeRefund,
-    refunded_amount_minor,
-)
-from services.reconciler.stripe_source import ChargeFacts
 
 PAYMENT_STATUS_PREFIX: Final = "PAYMENT_STATUS_"
 DISPUTE_STATUS_PREFIX: Final = "DISPUTE_STATUS_"

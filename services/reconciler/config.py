@@ -5,7 +5,7 @@
 | `LEDGER_TARGET`, `LEDGER_TOKEN` | the ledger's gRPC address, and this caller's token (role `reconciler`); required |
 | `STRIPE_API_KEY` | Stripe secret or restricted key (`sk_...` / `rk_...`; read access is enough); required |
 | `STRIPE_API_BASE` | Stripe API base URL override, for tests and emulators (Stripe's own) |
-| `CREDIT_PACKAGES` | JSON catalog (the seed's three packs; see services.common.catalog) |
+| `CREDIT_PACKAGES` | JSON catalog (the seed's three packs; see services.stripe_bridge.catalog) |
 | `RECONCILER_WINDOW_SECONDS` | charges created this far back are compared (259200 = 3 days) |
 | `RECONCILER_OVERLAP_SECONDS` | added to the window, so consecutive runs overlap (3600) |
 | `RECONCILER_PAGE_SIZE` | charges / events per Stripe page, 1 to 100 (100) |
@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from services.common import config
-from services.common.catalog import Catalog
 from services.common.config import ConfigError
 from services.reconciler.stripe_source import (
     ATTEMPTS_MAX_DEFAULT,
@@ -40,6 +39,8 @@ from services.reconciler.stripe_source import (
     LIST_PAGE_SIZE_MAX,
     RetryPolicy,
 )
+from services.stripe_bridge import config as stripe_config
+from services.stripe_bridge.catalog import Catalog
 
 __all__ = ["ConfigError", "ReconcilerSettings", "parse_duration_seconds", "parse_since"]
 
@@ -75,19 +76,19 @@ class ReconcilerSettings:
     catalog: Catalog
     window_seconds: int = WINDOW_SECONDS_DEFAULT
     overlap_seconds: int = OVERLAP_SECONDS_DEFAULT
-    page_size: int = RECONCILE_PAGE_SIZE_MAX
+    page_size_max: int = RECONCILE_PAGE_SIZE_MAX
     interval_seconds: int = INTERVAL_SECONDS_DEFAULT
     events_enabled: bool = True
     metrics_port: int | None = None
-    metrics_textfile: str | None = None
-    progress_seconds: int = PROGRESS_SECONDS_DEFAULT
+    metrics_textfile_path: str | None = None
+    progress_interval_seconds: int = PROGRESS_SECONDS_DEFAULT
     stripe_retry: RetryPolicy = field(default_factory=RetryPolicy)
     log_level: str = "INFO"
     since: datetime.datetime | None = None  # --since: an exact start instead of window + overlap
     dry_run: bool = False
 
     def __post_init__(self) -> None:
-        assert 1 <= self.page_size <= RECONCILE_PAGE_SIZE_MAX, self.page_size
+        assert 1 <= self.page_size_max <= RECONCILE_PAGE_SIZE_MAX, self.page_size_max
         assert WINDOW_SECONDS_MIN <= self.window_seconds <= WINDOW_SECONDS_MAX, self.window_seconds
         assert self.since is None or self.since.tzinfo is not None, self.since
 
@@ -97,8 +98,8 @@ class ReconcilerSettings:
         return cls(
             ledger_target=config.require(environ, "LEDGER_TARGET", "the ledger's host:port (for example ledger:50051)"),
             ledger_token=config.ledger_token(environ, "this caller's ledger token (role reconciler)"),
-            stripe_api_key=config.stripe_api_key(environ),
-            stripe_api_base=config.stripe_api_base(environ),
+            stripe_api_key=stripe_config.stripe_api_key(environ),
+            stripe_api_base=stripe_config.stripe_api_base(environ),
             catalog=Catalog.from_env(environ),
             window_seconds=config.integer(
                 environ, "RECONCILER_WINDOW_SECONDS", WINDOW_SECONDS_DEFAULT, WINDOW_SECONDS_MIN, WINDOW_SECONDS_MAX
@@ -106,7 +107,7 @@ class ReconcilerSettings:
             overlap_seconds=config.integer(
                 environ, "RECONCILER_OVERLAP_SECONDS", OVERLAP_SECONDS_DEFAULT, 0, OVERLAP_SECONDS_MAX
             ),
-            page_size=config.integer(
+            page_size_max=config.integer(
                 environ, "RECONCILER_PAGE_SIZE", RECONCILE_PAGE_SIZE_MAX, 1, RECONCILE_PAGE_SIZE_MAX
             ),
             interval_seconds=config.integer(
@@ -118,15 +119,15 @@ class ReconcilerSettings:
             ),
             events_enabled=_boolean(environ, "RECONCILER_EVENTS_ENABLED", True),
             metrics_port=metrics_port or None,
-            metrics_textfile=_textfile(environ),
-            progress_seconds=config.integer(
+            metrics_textfile_path=_textfile(environ),
+            progress_interval_seconds=config.integer(
                 environ, "RECONCILER_PROGRESS_SECONDS", PROGRESS_SECONDS_DEFAULT, 1, PROGRESS_SECONDS_MAX
             ),
             stripe_retry=RetryPolicy(
                 attempts_max=config.integer(
                     environ, "RECONCILER_STRIPE_ATTEMPTS_MAX", ATTEMPTS_MAX_DEFAULT, 1, STRIPE_ATTEMPTS_MAX_LIMIT
                 ),
-                backoff_max_seconds=config.number(
+                backoff_seconds_max=config.number(
                     environ,
                     "RECONCILER_STRIPE_BACKOFF_MAX_SECONDS",
                     BACKOFF_SECONDS_MAX_DEFAULT,

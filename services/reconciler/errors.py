@@ -7,9 +7,11 @@
     ├── LedgerFailure               the ledger could not be used: unreachable, token refused, internal error
     └── RunInterrupted              a stop was asked for (SIGTERM) before the run finished
 
-Foreign exceptions (stripe, grpc through services.ledger.errors) are translated into these at the module
-that meets them, `raise ... from exc`. A run that stops for any of them has applied only whole,
-idempotent ledger calls: the next run redoes what is left and nothing twice.
+Foreign exceptions are translated once where they enter (stripe by services.stripe_bridge.errors.translate,
+grpc by services.ledger.errors) and become these in the module that meets them (stripe_source.py, run.py),
+`raise ... from exc`; tests/reconciler/test_stripe_boundary.py injects each of Stripe's failures at the seam.
+A run that stops for any of them has applied only whole, idempotent ledger calls: the next run redoes
+what is left and nothing twice.
 """
 
 from __future__ import annotations

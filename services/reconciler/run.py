@@ -12,7 +12,7 @@
 
 Events go first so that a repair carries the event's id (a later redelivery of that event is then a
 duplicate in the ledger); the charges pass finds what no undelivered event explains. Repairs go
-through services.common.payment_events.apply_action, the gateway's own path: every one is an
+through services.stripe_bridge.apply.apply_action, the gateway's own path: every one is an
 idempotent ledger call, so a run stopped half-way (Stripe down, SIGTERM) is safe to run again.
 
 The ledger pass ends at the run's start: payments that this run (or a webhook meanwhile) created
@@ -36,21 +36,6 @@ from collections import defaultdict
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Sequence
 from typing import Any, Final, TextIO, TypeVar
 
-from services.common.payment_events import Outcome, apply_action
-from services.common.stripe_events import (
-    HANDLED_TYPES,
-    Action,
-    Dispute,
-    Expire,
-    Fail,
-    Ignore,
-    MalformedEvent,
-    Refund,
-    Refuse,
-    Settle,
-    dispute_action,
-    translate_event,
-)
 from services.ledger import errors
 from services.ledger.client import LedgerClient
 from services.reconciler import metrics
@@ -71,6 +56,21 @@ from services.reconciler.config import ReconcilerSettings
 from services.reconciler.errors import LedgerFailure, ReconcilerError, RunInterrupted
 from services.reconciler.report import DriftItem, ItemAction, ProgressLog, ReportWriter, RunSummary, iso_utc
 from services.reconciler.stripe_source import ChargeFacts, StripeSource, charge_facts
+from services.stripe_bridge.apply import Outcome, apply_action
+from services.stripe_bridge.events import (
+    HANDLED_TYPES,
+    Action,
+    Dispute,
+    Expire,
+    Fail,
+    Ignore,
+    MalformedEvent,
+    Refund,
+    Refuse,
+    Settle,
+    dispute_action,
+    translate_event,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ LEDGER_PAGE_SIZE_MAX: Final = 500  # ListPayments' limit, also for payment_inten
 LEDGER_LOOKUP_PAGES_MAX: Final = 4
 LEDGER_PAGES_MAX: Final = 100_000
 LEDGER_ONLY_LOOKUPS_MAX: Final = 10_000
-ANONYMIZED_CODE: Final = "account_anonymized"  # services.common.payment_events' refusal of such a purchase
+ANONYMIZED_CODE: Final = "account_anonymized"  # services.stripe_bridge.apply' refusal of such a purchase
 EVENTS_LOOKBACK_SECONDS: Final = 30 * 86_400  # Stripe's Events API retention
 LEDGER_DEADLINE_SECONDS: Final = 10.0
 LEDGER_ATTEMPTS_MAX: Final = 5
@@ -152,7 +152,7 @@ class _Run:
             started_at=iso_utc(self.started_seconds),
         )
         self.matched = PaymentIdSet()
-        self.progress = ProgressLog(settings.progress_seconds)
+        self.progress = ProgressLog(settings.progress_interval_seconds)
         self.repair_slots = asyncio.Semaphore(REPAIRS_CONCURRENT_MAX)
         self.ledger_only_lookups = 0
         self.stripe_requests_before = stripe.requests_count
@@ -212,7 +212,7 @@ class _Run:
     # --- the events pass ---
 
     async def _events_pass(self, since_seconds: int) -> None:
-        pages = self.stripe.undelivered_event_pages(since_seconds, sorted(HANDLED_TYPES), self.settings.page_size)
+        pages = self.stripe.undelivered_event_pages(since_seconds, sorted(HANDLED_TYPES), self.settings.page_size_max)
         async with contextlib.aclosing(pages):
             async for page in pages:
                 self._check_stop()
@@ -257,7 +257,7 @@ class _Run:
     # --- the charges pass ---
 
     async def _charges_pass(self) -> None:
-        pages = self.stripe.charge_pages(self.window_start_seconds, self.settings.page_size)
+        pages = self.stripe.charge_pages(self.window_start_seconds, self.settings.page_size_max)
         async with contextlib.aclosing(pages), contextlib.aclosing(_fetching_ahead(pages)) as ahead:
             async for page in ahead:
                 self._check_stop()

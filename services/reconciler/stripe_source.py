@@ -17,25 +17,25 @@ visible in the log:
     401, 403, 400, other 4xx                 StripeRefused at once (404 on a retrieve: None)
     the SDK raising anything else            StripeFailure at once, logged with its traceback
 
-Stripe's exceptions never leave this module (see services.reconciler.errors).
+Stripe's exceptions are translated once, by services.stripe_bridge.errors; this module turns the
+translation into the reconciler's own (services.reconciler.errors), `raise ... from` Stripe's exception.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import random
-import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
 
-import aiohttp
 import stripe
 
 from services.reconciler.errors import RunInterrupted, StripeFailure, StripeRefused, StripeUnavailable
+from services.stripe_bridge import client as stripe_client
+from services.stripe_bridge import errors as stripe_errors
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +45,11 @@ DISPUTES_PER_CHARGE_MAX: Final = 10
 REFUNDS_PER_CHARGE_MAX: Final = 100  # one page; also the ledger's limit of refunds per ApplyRefund
 CHARGES_PER_INTENT_MAX: Final = 10  # a declined card retried on one intent leaves a few charges
 STRIPE_REQUEST_TIMEOUT_SECONDS: Final = 30.0
-STRIPE_CONNECT_TIMEOUT_SECONDS: Final = 5.0
+STRIPE_NETWORK_RETRIES_MAX: Final = 0  # the retries are ours (RetryPolicy), each one logged
 ATTEMPTS_MAX_DEFAULT: Final = 6
 BACKOFF_SECONDS_BASE: Final = 0.5
 BACKOFF_SECONDS_MAX_DEFAULT: Final = 30.0
 RETRY_AFTER_SECONDS_MAX: Final = 60.0
-HTTP_NOT_FOUND: Final = 404
-HTTP_CONFLICT: Final = 409
-HTTP_TOO_MANY_REQUESTS: Final = 429
-HTTP_SERVER_ERROR_MIN: Final = 500
 
 JsonObject = dict[str, Any]
 
@@ -63,20 +59,20 @@ class RetryPolicy:
     """How often and how long to retry a failing Stripe call."""
 
     attempts_max: int = ATTEMPTS_MAX_DEFAULT
-    backoff_max_seconds: float = BACKOFF_SECONDS_MAX_DEFAULT
-    retry_after_max_seconds: float = RETRY_AFTER_SECONDS_MAX
+    backoff_seconds_max: float = BACKOFF_SECONDS_MAX_DEFAULT
+    retry_after_seconds_max: float = RETRY_AFTER_SECONDS_MAX
 
     def __post_init__(self) -> None:
         assert self.attempts_max >= 1, self.attempts_max
-        assert self.backoff_max_seconds >= 0, self.backoff_max_seconds
-        assert self.retry_after_max_seconds >= 0, self.retry_after_max_seconds
+        assert self.backoff_seconds_max >= 0, self.backoff_seconds_max
+        assert self.retry_after_seconds_max >= 0, self.retry_after_seconds_max
 
     def delay_seconds(self, attempt: int, retry_after_seconds: float | None) -> float:
         """Exponential backoff with jitter after failed attempt `attempt` (1-based); never below Retry-After."""
-        backoff = min(self.backoff_max_seconds, BACKOFF_SECONDS_BASE * 2 ** (attempt - 1))
+        backoff = min(self.backoff_seconds_max, BACKOFF_SECONDS_BASE * 2 ** (attempt - 1))
         delay = backoff * random.uniform(0.5, 1.0)
         if retry_after_seconds is not None:
-            delay = max(delay, min(retry_after_seconds, self.retry_after_max_seconds))
+            delay = max(delay, min(retry_after_seconds, self.retry_after_seconds_max))
         return delay
 
 
@@ -136,24 +132,17 @@ class StripeSource:
         timeout_seconds: float = STRIPE_REQUEST_TIMEOUT_SECONDS,
         stop: asyncio.Event | None = None,
     ) -> None:
-        assert timeout_seconds > 0, timeout_seconds
-        timeout = aiohttp.ClientTimeout(
-            total=timeout_seconds, connect=min(STRIPE_CONNECT_TIMEOUT_SECONDS, timeout_seconds)
+        self._connection = stripe_client.connect(
+            api_key, api_base, timeout_seconds=timeout_seconds, network_retries_max=STRIPE_NETWORK_RETRIES_MAX
         )
-        self._http_client = stripe.AIOHTTPClient(timeout=timeout)
-        self._client = stripe.StripeClient(
-            api_key,
-            base_addresses={"api": api_base} if api_base else None,
-            http_client=self._http_client,
-            max_network_retries=0,
-        )
+        self._client = self._connection.client
         self.retry = retry or RetryPolicy()
         self.stop = stop
         self.requests_count = 0
         self.retries_count = 0
 
     async def close(self) -> None:
-        await self._http_client.close_async()
+        await self._connection.close()
 
     # --- lists ---
 
@@ -246,24 +235,23 @@ class StripeSource:
             try:
                 response = await self._client.raw_request_async("get", path, **params)
             except stripe.StripeError as exc:
-                if missing_ok and exc.http_status == HTTP_NOT_FOUND:
+                failure = stripe_errors.translate(exc, f"GET {path}")
+                if missing_ok and isinstance(failure, stripe_errors.StripeNotFound):
                     return None
-                retryable, retry_after_seconds = _retry_decision(exc)
-                summary = _summary(path, exc)
-                if not retryable:
+                if not failure.retryable:
                     _log_failure(path, exc, attempt, None)
-                    raise StripeRefused(summary) from exc
+                    raise StripeRefused(str(failure)) from exc
                 if attempt == self.retry.attempts_max:
                     _log_failure(path, exc, attempt, None)
-                    raise StripeUnavailable(f"{summary}, still failing after {attempt} attempts") from exc
-                delay_seconds = self.retry.delay_seconds(attempt, retry_after_seconds)
+                    raise StripeUnavailable(f"{failure}, still failing after {attempt} attempts") from exc
+                delay_seconds = self.retry.delay_seconds(attempt, failure.retry_after_seconds)
                 _log_failure(path, exc, attempt, delay_seconds)
                 self.retries_count += 1
                 await self._wait(delay_seconds)
                 continue
             except Exception as exc:  # The SDK's own defect (not a StripeError): not retried, never escapes raw.
                 log.error("stripe SDK failed: %s on GET %s", type(exc).__name__, path, exc_info=exc)
-                raise StripeFailure(f"GET {path}: the stripe SDK raised {type(exc).__name__}") from exc
+                raise StripeFailure(str(stripe_errors.sdk_failure(exc, f"GET {path}"))) from exc
             data = response.data
             if not isinstance(data, dict):
                 raise StripeFailure(f"GET {path}: the answer is not a JSON object")
@@ -284,56 +272,6 @@ class StripeSource:
 def _object_path(collection: str, object_id: str) -> str:
     """`/v1/charges/ch_...`; the id is quoted, so an id from outside cannot name another path."""
     return f"{collection}/{quote(object_id, safe='')}"
-
-
-def _retry_decision(exc: stripe.StripeError) -> tuple[bool, float | None]:
-    """Whether to retry, and Stripe's Retry-After in seconds if it sent one."""
-    headers = exc.headers or {}
-    should_retry = (_header(headers, "Stripe-Should-Retry") or "").strip().lower()
-    if should_retry == "false":
-        return False, None
-    retry_after_seconds = _retry_after_seconds(_header(headers, "Retry-After"))
-    if should_retry == "true":
-        return True, retry_after_seconds
-    if isinstance(exc, stripe.APIConnectionError):
-        return bool(getattr(exc, "should_retry", True)), None
-    status = exc.http_status
-    if isinstance(exc, stripe.RateLimitError) or status == HTTP_TOO_MANY_REQUESTS:
-        return True, retry_after_seconds
-    if status is not None and (status >= HTTP_SERVER_ERROR_MIN or status == HTTP_CONFLICT):
-        return True, retry_after_seconds
-    return False, None
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is not None:
-        return value
-    lowered = name.lower()
-    for key, item in headers.items():
-        if key.lower() == lowered:
-            return item
-    return None
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as delta-seconds or an HTTP date; None when absent or unreadable."""
-    if value is None or not value.strip():
-        return None
-    try:
-        return max(0.0, float(value.strip()))
-    except ValueError:
-        pass
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - time.time())
-
-
-def _summary(path: str, exc: stripe.StripeError) -> str:
-    status = f" (HTTP {exc.http_status})" if exc.http_status else ""
-    return f"GET {path}: {type(exc).__name__}{status}"
 
 
 def _log_failure(path: str, exc: stripe.StripeError, attempt: int, delay_seconds: float | None) -> None:

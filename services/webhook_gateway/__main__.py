@@ -25,13 +25,13 @@ from services.common.logs import configure_logging, register_secret
 from services.common.metrics import start_metrics_server
 from services.common.tracing import configure_tracing
 from services.ledger.client import LedgerClient
+from services.stripe_bridge.api import StripeApi
 from services.webhook_gateway.app import build_app
 from services.webhook_gateway.config import WEBHOOK_PATH, GatewaySettings
 from services.webhook_gateway.context import GATEWAY_KEY
 from services.webhook_gateway.http_errors import GatewayRunner
 from services.webhook_gateway.ledger_client import GatewayLedgerClient
 from services.webhook_gateway.ratelimit import connect_redis
-from services.webhook_gateway.stripe_client import StripeApi
 
 log = logging.getLogger("services.webhook_gateway")
 
@@ -51,13 +51,14 @@ async def run(settings: GatewaySettings) -> None:
     runner = GatewayRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_seconds)
     try:
         await runner.setup()
-        host, _, port = settings.listen.rpartition(":")
+        host, _, port = settings.listen_address.rpartition(":")
         site = web.TCPSite(runner, host.strip("[]"), int(port), shutdown_timeout=settings.shutdown_grace_seconds)
         await site.start()
         metrics_server = start_metrics_server(settings.metrics_port)
         bound_port = _bound_port(runner, int(port))
         # Log lines, not prints: every line on stderr is JSON (docs/observability.md); the message stays greppable.
-        log.info("webhook gateway listening on %s (port %d)", settings.listen, bound_port, extra={"port": bound_port})
+        address = settings.listen_address
+        log.info("webhook gateway listening on %s (port %d)", address, bound_port, extra={"port": bound_port})
         url = webhook_url(host, bound_port)
         log.info("webhook URL: %s", url, extra={"webhook_url": url})
         if not stripe_api.configured:
@@ -126,7 +127,7 @@ def main() -> int:
     try:
         event_loop.run(run(settings), settings.event_loop)
     except OSError as exc:
-        print(f"{SERVICE_NAME}: cannot listen on {settings.listen}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"{SERVICE_NAME}: cannot listen on {settings.listen_address}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     finally:
         if tracer_provider is not None:

@@ -26,16 +26,18 @@ from services.common.metrics import metrics_handler
 from services.common.request_ids import request_id_middleware
 from services.common.tracing import aiohttp_tracing_middleware
 from services.ledger.client import LedgerClient
+from services.stripe_bridge.api import StripeApi
 from services.webhook_gateway.auth import JWT_VERIFIER_KEY, JwtVerifier, authenticated_user_id
 from services.webhook_gateway.checkout import CHECKOUT_PATHS, create_checkout
 from services.webhook_gateway.config import WEBHOOK_BODY_BYTES_MAX, WEBHOOK_PATH, GatewaySettings
 from services.webhook_gateway.context import GATEWAY_KEY, GatewayContext
 from services.webhook_gateway.cors import CorsPolicy, cors_middleware
 from services.webhook_gateway.edge_routes import add_edge_routes
-from services.webhook_gateway.http_errors import HttpError, error_middleware
+from services.webhook_gateway.errors import HttpError
+from services.webhook_gateway.http_errors import error_middleware
 from services.webhook_gateway.metrics import http_metrics_middleware
+from services.webhook_gateway.openapi import add_openapi_route
 from services.webhook_gateway.ratelimit import edge_rate_limit_middleware
-from services.webhook_gateway.stripe_client import StripeApi
 from services.webhook_gateway.webhooks import stripe_webhook
 
 BROWSER_ROUTE_PREFIXES: Final = (*CHECKOUT_PATHS, "/me", "/admin", "/gdpr")
@@ -79,6 +81,7 @@ def build_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     add_edge_routes(app)
+    add_openapi_route(app, settings.catalog)
     return app
 
 

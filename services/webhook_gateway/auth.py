@@ -17,7 +17,7 @@ claim missing, audience, issuer, signature, algorithm, malformed), never a key, 
 configured audience/issuer. PyJWT verifies the signature before any claim, so only a token signed with
 the right key learns which claim failed; anyone else learns "signature".
 
-`sub` must be a user id the ledger can store (services.common.stripe_events.is_valid_user_id: 1 to
+`sub` must be a user id the ledger can store (services.stripe_bridge.events.is_valid_user_id: 1 to
 128 printable ASCII characters without spaces): every other subject (missing, empty, too long, a space
 or a control character, not a string) is the same mistake and gets the same 401.
 
@@ -41,10 +41,10 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from services.common.stripe_events import USER_ID_CHARS_MAX, is_valid_user_id
-from services.webhook_gateway.http_errors import HttpError
+from services.stripe_bridge.events import USER_ID_CHARS_MAX, is_valid_user_id
+from services.webhook_gateway.errors import HttpError
+from services.webhook_gateway.jwt_keys import check_hs256_secret, classify_public_key
 
 if TYPE_CHECKING:
     from services.webhook_gateway.edge_config import EdgeSettings
@@ -54,8 +54,6 @@ logger = logging.getLogger(__name__)
 TOKEN_BYTES_MAX: Final = 8 * 1024
 LEEWAY_SECONDS_DEFAULT: Final = 10
 LEEWAY_SECONDS_MAX: Final = 30
-HS256_SECRET_BYTES_MIN: Final = 32  # RFC 7518 §3.2: at least the hash output size.
-RSA_KEY_BITS_MIN: Final = 2048
 SUBJECT_CHARS_MAX: Final = USER_ID_CHARS_MAX  # `sub` is the ledger's user id.
 ROLES_MAX: Final = 32
 ROLE_CHARS_MAX: Final = 64
@@ -69,7 +67,6 @@ JWKS_REFRESH_COOLDOWN_SECONDS: Final = 30.0  # Bounds refetches triggered by unk
 JWKS_RETRY_AFTER_SECONDS: Final = 5
 
 _BEARER_SCHEME: Final = "bearer"
-_ALGORITHM_FOR_EC_CURVE: Final[Mapping[str, str]] = {ec.SECP256R1.name: "ES256"}
 
 # Which check refused a token, most specific class first (PyJWT's classes subclass each other):
 # (class, the check's name for the log line, the 401 message). Messages name the check, never a value.
@@ -111,34 +108,6 @@ def _jwks_unavailable() -> HttpError:
     return HttpError(
         503, "UNAVAILABLE", "token keys are unavailable; retry later", {"Retry-After": str(JWKS_RETRY_AFTER_SECONDS)}
     )
-
-
-def classify_public_key(pem: str) -> tuple[rsa.RSAPublicKey | ec.EllipticCurvePublicKey, str]:
-    """Load a PEM public key and return it with the one algorithm it may verify; ValueError otherwise."""
-    try:
-        key = load_pem_public_key(pem.encode("ascii"))
-    except (ValueError, TypeError, UnicodeEncodeError) as exc:
-        raise ValueError("not a PEM public key (expected -----BEGIN PUBLIC KEY-----)") from exc
-    if isinstance(key, rsa.RSAPublicKey):
-        if key.key_size < RSA_KEY_BITS_MIN:
-            raise ValueError(f"RSA key has {key.key_size} bits; at least {RSA_KEY_BITS_MIN} required")
-        return key, "RS256"
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        algorithm = _ALGORITHM_FOR_EC_CURVE.get(key.curve.name)
-        if algorithm is None:
-            raise ValueError(f"EC curve {key.curve.name} is not supported; expected P-256 (ES256)")
-        return key, algorithm
-    raise ValueError(f"{type(key).__name__} keys are not supported; expected RSA (RS256) or EC P-256 (ES256)")
-
-
-def check_hs256_secret(secret: str) -> bytes:
-    """Return the secret's bytes, or ValueError if it is too short or is really a PEM key."""
-    secret_bytes = secret.encode("utf-8")
-    if len(secret_bytes) < HS256_SECRET_BYTES_MIN:
-        raise ValueError(f"HS256 secret has {len(secret_bytes)} bytes; at least {HS256_SECRET_BYTES_MIN} required")
-    if secret.lstrip().startswith("-----BEGIN"):
-        raise ValueError("looks like a PEM key; an HS256 secret must be a random string (use JWT_PUBLIC_KEY)")
-    return secret_bytes
 
 
 class _KeySource(Protocol):

@@ -42,25 +42,20 @@ from typing import Any, Final
 from aiohttp import web
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
-from services.common.catalog import Catalog, Package
-from services.common.payment_events import details_proto
-from services.common.stripe_events import USER_ID_CHARS_MAX, PaymentDetails, is_valid_user_id
 from services.ledger import errors
 from services.ledger.client import LedgerClient
+from services.stripe_bridge.api import CheckoutSession, StripeApi
+from services.stripe_bridge.apply import details_proto
+from services.stripe_bridge.catalog import Catalog, Package
+from services.stripe_bridge.errors import StripeIdempotencyConflict, StripeRefused, StripeUnavailable
+from services.stripe_bridge.events import USER_ID_CHARS_MAX, PaymentDetails, is_valid_user_id
 from services.webhook_gateway.auth import require_user
 from services.webhook_gateway.checkout_config import CheckoutOptions
 from services.webhook_gateway.config import CHECKOUT_BODY_BYTES_MAX, GatewaySettings
 from services.webhook_gateway.context import GATEWAY_KEY
 from services.webhook_gateway.edge_routes import checkout_not_configured
-from services.webhook_gateway.http_errors import HttpError
+from services.webhook_gateway.errors import HttpError, PaymentProviderError
 from services.webhook_gateway.metrics import CHECKOUT_SESSIONS_CREATED
-from services.webhook_gateway.stripe_client import (
-    CheckoutSession,
-    StripeApi,
-    StripeIdempotencyConflict,
-    StripeRefused,
-    StripeUnavailable,
-)
 from services.webhook_gateway.webhooks import read_body_limited
 
 log = logging.getLogger(__name__)
@@ -89,7 +84,7 @@ async def create_checkout(request: web.Request) -> web.Response:
     package = _requested_package(await _json_body(request), gateway.catalog)
     idempotency_key = stripe_idempotency_key(principal.user_id, request.headers.get("Idempotency-Key"))
     params = checkout_session_params(package, principal.user_id, gateway.settings)
-    session = await _create_session(gateway.stripe, params, idempotency_key)
+    session = await create_session(gateway.stripe, params, idempotency_key)
     details = PaymentDetails(
         user_id=principal.user_id,
         package_id=package.package_id,
@@ -189,15 +184,12 @@ def _add_checkout_options(params: dict[str, Any], price_data: dict[str, Any], op
             price_data["tax_behavior"] = options.tax_behavior
 
 
-async def _create_session(stripe_api: StripeApi, params: dict[str, Any], idempotency_key: str) -> CheckoutSession:
+async def create_session(stripe_api: StripeApi, params: dict[str, Any], idempotency_key: str) -> CheckoutSession:
+    """The session, or PaymentProviderError raised from Stripe's failure (StripeSdkFailure, a defect, passes)."""
     try:
         return await stripe_api.create_checkout_session(params, idempotency_key)
-    except StripeUnavailable:
-        raise _unavailable("the payment provider is unavailable; retry later") from None
-    except StripeIdempotencyConflict:
-        raise HttpError(409, "IDEMPOTENCY_KEY_REUSED", "this Idempotency-Key was used with other parameters") from None
-    except StripeRefused:
-        raise HttpError(502, "PAYMENT_PROVIDER_ERROR", "the payment provider refused the request") from None
+    except (StripeUnavailable, StripeIdempotencyConflict, StripeRefused) as exc:
+        raise PaymentProviderError.from_failure(exc) from exc
 
 
 async def _open_payment(ledger: LedgerClient, details: PaymentDetails) -> pb.OpenPaymentResponse:

@@ -8,7 +8,7 @@
                                      Stripe account's default tax behavior)
 
 Either way the pack is still matched on the session's `amount_subtotal`, the catalog price, and the
-ledger records what was paid beside it (services.common.stripe_events). Both are off by default: turn
+ledger records what was paid beside it (services.stripe_bridge.events). Both are off by default: turn
 them on only once the Stripe account is set up for them (a promotion code must exist; Stripe Tax must
 be registered where the customers are), or Stripe refuses the session (502 PAYMENT_PROVIDER_ERROR).
 """

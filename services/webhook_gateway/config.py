@@ -11,7 +11,7 @@
 | `STRIPE_API_BASE` | Stripe API base URL override, for tests and emulators (Stripe's own) |
 | `STRIPE_ACCOUNT_ID` | the Stripe account served (`acct_...`); events naming it in `account` are its own (unset) |
 | `STRIPE_CONNECT_EVENTS` | `true`: apply events of other (connected) accounts too (false: record and refuse them) |
-| `CREDIT_PACKAGES` | JSON catalog (the seed's three packs; see services.common.catalog) |
+| `CREDIT_PACKAGES` | JSON catalog (the seed's three packs; see services.stripe_bridge.catalog) |
 | `CHECKOUT_SUCCESS_URL`, `CHECKOUT_CANCEL_URL` | Checkout return pages (`http://localhost:3000/credits?...`) |
 | `CHECKOUT_ALLOW_PROMOTION_CODES`, `CHECKOUT_AUTOMATIC_TAX`, `CHECKOUT_TAX_BEHAVIOR` | see checkout_config (off) |
 | `METRICS_PORT` | serve `/metrics` on this port too (unset: only on the main port) |
@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from services.common import config, event_loop
-from services.common.catalog import Catalog
 from services.common.config import ConfigError
+from services.stripe_bridge import config as stripe_config
+from services.stripe_bridge.catalog import Catalog
 from services.webhook_gateway.checkout_config import CheckoutOptions
 from services.webhook_gateway.edge_config import EdgeSettings
 
@@ -57,7 +58,7 @@ CHECKOUT_CANCEL_URL_DEFAULT: Final = "http://localhost:3000/credits?checkout=can
 class GatewaySettings:
     """Everything the gateway needs; build with `GatewaySettings.from_env(os.environ)`."""
 
-    listen: str
+    listen_address: str
     ledger_target: str
     ledger_token: str = field(repr=False)
     stripe_webhook_secrets: tuple[str, ...] = field(repr=False)
@@ -73,20 +74,20 @@ class GatewaySettings:
     edge: EdgeSettings
     event_loop: str = "auto"  # GATEWAY_EVENT_LOOP: uvloop when installed (auto), uvloop, or asyncio
     stripe_account_id: str | None = None  # STRIPE_ACCOUNT_ID
-    stripe_connect_events: bool = False  # STRIPE_CONNECT_EVENTS
+    stripe_connect_events_enabled: bool = False  # STRIPE_CONNECT_EVENTS
     # Promotion codes and automatic tax (off); see services.webhook_gateway.checkout_config.
     checkout_options: CheckoutOptions = field(default_factory=CheckoutOptions)
 
     @property
     def stripe_livemode(self) -> bool:
         """The mode of the events this deployment applies: its API key's (no key: test mode)."""
-        return config.stripe_key_livemode(self.stripe_api_key)
+        return stripe_config.stripe_key_livemode(self.stripe_api_key)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> GatewaySettings:
         metrics_port = config.integer(environ, "METRICS_PORT", 0, 0, 65535)
         return cls(
-            listen=config.listen_address(environ, "GATEWAY_LISTEN", LISTEN_DEFAULT),
+            listen_address=config.listen_address(environ, "GATEWAY_LISTEN", LISTEN_DEFAULT),
             ledger_target=config.require(environ, "LEDGER_TARGET", "the ledger's host:port (for example ledger:50051)"),
             ledger_token=config.ledger_token(environ, "this caller's ledger token (role payments)"),
             stripe_webhook_secrets=_webhook_secrets(environ),
@@ -94,7 +95,7 @@ class GatewaySettings:
                 environ, "STRIPE_TOLERANCE_SECONDS", STRIPE_TOLERANCE_SECONDS_DEFAULT, 1, STRIPE_TOLERANCE_SECONDS_MAX
             ),
             stripe_api_key=_stripe_api_key(environ),
-            stripe_api_base=config.stripe_api_base(environ),
+            stripe_api_base=stripe_config.stripe_api_base(environ),
             catalog=Catalog.from_env(environ),
             checkout_success_url=config.http_url(environ, "CHECKOUT_SUCCESS_URL") or CHECKOUT_SUCCESS_URL_DEFAULT,
             checkout_cancel_url=config.http_url(environ, "CHECKOUT_CANCEL_URL") or CHECKOUT_CANCEL_URL_DEFAULT,
@@ -109,8 +110,8 @@ class GatewaySettings:
             log_level=config.log_level(environ),
             edge=EdgeSettings.from_env(environ),
             event_loop=event_loop.setting(environ, "GATEWAY_EVENT_LOOP"),
-            stripe_account_id=config.stripe_account_id(environ),
-            stripe_connect_events=config.flag(environ, "STRIPE_CONNECT_EVENTS", False),
+            stripe_account_id=stripe_config.stripe_account_id(environ),
+            stripe_connect_events_enabled=config.flag(environ, "STRIPE_CONNECT_EVENTS", False),
             checkout_options=CheckoutOptions.from_env(environ),
         )
 
@@ -122,7 +123,7 @@ def _stripe_api_key(environ: Mapping[str, str]) -> str | None:
         raise ConfigError(f"CHECKOUT_ENABLED: expected true or false, got {enabled[:20]!r}")
     if enabled.lower() == "false":
         return None
-    return config.stripe_api_key(environ)
+    return stripe_config.stripe_api_key(environ)
 
 
 def _webhook_secrets(environ: Mapping[str, str]) -> tuple[str, ...]:

@@ -11,10 +11,10 @@ from typing import Final
 
 from aiohttp import web
 
-from services.common.catalog import Catalog
 from services.ledger.client import LedgerClient
+from services.stripe_bridge.api import StripeApi
+from services.stripe_bridge.catalog import Catalog
 from services.webhook_gateway.config import GatewaySettings
-from services.webhook_gateway.stripe_client import StripeApi
 
 
 @dataclass

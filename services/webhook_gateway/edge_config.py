@@ -27,7 +27,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from services.common.config import ConfigError, integer, optional
-from services.webhook_gateway.auth import check_hs256_secret, classify_public_key
+from services.webhook_gateway.jwt_keys import check_hs256_secret, classify_public_key
 
 __all__ = ["ConfigError", "EdgeSettings", "parse_origin"]
 

@@ -51,7 +51,8 @@ from credits.ledger.v1 import ledger_service_pb2 as pb
 from services.ledger import errors, validation
 from services.webhook_gateway.auth import Principal, permission_denied, require_admin, require_user
 from services.webhook_gateway.context import GATEWAY_KEY
-from services.webhook_gateway.http_errors import INTERNAL_MESSAGE, MESSAGE_CHARS_MAX, HttpError
+from services.webhook_gateway.errors import MESSAGE_CHARS_MAX, HttpError
+from services.webhook_gateway.http_errors import INTERNAL_MESSAGE
 from services.webhook_gateway.webhooks import read_body_limited
 
 log = logging.getLogger(__name__)
@@ -118,17 +119,15 @@ _CURSOR_RE: Final = re.compile(CURSOR_PATTERN)
 
 
 def add_edge_routes(app: web.Application) -> None:
-    """Register the edge routes on `app` (called by `build_app` before the application is frozen)."""
-    # openapi.py describes these routes, so it imports this module: import it at registration instead.
-    from services.webhook_gateway.openapi import OPENAPI_BYTES_KEY, OPENAPI_PATH, document_bytes, serve_openapi
+    """Register the edge routes on `app` (called by `build_app` before the application is frozen).
 
-    app[OPENAPI_BYTES_KEY] = document_bytes(app[GATEWAY_KEY].catalog)
-
+    The OpenAPI document that describes them is registered by openapi.add_openapi_route: openapi.py
+    imports this module (the route table), never the other way round.
+    """
     # allow_head=False: HEAD is no operation of these routes, and the OpenAPI document lists every route.
     app.router.add_get(ME_CREDITS_PATH, get_my_credits, allow_head=False)
     app.router.add_post(ADMIN_ADJUST_PATH, admin_adjust)
     app.router.add_post(GDPR_DELETE_PATH, gdpr_delete)
-    app.router.add_get(OPENAPI_PATH, serve_openapi, allow_head=False)
 
 
 # --- handlers -----------------------------------------------------------------------------------

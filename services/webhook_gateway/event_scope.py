@@ -54,7 +54,7 @@ class EventScope:
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> EventScope:
-        return cls(settings.stripe_livemode, settings.stripe_account_id, settings.stripe_connect_events)
+        return cls(settings.stripe_livemode, settings.stripe_account_id, settings.stripe_connect_events_enabled)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,9 +5,10 @@ Every route answers an error as::
     {"error": {"code": "UPPER_SNAKE", "message": "a sentence for humans"}}
 
 `code` is a stable token clients branch on; `message` may change wording. Handlers raise
-`HttpError`; `error_middleware` renders it, renders aiohttp's own HTTP errors (404, 405, 413, ...)
-the same way, and turns anything else into 500 `INTERNAL` without echoing the exception: the
-stack trace goes to the log, never to the client.
+`HttpError` (services.webhook_gateway.errors, the gateway's exception tree); `error_middleware`
+renders it, renders aiohttp's own HTTP errors (404, 405, 413, ...) the same way, and turns anything
+else into 500 `INTERNAL` without echoing the exception: the stack trace goes to the log, never to
+the client.
 
 A request aiohttp's parser refuses before any route or middleware runs (a 9 KB header line, a URL or
 cookie beyond `HEADER_LINE_BYTES_MAX`, more than `HEADERS_MAX` headers, a NUL in a header value,
@@ -29,10 +30,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
 
+from services.webhook_gateway.errors import MESSAGE_CHARS_MAX, HttpError
+
 logger = logging.getLogger(__name__)
 
-CODE_PATTERN: Final = re.compile(r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$")
-MESSAGE_CHARS_MAX: Final = 512
 INTERNAL_MESSAGE: Final = "internal error"
 # aiohttp's parser limits, passed explicitly (its defaults, named here): one request line or header line
 # at most this many bytes, at most this many header lines.
@@ -62,20 +63,6 @@ CODE_BY_STATUS: Final[Mapping[int, str]] = {
 
 # aiohttp sets these from the body it renders; ours replaces that body, so they must not be copied.
 _BODY_HEADERS: Final = frozenset({"content-type", "content-length", "content-encoding", "transfer-encoding"})
-
-
-class HttpError(Exception):
-    """An error a handler (or middleware) answers with the JSON error body."""
-
-    def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> None:
-        assert 400 <= status <= 599, status
-        assert CODE_PATTERN.match(code), code
-        assert len(message) <= MESSAGE_CHARS_MAX, len(message)
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers: dict[str, str] = dict(headers or {})
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:

@@ -44,7 +44,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import Counter, Histogram
 
-from services.common.stripe_events import HANDLED_TYPES
+from services.common.metrics import latency_buckets
+from services.stripe_bridge.events import HANDLED_TYPES
 from services.webhook_gateway.event_scope import FOREIGN_CODES
 
 OTHER_EVENT_TYPE: Final = "other"
@@ -64,21 +65,7 @@ REJECTION_REASON_BY_CODE: Final[Mapping[str, str]] = {
 OTHER_REJECTION_REASON: Final = "other"
 # Webhooks answer in milliseconds and give up on the ledger after 8 s; the 30 s bucket is the SLO's
 # threshold and 60 s catches anything that overran it.
-WEBHOOK_DURATION_BUCKETS_SECONDS: Final = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-)
+WEBHOOK_DURATION_BUCKETS_SECONDS: Final = latency_buckets(0.005, 60.0)
 SLO_THRESHOLD_SECONDS: Final = 30.0
 assert SLO_THRESHOLD_SECONDS in WEBHOOK_DURATION_BUCKETS_SECONDS
 
@@ -119,7 +106,7 @@ HTTP_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"
 OTHER_METHOD: Final = "other"
 UNMATCHED_ROUTE: Final = "unmatched"
 UNMEASURED_PATHS: Final = frozenset({"/metrics"})  # The scrape would measure itself.
-HTTP_DURATION_BUCKETS_SECONDS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+HTTP_DURATION_BUCKETS_SECONDS: Final = latency_buckets(0.005, 30.0)
 HTTP_INTERNAL_ERROR_STATUS: Final = 500
 
 HTTP_REQUESTS = Counter(

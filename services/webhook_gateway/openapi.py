@@ -25,13 +25,13 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from services.common.catalog import CREDITS_MAX, Catalog
-from services.common.payment_events import Outcome
 from services.ledger import validation
+from services.stripe_bridge.apply import Outcome
+from services.stripe_bridge.catalog import CREDITS_MAX, Catalog
 from services.webhook_gateway import edge_routes as edge
 from services.webhook_gateway.checkout import CHECKOUT_PATHS, IDEMPOTENCY_KEY_PATTERN
 from services.webhook_gateway.config import CHECKOUT_BODY_BYTES_MAX, WEBHOOK_BODY_BYTES_MAX, WEBHOOK_PATH
-from services.webhook_gateway.http_errors import CODE_PATTERN, MESSAGE_CHARS_MAX
+from services.webhook_gateway.errors import CODE_PATTERN, MESSAGE_CHARS_MAX
 
 OPENAPI_PATH: Final = "/openapi.json"
 OPENAPI_VERSION: Final = "3.0.3"
@@ -624,8 +624,14 @@ def document_bytes(catalog: Catalog) -> bytes:
     return json.dumps(build_document(catalog), indent=2, sort_keys=False).encode("utf-8")
 
 
+def add_openapi_route(app: web.Application, catalog: Catalog) -> None:
+    """Register GET /openapi.json, with the document of `catalog` built once (called by `build_app`)."""
+    app[OPENAPI_BYTES_KEY] = document_bytes(catalog)
+    app.router.add_get(OPENAPI_PATH, serve_openapi, allow_head=False)  # HEAD is no operation of the document.
+
+
 async def serve_openapi(request: web.Request) -> web.Response:
-    """GET /openapi.json: the document of this application's catalog (built once, in add_edge_routes)."""
+    """GET /openapi.json: the document of this application's catalog (built once, in add_openapi_route)."""
     return web.Response(
         body=request.app[OPENAPI_BYTES_KEY],
         content_type="application/json",

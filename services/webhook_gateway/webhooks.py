@@ -1,4 +1,4 @@
-"""`POST /webhooks/stripe`: verify, translate (services.common.stripe_events), apply (services.common.payment_events).
+"""`POST /webhooks/stripe`: verify, translate (services.stripe_bridge.events), apply (services.stripe_bridge.apply).
 
     step                                  failure                                   answer
     read the body (WEBHOOK_BODY_BYTES_MAX)  larger                                  413 PAYLOAD_TOO_LARGE
@@ -57,8 +57,10 @@ from typing import Any, Final
 import stripe
 from aiohttp import web
 
-from services.common.payment_events import apply_action
-from services.common.stripe_events import (
+from services.ledger import errors
+from services.stripe_bridge.apply import apply_action
+from services.stripe_bridge.errors import MalformedThinEvent, StripeFailure, StripeUnavailable
+from services.stripe_bridge.events import (
     Action,
     EventSource,
     Ignore,
@@ -68,11 +70,10 @@ from services.common.stripe_events import (
     shown,
     translate_event,
 )
-from services.ledger import errors
 from services.webhook_gateway.config import WEBHOOK_BODY_BYTES_MAX
 from services.webhook_gateway.context import GATEWAY_KEY, GatewayContext
+from services.webhook_gateway.errors import HttpError
 from services.webhook_gateway.event_scope import EventScope, MalformedScope, foreign
-from services.webhook_gateway.http_errors import HttpError
 from services.webhook_gateway.metrics import (
     OUTCOME_FAILED,
     OUTCOME_REFUSED,
@@ -82,7 +83,6 @@ from services.webhook_gateway.metrics import (
     record_webhook,
     rejection_reason,
 )
-from services.webhook_gateway.stripe_client import MalformedThinEvent, StripeFailure, StripeUnavailable
 
 log = logging.getLogger(__name__)
 

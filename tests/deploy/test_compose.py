@@ -466,7 +466,7 @@ def test_ports_are_the_ones_the_services_listen_on() -> None:
     gateway = build_settings("gateway", environment("gateway"))[0]
     reconciler = build_settings("reconciler", environment("reconciler"))[0]
     assert container_ports("ledger") == {port_of(ledger.listen), ledger.metrics_port}
-    assert container_ports("gateway") == {port_of(gateway.listen)}
+    assert container_ports("gateway") == {port_of(gateway.listen_address)}
     assert container_ports("reconciler") == {reconciler.metrics_port}
     for name in ("gateway", "reconciler", "creditsctl"):
         host, _, port = environment(name)["LEDGER_TARGET"].rpartition(":")
@@ -489,13 +489,13 @@ def python_snippet_urls(name: str) -> list[str]:
 
 async def test_the_gateway_healthcheck_asks_its_readiness_route() -> None:
     from services.ledger.client import LedgerClient
+    from services.stripe_bridge.api import StripeApi
     from services.webhook_gateway.app import build_app
-    from services.webhook_gateway.stripe_client import StripeApi
 
     settings = build_settings("gateway", environment("gateway"))[0]
     (url,) = python_snippet_urls("gateway")
     parts = urlsplit(url)
-    assert parts.hostname == "127.0.0.1" and parts.port == port_of(settings.listen)
+    assert parts.hostname == "127.0.0.1" and parts.port == port_of(settings.listen_address)
     ledger = LedgerClient(settings.ledger_target, settings.ledger_token)
     stripe_api = StripeApi(settings.stripe_api_key, settings.stripe_api_base)
     try:

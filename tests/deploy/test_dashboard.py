@@ -36,7 +36,7 @@ OBSERVABILITY_DOC = ROOT / "docs" / "observability.md"
 # Every module that defines metrics; importing them registers the metrics in the default registry.
 METRIC_MODULES = (
     "services.common.metrics",
-    "services.common.payment_events",
+    "services.stripe_bridge.apply",
     "services.ledger.metrics",
     "services.webhook_gateway.metrics",
     "services.webhook_gateway.ratelimit",

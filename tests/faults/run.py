@@ -29,7 +29,7 @@ import aiohttp
 import asyncpg
 from alembic import command
 
-from services.common.catalog import Catalog
+from services.stripe_bridge.catalog import Catalog
 from tests.conftest import alembic_config
 from tests.fakes.stripe_api import API_KEY_DEFAULT, running_fake_stripe_in_thread
 from tests.faults import checker

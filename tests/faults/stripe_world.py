@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from services.common.catalog import Catalog, Package
+from services.stripe_bridge.catalog import Catalog, Package
 from tests.fakes.stripe_api import FakeStripe
 from tests.fakes.stripe_events import JsonObject, purchase_metadata
 

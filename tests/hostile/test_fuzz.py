@@ -10,6 +10,7 @@ The tests are synchronous (hypothesis drives them) and run their async parts on 
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import time
@@ -24,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
-from services.common.stripe_events import HANDLED_TYPES
+from services.stripe_bridge.events import HANDLED_TYPES
 from tests.conftest import ALL_ROLES_TOKEN
 from tests.fakes import stripe_events as se
 from tests.hostile.conftest import gateway_healthy, invariant_violations, leaks, ledger_healthy
@@ -52,6 +53,13 @@ FORBIDDEN_CODES: Final = frozenset(
 CALL_TIMEOUT_SECONDS: Final = 20.0
 HEADER_TEXT: Final = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=300)
 FUZZ_USERS: Final = ("fuzz-user-1", "fuzz-user-2", "fuzz-user-3")
+FUZZ_TARGETS: Final = ("webhook-headers-and-bodies", "validly-signed-events", "grpc-request-messages")
+
+
+@pytest.fixture(scope="session")
+def fuzz_examples_passed() -> collections.Counter[str]:
+    """Examples each fuzz target ran to the end, for the check after the fuzz (which requires all three)."""
+    return collections.Counter()
 
 # --- JSON values and Stripe-shaped objects ---------------------------------------------------------
 
@@ -145,18 +153,21 @@ SIGNATURE_HEADERS: Final = st.one_of(
     signatures=st.lists(SIGNATURE_HEADERS, max_size=2),
     content_type=st.none() | HEADER_TEXT,
 )
-def test_fuzz_webhook_headers_and_bodies(hostile_loop, hostile_http, hostile_gateway, body, signatures, content_type):
+def test_fuzz_webhook_headers_and_bodies(
+    hostile_loop, hostile_http, hostile_gateway, fuzz_examples_passed, body, signatures, content_type
+):
     headers = [("Stripe-Signature", signature) for signature in signatures]
     if content_type is not None:
         headers.append(("Content-Type", content_type))
     status, text = _post(hostile_loop, hostile_http, hostile_gateway, body, headers)
     assert status in (400, 413), text  # nothing unsigned gets further than the signature
     assert not leaks(text)
+    fuzz_examples_passed["webhook-headers-and-bodies"] += 1
 
 
 @FUZZ_SETTINGS
 @given(event=stripe_events(), pretty=st.booleans())
-def test_fuzz_validly_signed_events(hostile_loop, hostile_http, hostile_gateway, event, pretty):
+def test_fuzz_validly_signed_events(hostile_loop, hostile_http, hostile_gateway, fuzz_examples_passed, event, pretty):
     body = json.dumps(event, indent=2 if pretty else None).encode()
     headers = [("Content-Type", "application/json"), ("Stripe-Signature", se.sign(body, WEBHOOK_SECRET))]
     status, text = _post(hostile_loop, hostile_http, hostile_gateway, body, headers)
@@ -164,6 +175,7 @@ def test_fuzz_validly_signed_events(hostile_loop, hostile_http, hostile_gateway,
     if status == 200:
         assert json.loads(text)["outcome"] in ("applied", "duplicate", "ignored", "refused"), text
     assert not leaks(text)
+    fuzz_examples_passed["validly-signed-events"] += 1
 
 
 # --- the gRPC API: messages built from the descriptors ---------------------------------------------
@@ -262,7 +274,7 @@ def request_class(method_name: str) -> Callable[[], Message]:
 
 @FUZZ_SETTINGS
 @given(method=st.sampled_from(sorted(SERVICE.methods_by_name)), data=st.data())
-def test_fuzz_every_grpc_request_message(hostile_loop, hostile_stub, method, data):
+def test_fuzz_every_grpc_request_message(hostile_loop, hostile_stub, fuzz_examples_passed, method, data):
     request = request_class(method)()
     fill(request, data)
 
@@ -278,12 +290,16 @@ def test_fuzz_every_grpc_request_message(hostile_loop, hostile_stub, method, dat
 
     code = hostile_loop.run_until_complete(call())
     assert code not in FORBIDDEN_CODES, f"{method}: {code.name} for {request}"
+    fuzz_examples_passed["grpc-request-messages"] += 1
 
 
-@pytest.mark.parametrize("_after", ["fuzz"])
 async def test_after_the_fuzz_everything_is_healthy_and_consistent(
-    _after, hostile_channel, hostile_http, hostile_gateway, hostile_db
+    fuzz_examples_passed, hostile_channel, hostile_http, hostile_gateway, hostile_db
 ) -> None:
+    """Defined last, so pytest runs it after the three fuzz targets; it fails when any of them did not run
+    (selected alone, deselected, reordered), since the health it checks would then prove nothing."""
+    not_run = [target for target in FUZZ_TARGETS if fuzz_examples_passed[target] == 0]
+    assert not_run == [], f"the check after the fuzz ran without these fuzz targets: {not_run}"
     assert await ledger_healthy(hostile_channel)
     assert await gateway_healthy(hostile_http, hostile_gateway)
     assert await invariant_violations(hostile_db) == []

@@ -14,7 +14,7 @@ from tests.fakes import stripe_events as se
 from tests.hostile.conftest import state_of
 from tests.webhook_gateway.conftest import WEBHOOK_SECRET, balance_of, payment_by_intent, processed_event
 
-ALERT_LOGGER = "services.common.payment_events"
+ALERT_LOGGER = "services.stripe_bridge.apply"
 
 
 async def _deliver(http, gateway, event) -> tuple[int, dict]:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from services.common.stripe_events import HANDLED_TYPES
+from services.stripe_bridge.events import HANDLED_TYPES
 from services.webhook_gateway.metrics import (
     SLO_THRESHOLD_SECONDS,
     WEBHOOK_DURATION_BUCKETS_SECONDS,

@@ -25,21 +25,21 @@ import psycopg
 import pytest
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
-from services.common.catalog import Catalog
-from services.common.payment_events import Applied, apply_action
-from services.common.stripe_events import translate_event
 from services.ledger import app
 from services.ledger.client import LedgerClient
 from services.reconciler.config import ReconcilerSettings
 from services.reconciler.report import RunSummary
 from services.reconciler.run import reconcile
 from services.reconciler.stripe_source import RetryPolicy
+from services.stripe_bridge.apply import Applied, apply_action
+from services.stripe_bridge.catalog import Catalog
+from services.stripe_bridge.events import translate_event
 from tests.conftest import ALL_ROLES_TOKEN, ROLE_TOKENS, DatabaseFactory, database_url_for, ledger_settings
 from tests.fakes import stripe_events as se
 from tests.fakes.stripe_api import RunningFakeStripe, running_fake_stripe
 
 PACKAGES = {"small": (100, 500), "medium": (550, 2500), "large": (1200, 5000)}
-FAST_RETRY = RetryPolicy(attempts_max=4, backoff_max_seconds=0.02)
+FAST_RETRY = RetryPolicy(attempts_max=4, backoff_seconds_max=0.02)
 
 
 class CountingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
@@ -140,7 +140,7 @@ def settings_for(world: World, fake: RunningFakeStripe, **overrides: Any) -> Rec
         "stripe_api_base": fake.base_url,
         "catalog": world.catalog,
         "stripe_retry": FAST_RETRY,
-        "progress_seconds": 3600,
+        "progress_interval_seconds": 3600,
     }
     values.update(overrides)
     return ReconcilerSettings(**values)

@@ -7,18 +7,6 @@ from typing import Any
 
 import pytest
 
-from services.common.catalog import Catalog
-from services.common.stripe_events import (
-    NO_EVENT,
-    Dispute,
-    DisputeStatus,
-    Fail,
-    PaymentDetails,
-    Refund,
-    RefundFact,
-    RefundStatus,
-    Settle,
-)
 from services.ledger.payments_domain import RefundStatus as LedgerRefundStatus
 from services.ledger.payments_domain import StripeRefund as LedgerRefund
 from services.reconciler.compare import (
@@ -32,6 +20,18 @@ from services.reconciler.compare import (
     refund_finding,
 )
 from services.reconciler.stripe_source import RetryPolicy, charge_facts
+from services.stripe_bridge.catalog import Catalog
+from services.stripe_bridge.events import (
+    NO_EVENT,
+    Dispute,
+    DisputeStatus,
+    Fail,
+    PaymentDetails,
+    Refund,
+    RefundFact,
+    RefundStatus,
+    Settle,
+)
 from tests.fakes import stripe_events as se
 
 CATALOG = Catalog.default()

@@ -21,9 +21,9 @@ def test_defaults() -> None:
     settings = ReconcilerSettings.from_env(VALID)
 
     assert (settings.window_seconds, settings.overlap_seconds) == (3 * 86_400, 3600)
-    assert (settings.page_size, settings.interval_seconds) == (100, 86_400)
+    assert (settings.page_size_max, settings.interval_seconds) == (100, 86_400)
     assert settings.events_enabled is True
-    assert (settings.metrics_port, settings.metrics_textfile, settings.stripe_api_base) == (None, None, None)
+    assert (settings.metrics_port, settings.metrics_textfile_path, settings.stripe_api_base) == (None, None, None)
     assert settings.stripe_retry.attempts_max == 6
     assert settings.dry_run is False
     assert settings.window_start_seconds(1_000_000) == 1_000_000 - 3 * 86_400 - 3600
@@ -50,10 +50,10 @@ def test_every_variable_is_read(tmp_path) -> None:
     settings = ReconcilerSettings.from_env(environ)
 
     assert settings.stripe_api_base == "http://127.0.0.1:12111"
-    assert (settings.window_seconds, settings.overlap_seconds, settings.page_size) == (86_400, 0, 25)
-    assert (settings.interval_seconds, settings.events_enabled, settings.progress_seconds) == (3600, False, 5)
-    assert settings.metrics_textfile == str(tmp_path / "reconciler.prom")
-    assert (settings.stripe_retry.attempts_max, settings.stripe_retry.backoff_max_seconds) == (2, 1.5)
+    assert (settings.window_seconds, settings.overlap_seconds, settings.page_size_max) == (86_400, 0, 25)
+    assert (settings.interval_seconds, settings.events_enabled, settings.progress_interval_seconds) == (3600, False, 5)
+    assert settings.metrics_textfile_path == str(tmp_path / "reconciler.prom")
+    assert (settings.stripe_retry.attempts_max, settings.stripe_retry.backoff_seconds_max) == (2, 1.5)
     assert (settings.metrics_port, settings.log_level) == (9464, "DEBUG")
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
-from services.common.payment_events import Outcome
 from services.reconciler.report import EXIT_OK
+from services.stripe_bridge.apply import Outcome
 from tests.fakes import stripe_events as se
 from tests.fakes.stripe_events import new_id
 from tests.reconciler.conftest import (

@@ -51,7 +51,7 @@ async def test_thousands_of_charges_each_seen_once_one_ledger_query_per_page(wor
     suite, per_user = _seed(fake, SUITE_EVERY)
     pages_count = CHARGES_COUNT // PAGE_SIZE
 
-    report = await run(world, fake, page_size=PAGE_SIZE)
+    report = await run(world, fake, page_size_max=PAGE_SIZE)
 
     repaired = collections.Counter(item["charge_id"] for item in report.items)
     assert set(repaired) == set(suite)
@@ -76,7 +76,7 @@ async def test_thousands_of_charges_each_seen_once_one_ledger_query_per_page(wor
     world.counter.list_payments.clear()
     fake.state.clear_requests()
     snapshot = await ledger_snapshot_count(world)
-    again = await run(world, fake, page_size=PAGE_SIZE)
+    again = await run(world, fake, page_size_max=PAGE_SIZE)
 
     assert again.items == []
     assert again.summary.exit_code == EXIT_OK
@@ -101,7 +101,7 @@ async def test_dry_run_over_many_pages_reports_each_of_thousands_of_charges_once
     suite, _ = _seed(fake, suite_every=1)
     caplog.set_level(logging.INFO, logger="services.reconciler")
 
-    report = await run(world, fake, page_size=PAGE_SIZE, dry_run=True, progress_seconds=0)
+    report = await run(world, fake, page_size_max=PAGE_SIZE, dry_run=True, progress_interval_seconds=0)
 
     assert len(suite) == CHARGES_COUNT
     assert sorted(item["charge_id"] for item in report.items) == sorted(suite)

@@ -8,8 +8,8 @@ import asyncio
 import aiohttp
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
-from services.common.catalog import Catalog
 from services.reconciler.report import EXIT_DRIFT_REMAINS, EXIT_OK
+from services.stripe_bridge.catalog import Catalog
 from tests.fakes import stripe_events as se
 from tests.reconciler.conftest import (
     balance,

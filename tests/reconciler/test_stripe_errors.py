@@ -79,7 +79,7 @@ async def test_persistent_failure_stops_the_run_and_the_next_run_finishes_the_wo
     ]
     fake.state.add_charges(charges)
     newest_first = [charge.charge_id for charge in reversed(charges)]
-    retry = RetryPolicy(attempts_max=3, backoff_max_seconds=0.01)
+    retry = RetryPolicy(attempts_max=3, backoff_seconds_max=0.01)
 
     # Stripe fails the first page three times in a row: the run stops before any repair.
     fake.state.inject_fault(500, count=3, path_prefix="/v1/charges")
@@ -92,7 +92,7 @@ async def test_persistent_failure_stops_the_run_and_the_next_run_finishes_the_wo
 
     # Stripe starts failing while page 1 is being repaired. The next page may already have been fetched (the
     # run fetches one page ahead): then it is repaired too, and the one after it fails.
-    report = await run(world, fake, output=_FailNextPagesOnFirstDrift(fake), stripe_retry=retry, page_size=100)
+    report = await run(world, fake, output=_FailNextPagesOnFirstDrift(fake), stripe_retry=retry, page_size_max=100)
 
     assert report.summary.exit_code == EXIT_RUN_FAILED
     pages_done = report.summary.charge_pages

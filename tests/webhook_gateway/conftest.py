@@ -23,11 +23,11 @@ from opentelemetry.trace import TracerProvider
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
 from services.ledger.client import LedgerClient
+from services.stripe_bridge.api import StripeApi
 from services.webhook_gateway.__main__ import connect_ledger
 from services.webhook_gateway.app import build_app
 from services.webhook_gateway.config import GatewaySettings
 from services.webhook_gateway.http_errors import GatewayRunner
-from services.webhook_gateway.stripe_client import StripeApi
 from tests.conftest import ROLE_TOKENS
 from tests.fakes import stripe_events as se
 from tests.fakes.stripe_api import RunningFakeStripe, running_fake_stripe

@@ -28,12 +28,11 @@ from services.webhook_gateway.auth import (
     TOKEN_BYTES_MAX,
     JwtVerifier,
     Principal,
-    check_hs256_secret,
-    classify_public_key,
     require_admin,
     require_user,
 )
 from services.webhook_gateway.http_errors import error_middleware
+from services.webhook_gateway.jwt_keys import check_hs256_secret, classify_public_key
 
 AUDIENCE = "credits-gateway"
 ISSUER = "https://auth.example.com"

@@ -14,7 +14,6 @@ from services.webhook_gateway.checkout import STRIPE_IDEMPOTENCY_KEY_PREFIX
 from services.webhook_gateway.config import CHECKOUT_BODY_BYTES_MAX
 from tests.webhook_gateway.conftest import (
     CANCEL_URL,
-    ORIGIN,
     SUCCESS_URL,
     Answer,
     balance_of,
@@ -238,22 +237,6 @@ async def test_lost_stripe_response_is_retried_with_the_same_idempotency_key(htt
     requests = _session_requests(fake_stripe, before)
     assert len(requests) == 2
     assert requests[0].idempotency_key == requests[1].idempotency_key
-
-
-async def test_cors_preflight_and_headers_for_the_allowed_origin(http, gateway) -> None:
-    preflight_headers = {
-        "Origin": ORIGIN,
-        "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "Authorization, Content-Type, Idempotency-Key",
-    }
-    async with http.options(gateway.url("/checkout"), headers=preflight_headers) as response:
-        assert response.status == 204
-        assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
-    answer = await _checkout(http, gateway, _user(), headers={"Origin": ORIGIN})
-    assert answer.status == 200
-    assert answer.headers["Access-Control-Allow-Origin"] == ORIGIN
-    other = await _checkout(http, gateway, _user(), headers={"Origin": "https://evil.example"})
-    assert "Access-Control-Allow-Origin" not in other.headers
 
 
 async def test_checkout_counts_created_sessions(http, gateway) -> None:

@@ -280,7 +280,7 @@ async def test_a_purchase_for_an_anonymized_account_is_refused_recorded_counted_
     event = _completed(fake_stripe.state.session(session_id), amount_total=MEDIUM_PRICE_MINOR)
     before = _refused_count("account_anonymized")
 
-    with caplog.at_level(logging.WARNING, logger="services.common.payment_events"):
+    with caplog.at_level(logging.WARNING, logger="services.stripe_bridge.apply"):
         answer = await deliver(http, gateway, event)
 
     assert answer.status == 200 and answer.body == {"received": True, "outcome": "refused"}

@@ -12,10 +12,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from services.webhook_gateway.errors import HttpError
 from services.webhook_gateway.http_errors import (
     INTERNAL_MESSAGE,
     GatewayRunner,
-    HttpError,
     code_for_status,
     error_body,
     error_middleware,

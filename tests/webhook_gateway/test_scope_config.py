@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.common import config
 from services.common.config import ConfigError
+from services.stripe_bridge import config as stripe_config
 from services.webhook_gateway.config import GatewaySettings
 
 BASE = {
@@ -25,7 +25,7 @@ def settings(**values: str) -> GatewaySettings:
 def test_defaults_serve_the_endpoint_owner_only_in_the_keys_mode() -> None:
     loaded = settings()
     assert loaded.stripe_account_id is None
-    assert loaded.stripe_connect_events is False
+    assert loaded.stripe_connect_events_enabled is False
     assert loaded.stripe_livemode is False
 
 
@@ -42,7 +42,7 @@ def test_defaults_serve_the_endpoint_owner_only_in_the_keys_mode() -> None:
     ids=["secret-live", "restricted-live", "secret-test", "restricted-test", "no-key", "empty-key"],
 )
 def test_mode_follows_the_key(key: str | None, livemode: bool) -> None:
-    assert config.stripe_key_livemode(key) is livemode
+    assert stripe_config.stripe_key_livemode(key) is livemode
 
 
 def test_live_key_makes_a_live_deployment() -> None:
@@ -79,7 +79,7 @@ def test_account_id_of_another_shape_stops_start_up(value: str) -> None:
     ],
 )
 def test_connect_events_flag_spellings(value: str, accepted: bool) -> None:
-    assert settings(STRIPE_CONNECT_EVENTS=value).stripe_connect_events is accepted
+    assert settings(STRIPE_CONNECT_EVENTS=value).stripe_connect_events_enabled is accepted
 
 
 def test_connect_events_flag_of_another_word_stops_start_up() -> None:

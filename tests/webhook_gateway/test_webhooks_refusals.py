@@ -150,7 +150,7 @@ async def test_same_event_id_with_other_data_is_refused_with_an_alert(http, gate
     forged = se.checkout_session_completed(
         user_id, "large", 5000, "eur", payment_intent_id=f"{payment_intent_id}_other", event_id=event["id"]
     )
-    with caplog.at_level(logging.ERROR, logger="services.common.payment_events"):
+    with caplog.at_level(logging.ERROR, logger="services.stripe_bridge.apply"):
         answer = await deliver(http, gateway, forged)
     assert answer.status == 200
     assert answer.body == {"received": True, "outcome": "refused"}

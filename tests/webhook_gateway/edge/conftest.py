@@ -27,12 +27,12 @@ from redis.asyncio import Redis
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
 from services.ledger.client import LedgerClient
+from services.stripe_bridge.api import StripeApi
 from services.webhook_gateway.app import build_app
 from services.webhook_gateway.config import GatewaySettings
 from services.webhook_gateway.http_errors import GatewayRunner
 from services.webhook_gateway.openapi import OPENAPI_DOCUMENT
 from services.webhook_gateway.ratelimit import connect_redis
-from services.webhook_gateway.stripe_client import StripeApi
 from tests.conftest import ALL_ROLES_TOKEN, new_key
 from tests.fakes.stripe_api import RunningFakeStripe
 from tests.webhook_gateway.conftest import JWT_SECRET, ORIGIN, gateway_environ

@@ -1,20 +1,9 @@
-"""The gateway's only door to Stripe's API: an async wrapper around `stripe.StripeClient`.
+"""Stripe's API for the gateway and creditsctl: an async wrapper around `stripe.StripeClient`.
 
 Every call has a bounded timeout and a bounded number of network retries (the SDK retries
 connection errors, 409 lock timeouts, 429 and 5xx, honouring `Stripe-Should-Retry`, and reuses the
-idempotency key on each retry). The API base is configurable (`STRIPE_API_BASE`) so tests and
-emulators stand in for Stripe at the network seam.
-
-Stripe's exceptions never leave this module; they become::
-
-    StripeFailure                   any failed call to Stripe
-    ├── StripeUnavailable           network error, timeout, rate limit, 5xx: retry later (HTTP 503)
-    │   └── StripeNotConfigured     no STRIPE_API_KEY (CHECKOUT_ENABLED=false): nothing was sent
-    ├── StripeIdempotencyConflict   an idempotency key reused with other parameters (HTTP 409)
-    ├── StripeRefused               Stripe refused the request: bad key, invalid parameter (HTTP 502)
-    └── StripeSdkFailure            the stripe SDK itself failed (TypeError, AttributeError, ...): an SDK
-                                    without what this code calls, or an answer it cannot read (HTTP 500)
-    MalformedThinEvent              a `v2.core.event` body the SDK's EventNotification cannot read (HTTP 400)
+idempotency key on each retry). The client is set up by services.stripe_bridge.client; Stripe's
+exceptions never leave this module untranslated: they become services.stripe_bridge.errors.
 
 The suite's stripe SDK calls and the version that brought each (pyproject's floor is the highest,
 STRIPE_SDK_VERSION_MIN; `check_sdk()` refuses to start on an older SDK):
@@ -36,47 +25,28 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import quote
 
-import aiohttp
 import stripe
 from stripe.v2.core import EventNotification
+
+from services.stripe_bridge import client as stripe_client
+from services.stripe_bridge.errors import (
+    MalformedThinEvent,
+    StripeFailure,
+    StripeNotConfigured,
+    StripeNotFound,
+    StripeRefused,
+    StripeSdkFailure,
+    sdk_failure,
+    translate,
+)
 
 log = logging.getLogger(__name__)
 
 STRIPE_REQUEST_TIMEOUT_SECONDS: Final = 10.0
-STRIPE_CONNECT_TIMEOUT_SECONDS: Final = 3.0
 STRIPE_NETWORK_RETRIES_MAX: Final = 2
-HTTP_NOT_FOUND: Final = 404
-HTTP_SERVER_ERROR_MIN: Final = 500
 STRIPE_SDK_VERSION_MIN: Final = (15, 0)  # to_dict(recursive=True); keep in step with pyproject.toml
-
-
-class StripeFailure(Exception):
-    """A call to Stripe failed; the message is safe to log (no key, no customer data)."""
-
-
-class StripeUnavailable(StripeFailure):
-    """Stripe could not be reached or answered 429/5xx after the retries: try again later."""
-
-
-class StripeNotConfigured(StripeUnavailable):
-    """The gateway runs without a Stripe key (CHECKOUT_ENABLED=false): no call leaves the process."""
-
-
-class StripeIdempotencyConflict(StripeFailure):
-    """The idempotency key was used before with different parameters."""
-
-
-class StripeRefused(StripeFailure):
-    """Stripe refused the request (authentication, permission, invalid parameters)."""
-
-
-class StripeSdkFailure(StripeFailure):
-    """The stripe SDK raised something other than a StripeError: a defect of this deployment, not of the call."""
-
-
-class MalformedThinEvent(ValueError):
-    """A `v2.core.event` body that the SDK's EventNotification cannot read (not something Stripe sends)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,23 +85,15 @@ class StripeApi:
         timeout_seconds: float = STRIPE_REQUEST_TIMEOUT_SECONDS,
         network_retries_max: int = STRIPE_NETWORK_RETRIES_MAX,
     ) -> None:
-        assert timeout_seconds > 0, timeout_seconds
-        assert 0 <= network_retries_max <= 5, network_retries_max
         check_sdk()  # At start-up: an SDK without these calls would fail on the first checkout instead.
-        timeout = aiohttp.ClientTimeout(
-            total=timeout_seconds, connect=min(STRIPE_CONNECT_TIMEOUT_SECONDS, timeout_seconds)
+        self.configured = api_key is not None  # Without a key every call refuses before sending.
+        self._connection = stripe_client.connect(
+            api_key, api_base, timeout_seconds=timeout_seconds, network_retries_max=network_retries_max
         )
-        self._http_client = stripe.AIOHTTPClient(timeout=timeout)
-        self.configured = api_key is not None
-        self._client = stripe.StripeClient(
-            api_key or "sk_test_not_configured",  # Never used: every call checks `configured` first.
-            base_addresses={"api": api_base} if api_base else None,
-            http_client=self._http_client,
-            max_network_retries=network_retries_max,
-        )
+        self._client = self._connection.client
 
     async def close(self) -> None:
-        await self._http_client.close_async()
+        await self._connection.close()
 
     async def create_checkout_session(self, params: Mapping[str, Any], idempotency_key: str) -> CheckoutSession:
         """Create a Checkout Session; Stripe replays the first result for a repeated idempotency key."""
@@ -160,18 +122,31 @@ class StripeApi:
         self._require_key("retrieve charge")
         try:
             charge = await self._client.v1.charges.retrieve_async(charge_id)
-        except stripe.InvalidRequestError as exc:
-            if exc.http_status == HTTP_NOT_FOUND:
-                return None
-            raise _translated(exc, "retrieve charge") from exc
         except stripe.StripeError as exc:
-            raise _translated(exc, "retrieve charge") from exc
+            failure = _translated(exc, "retrieve charge")
+            if isinstance(failure, StripeNotFound):
+                return None
+            raise failure from exc
         except Exception as exc:
             raise _sdk_failure(exc, "retrieve charge") from exc
         try:
             return charge.to_dict(recursive=True)
         except Exception as exc:
             raise _sdk_failure(exc, "read charge") from exc
+
+    async def retrieve_event(self, event_id: str) -> dict[str, Any]:
+        """The event exactly as Stripe's API returns it (plain JSON, not SDK objects); StripeNotFound when unknown."""
+        self._require_key("retrieve event")
+        try:
+            response = await self._client.raw_request_async("get", f"/v1/events/{quote(event_id, safe='')}")
+        except stripe.StripeError as exc:
+            raise _translated(exc, f"GET /v1/events/{event_id}") from exc
+        except Exception as exc:
+            raise _sdk_failure(exc, f"GET /v1/events/{event_id}") from exc
+        data = response.data
+        if not isinstance(data, dict):
+            raise StripeRefused(f"GET /v1/events/{event_id}: the answer is not a JSON object")
+        return dict(data)
 
     def parse_thin_event(self, event: Mapping[str, Any]) -> ThinEvent:
         """A thin event (`"object": "v2.core.event"`), read by the SDK's EventNotification; its signature is
@@ -201,15 +176,11 @@ def _sdk_failure(exc: Exception, operation: str) -> StripeSdkFailure:
         exc_info=exc,
         extra={"operation": operation, "error_type": type(exc).__name__},
     )
-    return StripeSdkFailure(f"{operation}: the stripe SDK raised {type(exc).__name__}")
+    return sdk_failure(exc, operation)
 
 
 def _translated(exc: stripe.StripeError, operation: str) -> StripeFailure:
     """Our exception for one of Stripe's; logs what an operator needs (never the key or the request body)."""
-    status = exc.http_status
-    retryable = isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError | stripe.APIError) or (
-        status is not None and status >= HTTP_SERVER_ERROR_MIN
-    )
     # An idempotency key reused for another package is the client's mistake (a 409): INFO. The rest (a bad
     # key, Stripe down, a parameter Stripe refuses) is for an operator to look at: WARNING.
     level = logging.INFO if isinstance(exc, stripe.IdempotencyError) else logging.WARNING
@@ -219,14 +190,9 @@ def _translated(exc: stripe.StripeError, operation: str) -> StripeFailure:
         extra={
             "operation": operation,
             "error_type": type(exc).__name__,
-            "http_status": status,
+            "http_status": exc.http_status,
             "stripe_code": exc.code,
             "stripe_request_id": exc.request_id,
         },
     )
-    summary = f"{operation}: {type(exc).__name__}" + (f" (HTTP {status})" if status else "")
-    if retryable:
-        return StripeUnavailable(summary)
-    if isinstance(exc, stripe.IdempotencyError):
-        return StripeIdempotencyConflict(summary)
-    return StripeRefused(summary)
+    return translate(exc, operation)

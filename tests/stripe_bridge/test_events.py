@@ -1,4 +1,4 @@
-"""The translation of Stripe events into ledger actions (services.common.stripe_events), on events built
+"""The translation of Stripe events into ledger actions (services.stripe_bridge.events), on events built
 from Stripe's published fixtures (tests/fakes/stripe_events.py)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from services.common.catalog import Catalog
-from services.common.stripe_events import (
+from services.stripe_bridge.catalog import Catalog
+from services.stripe_bridge.events import (
     NO_EVENT,
     Dispute,
     DisputeStatus,

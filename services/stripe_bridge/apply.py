@@ -1,4 +1,4 @@
-"""Applies a translated Stripe action (services.common.stripe_events) through the ledger client.
+"""Applies a translated Stripe action (services.stripe_bridge.events) through the ledger client.
 
 One async function, `apply_action`, used by the gateway for each webhook and by the reconciler for
 what it repairs. Every call carries the event's EventSource, so the ledger records the event id in
@@ -42,8 +42,10 @@ from typing import Any, Final
 from prometheus_client import Counter
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
-from services.common.catalog import Catalog
-from services.common.stripe_events import (
+from services.ledger import errors
+from services.ledger.client import LedgerClient
+from services.stripe_bridge.catalog import Catalog
+from services.stripe_bridge.events import (
     Action,
     Dispute,
     DisputeStatus,
@@ -61,8 +63,6 @@ from services.common.stripe_events import (
     action_name,
     details_from_charge,
 )
-from services.ledger import errors
-from services.ledger.client import LedgerClient
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The one translation of Stripe events into ledger actions (SPEC §4); the gateway and the reconciler share it.
 
 Pure functions: a verified event dict (or, for the reconciler, a session or charge object) goes in,
-a typed action comes out; nothing here does I/O. `services.common.payment_events` applies actions
+a typed action comes out; nothing here does I/O. `services.stripe_bridge.apply` applies actions
 through the ledger client.
 
     event type                                   object              action
@@ -59,12 +59,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeGuard
 
-from services.common.catalog import Catalog, Mismatch
 from services.ledger import validation
 from services.ledger.errors import InvalidArgument
+from services.stripe_bridge.catalog import Catalog, Mismatch
 
 USER_ID_CHARS_MAX: Final = validation.USER_ID_CHARS_MAX
-STRIPE_ID_CHARS_MAX: Final = 255
+STRIPE_ID_CHARS_MAX: Final = validation.STRIPE_ID_CHARS_MAX  # declared once, by the ledger that stores them
 EVENT_TYPE_CHARS_MAX: Final = 100
 SHOWN_VALUE_CHARS_MAX: Final = 40
 # The ledger's limit of refunds per ApplyRefund (an embedded list holds 10 per page; Stripe caps refunds per

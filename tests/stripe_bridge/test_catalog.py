@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from services.common.catalog import (
+from services.common.config import ConfigError
+from services.stripe_bridge.catalog import (
     AMOUNT_MINOR_MAX,
     CREDITS_MAX,
     PACKAGES_MAX,
@@ -14,7 +15,6 @@ from services.common.catalog import (
     Mismatch,
     Package,
 )
-from services.common.config import ConfigError
 
 
 def test_default_catalog_is_the_seed_packs() -> None:
