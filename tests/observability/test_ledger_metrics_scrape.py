@@ -41,6 +41,7 @@ CREDITS = 60
 REFUSED = 12  # amount 0: INVALID_ARGUMENT, counted under its own code
 PROCESS_SECONDS_MAX = 60
 SCRAPE_WAIT_SECONDS_MAX = 10.0
+LISTEN_WAIT_SECONDS_MAX = 60.0
 CREDIT_METHOD = "Credit"
 
 
@@ -102,6 +103,7 @@ class Ledger:
             sys.executable, "-m", "services.ledger", cwd=ROOT, env=self.env, stdout=asyncio.subprocess.DEVNULL
         )
         children = await wait_for_children(psutil.Process(self.process.pid), WORKERS)
+        await wait_for_listeners(children, self.port)  # else the first worker up takes every connection
         async with grpc.aio.insecure_channel(f"127.0.0.1:{self.port}") as channel:
             await wait_for_health(channel, serving=True, wait_for_ready=True)
         return children
@@ -140,6 +142,20 @@ class Ledger:
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
         return await asyncio.wait_for(self.process.wait(), timeout=PROCESS_SECONDS_MAX)
+
+
+async def wait_for_listeners(children: list[psutil.Process], port: int) -> None:
+    """Until every worker listens on the port (a worker still importing takes no connection)."""
+    for _ in range(int(LISTEN_WAIT_SECONDS_MAX / 0.1)):
+        listening = [
+            child
+            for child in children
+            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in child.net_connections())
+        ]
+        if len(listening) == len(children):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{len(children)} workers never all listened on {port}")
 
 
 @pytest.fixture
