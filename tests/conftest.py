@@ -19,9 +19,9 @@ from alembic import command
 from alembic.config import Config
 
 from services.ledger import app
-from services.ledger.auth import Caller
 from services.ledger.client import LedgerClient
 from services.ledger.config import LedgerSettings
+from services.ledger.rpc.auth import Caller
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeGuard
 
 from services.common.catalog import Catalog, Mismatch
-from services.ledger import validation
+from services.ledger.accounts import validation
 from services.ledger.errors import InvalidArgument
 
 USER_ID_CHARS_MAX: Final = validation.USER_ID_CHARS_MAX

@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from credits.ledger.v1 import ledger_service_pb2 as pb
 from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from services.ledger import errors
-from services.ledger.status import error_from_rpc_error
+from services.ledger.rpc.status import error_from_rpc_error
 
 Response = TypeVar("Response")
 

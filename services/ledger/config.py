@@ -9,7 +9,7 @@ from pathlib import Path
 
 from services.common import config, event_loop
 from services.common.config import ConfigError
-from services.ledger.auth import ROLES, Caller
+from services.ledger.rpc.auth import ROLES, Caller
 
 LISTEN_DEFAULT = "[::]:50051"
 CALLERS_EXPECTED = 'a JSON object {"name": {"token": "...", "roles": ["reader", ...]}}'

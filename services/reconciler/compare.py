@@ -65,7 +65,7 @@ from services.common.stripe_events import (
     details_from_charge,
     refund_fact,
 )
-from services.ledger.payments_domain import (
+from services.ledger.payments.domain import (
     DISPUTE_RANK,
     LIVE_REFUND_STATUSES,
     REFUND_RANK,

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from services.common.catalog import CREDITS_MAX, Catalog
 from services.common.payment_events import Outcome
-from services.ledger import validation
+from services.ledger.accounts import validation
 from services.webhook_gateway import edge_routes as edge
 from services.webhook_gateway.checkout import CHECKOUT_PATHS, IDEMPOTENCY_KEY_PATTERN
 from services.webhook_gateway.config import CHECKOUT_BODY_BYTES_MAX, WEBHOOK_BODY_BYTES_MAX, WEBHOOK_PATH
@@ -40,7 +40,7 @@ CACHE_SECONDS: Final = 300
 
 JsonObject = dict[str, Any]
 
-_USER_ID_PATTERN: Final = r"^[\x21-\x7e]+$"  # The ledger's identifier rule (services.ledger.validation).
+_USER_ID_PATTERN: Final = r"^[\x21-\x7e]+$"  # The ledger's identifier rule (services.ledger.accounts.validation).
 _NO_CONTROL_CHARACTERS_PATTERN: Final = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # The ledger's text rule.
 _JWT: Final[list[JsonObject]] = [{"bearerJwt": []}]
 _OPEN: Final[list[JsonObject]] = []  # `security: []`: no authentication.

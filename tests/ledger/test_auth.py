@@ -1,6 +1,6 @@
 """The authorization matrix: every RPC of LedgerService x no token / unknown token / each role.
 
-ROLES_BY_METHOD in services/ledger/auth.py is the source of truth; the matrix is checked to
+ROLES_BY_METHOD in services/ledger/rpc/auth.py is the source of truth; the matrix is checked to
 cover every method of the service descriptor. A refused call must be refused before its
 handler runs: no effect in the database, and UNAUTHENTICATED / PERMISSION_DENIED even for an
 empty request (the interceptor decides before any validation).
@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
-from services.ledger.auth import ROLES, ROLES_BY_METHOD
+from services.ledger.rpc.auth import ROLES, ROLES_BY_METHOD
 from tests.conftest import ROLE_TOKENS, new_key
 from tests.ledger.helpers import assert_refusal, call, credit_request, parse_refusal
 

@@ -1,4 +1,4 @@
-"""The ledger's call interceptor (services/ledger/calls.py), through the running ledger: every call is
+"""The ledger's call interceptor (services/ledger/rpc/calls.py), through the running ledger: every call is
 counted and timed under its method with the code the client sees (auth refusals and undecodable requests
 included), methods the server lacks are refused and counted under one `unknown` label (a caller cannot grow
 the label set), and the caller's request id is bound for the call's log lines."""
@@ -105,7 +105,7 @@ class RequestIds(logging.Handler):
 async def test_the_callers_request_id_is_bound_for_the_calls_log_lines(stub, user_id, sent, kept):
     """An anonymized account's settle logs a warning inside the call: the line carries the call's request id."""
     watcher = RequestIds()
-    logger = logging.getLogger("services.ledger.payments_store")
+    logger = logging.getLogger("services.ledger.payments.store")
     logger.addHandler(watcher)
     try:
         await call(stub.Anonymize, pb.AnonymizeRequest(user_id=user_id))

@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
-from services.ledger.payments_domain import PaidAmounts, PaymentDetails, PaymentStatus, Price, Settled
-from services.ledger.payments_store import PaymentsStore
+from services.ledger.payments.domain import PaidAmounts, PaymentDetails, PaymentStatus, Price, Settled
+from services.ledger.payments.store import PaymentsStore
 from tests.conftest import ROLE_TOKENS
 from tests.ledger.helpers import assert_journal_consistent, assert_refusal, call, refusal
 from tests.ledger.payment_helpers import (
@@ -121,7 +121,7 @@ async def test_concurrent_settles_through_the_group_commit_keep_each_payments_am
 
 
 async def test_the_store_batch_passes_paid_amounts(ledger_server, db, user_id):
-    payments = PaymentsStore(ledger_server.store)
+    payments = PaymentsStore(ledger_server.database)
     medium = Price("medium", MEDIUM_CREDITS, MEDIUM_AMOUNT_MINOR, "eur")
     first = PaymentDetails(user_id=user_id, checkout_session_id=stripe_id("cs"), price=medium,
                            paid=PaidAmounts(2100, 350, 750))

@@ -1,4 +1,4 @@
-"""Request bytes that are no valid message of their RPC (services/ledger/decoding.py): INVALID_ARGUMENT with
+"""Request bytes that are no valid message of their RPC (services/ledger/rpc/decoding.py): INVALID_ARGUMENT with
 the ledger's ErrorInfo, nothing applied, and a valid message sent the same raw way still works."""
 
 from __future__ import annotations

@@ -16,7 +16,9 @@ import grpc
 import pytest
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
-from services.ledger import errors, holds_validation, validation
+from services.ledger import errors
+from services.ledger.accounts import validation
+from services.ledger.holds import validation as holds_validation
 from tests.conftest import ALL_ROLES_TOKEN, new_key
 from tests.ledger.helpers import (
     adjust_request,

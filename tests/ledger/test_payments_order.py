@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
 from services.ledger import errors
-from services.ledger.payments_domain import (
+from services.ledger.payments.domain import (
     DISPUTE_RANK,
     LIVE_REFUND_STATUSES,
     REFUND_RANK,

@@ -1,4 +1,4 @@
-"""Database times to protobuf Timestamps (services/ledger/server.py `timestamp`): exact to the microsecond,
+"""Database times to protobuf Timestamps (services/ledger/accounts/server.py `timestamp`): exact to the microsecond,
 whatever the zone the driver hands back, and the same as protobuf's own FromDatetime."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from google.protobuf import timestamp_pb2
 
-from services.ledger.server import timestamp
+from services.ledger.rpc.timestamps import timestamp
 
 TIMES = [
     datetime(1970, 1, 1, tzinfo=UTC),

@@ -12,7 +12,8 @@ import grpc
 import pytest
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
-from services.ledger import errors, validation
+from services.ledger import errors
+from services.ledger.accounts import validation
 from tests.conftest import new_key
 from tests.ledger.helpers import assert_refusal, call, journal, refusal
 

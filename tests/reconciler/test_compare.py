@@ -19,8 +19,8 @@ from services.common.stripe_events import (
     RefundStatus,
     Settle,
 )
-from services.ledger.payments_domain import RefundStatus as LedgerRefundStatus
-from services.ledger.payments_domain import StripeRefund as LedgerRefund
+from services.ledger.payments.domain import RefundStatus as LedgerRefundStatus
+from services.ledger.payments.domain import StripeRefund as LedgerRefund
 from services.reconciler.compare import (
     DriftKind,
     Finding,

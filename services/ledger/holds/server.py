@@ -1,7 +1,7 @@
 """The hold RPCs of LedgerService: protobuf <-> domain values, and nothing else.
 
-Validation lives in holds_validation.py (and validation.py), SQL and the refusal mapping in
-holds_store.py, the rules themselves in the database functions of migrations/versions/0003_holds.py.
+Validation lives in validation.py (and accounts/validation.py), SQL and the refusal mapping in
+store.py, the rules themselves in the database functions of migrations/versions/0003_holds.py.
 """
 
 from __future__ import annotations
@@ -12,12 +12,16 @@ import grpc
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
 from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
-from services.ledger import holds_validation, validation
-from services.ledger.holds_domain import Capture, Hold, HoldQuery, HoldStatus, Reservation
-from services.ledger.holds_store import HoldsStore
+from services.ledger.accounts import validation
+from services.ledger.accounts.server import transaction_proto
+from services.ledger.database import Database
+from services.ledger.holds import validation as holds_validation
+from services.ledger.holds.domain import Capture, Hold, HoldQuery, HoldStatus, Reservation
+from services.ledger.holds.store import HoldsStore
 from services.ledger.metrics import record_entry
-from services.ledger.server import decode_page_token, encode_page_token, rpc, timestamp, transaction_proto
-from services.ledger.store import Store
+from services.ledger.rpc.paging import decode_page_token, encode_page_token
+from services.ledger.rpc.status import rpc
+from services.ledger.rpc.timestamps import timestamp
 
 HOLD_STATUS_TO_PROTO: dict[HoldStatus, pb.HoldStatus] = {
     HoldStatus.ACTIVE: pb.HOLD_STATUS_ACTIVE,
@@ -75,14 +79,14 @@ def hold_query(request: pb.ListHoldsRequest) -> HoldQuery:
 class HoldsServicer(pb_grpc.LedgerServiceServicer):
     """Holds: reserve, capture, release, get and list."""
 
-    store: Store
+    database: Database
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, database: Database) -> None:
+        self.database = database
 
     @functools.cached_property
     def holds(self) -> HoldsStore:
-        return HoldsStore(self.store)
+        return HoldsStore(self.database)
 
     @rpc
     async def ReserveCredits(

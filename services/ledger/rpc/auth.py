@@ -1,4 +1,4 @@
-"""Caller authentication and per-RPC roles (SPEC §3), checked per call by services/ledger/calls.py.
+"""Caller authentication and per-RPC roles (SPEC §3), checked per call by services/ledger/rpc/calls.py.
 
 Every call carries `authorization: Bearer <token>`. Tokens map to callers and callers to roles;
 each RPC names the roles allowed, and anything not named is denied. The token is hashed and

@@ -1,13 +1,15 @@
 """LedgerError <-> gRPC status with google.rpc.ErrorInfo (and BadRequest for field problems).
 
-The server calls `abort`; the client calls `error_from_rpc_error`. Both sides of the wire
-use the same exception classes from services.ledger.errors.
+The server's handlers are wrapped in `rpc`, which calls `abort`; the client calls `error_from_rpc_error`.
+Both sides of the wire use the same exception classes from services.ledger.errors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import cast
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf import any_pb2
@@ -15,6 +17,11 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from services.ledger import errors
+
+log = logging.getLogger(__name__)
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
@@ -61,3 +68,22 @@ def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -
 
 
 assert grpc.StatusCode.INVALID_ARGUMENT.value[0] == code_pb2.INVALID_ARGUMENT
+
+
+def rpc(
+    method: Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]],
+) -> Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]:
+    """Answers LedgerErrors with their status; anything else is INTERNAL, logged, never echoed."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
+        try:
+            return await method(self, request, context)
+        except errors.LedgerError as error:
+            await abort(context, error)
+        except Exception:
+            log.exception("unexpected failure in %s", method.__name__)
+            await abort(context, errors.Internal("internal error; see the ledger's log"))
+        raise AssertionError("abort returned")  # context.abort always raises
+
+    return wrapper

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from services.ledger import validation
+from services.ledger.accounts import validation
 from services.ledger.errors import InvalidArgument
-from services.ledger.payments_domain import (
+from services.ledger.payments.domain import (
     EventSource,
     PaidAmounts,
     PaymentDetails,

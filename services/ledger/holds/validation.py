@@ -5,7 +5,7 @@ Every limit of holds is declared once here and documented in the proto and docs/
 
 from __future__ import annotations
 
-from services.ledger import validation
+from services.ledger.accounts import validation
 from services.ledger.errors import InvalidArgument
 
 TTL_SECONDS_MIN = 1

@@ -1,35 +1,25 @@
 """LedgerService over gRPC: translates protobuf <-> domain values, and nothing else.
 
-Validation lives in validation.py, SQL in store.py, refusals in errors.py. Every RPC goes
-through `rpc`, which turns a LedgerError into its status and an unexpected exception into
-INTERNAL (logged here, never sent to the caller).
+Validation lives in validation.py, SQL in store.py, refusals in services/ledger/errors.py. Every RPC
+goes through `rpc` (services/ledger/rpc/status.py), which turns a LedgerError into its status and an
+unexpected exception into INTERNAL (logged here, never sent to the caller).
 """
 
 from __future__ import annotations
 
-import base64
-import functools
-import logging
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from typing import Any, TypeVar
-
 import grpc
-from google.protobuf import timestamp_pb2
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
 from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
-from services.ledger import errors, validation
-from services.ledger.domain import Entry, Kind, Posting
+from services.ledger.accounts import validation
+from services.ledger.accounts.domain import Entry, Kind, Posting
+from services.ledger.accounts.store import AccountsStore
+from services.ledger.database import Database
 from services.ledger.group_commit import Poster
 from services.ledger.metrics import record_entry
-from services.ledger.status import abort
-from services.ledger.store import Store
-
-log = logging.getLogger(__name__)
-
-Request = TypeVar("Request")
-Response = TypeVar("Response")
+from services.ledger.rpc.paging import decode_page_token, encode_page_token
+from services.ledger.rpc.status import rpc
+from services.ledger.rpc.timestamps import timestamp
 
 KIND_TO_PROTO: dict[Kind, int] = {
     Kind.PURCHASE: pb.TRANSACTION_KIND_PURCHASE,
@@ -42,39 +32,6 @@ KIND_TO_PROTO: dict[Kind, int] = {
     Kind.HOLD_CAPTURE: pb.TRANSACTION_KIND_HOLD_CAPTURE,
     Kind.REFUND_REVERSAL: pb.TRANSACTION_KIND_REFUND_REVERSAL,
 }
-PAGE_TOKEN_PREFIX = "t1:"
-ENTRY_ID_MAX = 2**63 - 1  # the journal's id is a bigint
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-SECONDS_PER_DAY = 86400
-
-
-def rpc(
-    method: Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]],
-) -> Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]:
-    """Answers LedgerErrors with their status; anything else is INTERNAL, logged, never echoed."""
-
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
-        try:
-            return await method(self, request, context)
-        except errors.LedgerError as error:
-            await abort(context, error)
-        except Exception:
-            log.exception("unexpected failure in %s", method.__name__)
-            await abort(context, errors.Internal("internal error; see the ledger's log"))
-        raise AssertionError("abort returned")  # context.abort always raises
-
-    return wrapper
-
-
-def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    """A database time (timestamptz: always aware) as a Timestamp, by integer arithmetic (exact)."""
-    if value is None:
-        return None
-    since_epoch = value - EPOCH
-    return timestamp_pb2.Timestamp(
-        seconds=since_epoch.days * SECONDS_PER_DAY + since_epoch.seconds, nanos=since_epoch.microseconds * 1000
-    )
 
 
 def transaction_proto(entry: Entry) -> pb.Transaction:
@@ -94,39 +51,20 @@ def transaction_proto(entry: Entry) -> pb.Transaction:
     )
 
 
-def encode_page_token(before_id: int | None, prefix: str = PAGE_TOKEN_PREFIX) -> str:
-    """A cursor of a newest-first list by id; the prefix names the list, so one list's token fails on another."""
-    if before_id is None:
-        return ""
-    return base64.urlsafe_b64encode(f"{prefix}{before_id}".encode()).decode()
-
-
-def decode_page_token(token: str, prefix: str = PAGE_TOKEN_PREFIX) -> int | None:
-    if not token:
-        return None
-    try:
-        text = base64.urlsafe_b64decode(token.encode()).decode()
-        before_id = int(text.removeprefix(prefix)) if text.startswith(prefix) else -1
-    except (ValueError, UnicodeDecodeError):
-        before_id = -1
-    if not 0 < before_id <= ENTRY_ID_MAX:
-        raise errors.InvalidArgument("page_token", "is not a token this service issued")
-    return before_id
-
-
 class AccountsServicer(pb_grpc.LedgerServiceServicer):
     """Balances, Credit/Debit, history, admin adjustments and erasure."""
 
-    def __init__(self, store: Store, poster: Poster | None = None) -> None:
-        self.store = store
+    def __init__(self, database: Database, poster: Poster | None = None) -> None:
+        self.database = database
+        self.accounts = AccountsStore(database)
         # Credit, Debit and AdminAdjust go through the group commit when the app gives one.
-        self.poster: Poster = store if poster is None else poster
+        self.poster: Poster = self.accounts if poster is None else poster
 
     @rpc
     async def GetBalance(
         self, request: pb.GetBalanceRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetBalanceResponse:
-        balance = await self.store.balance(validation.user_id(request.user_id))
+        balance = await self.accounts.balance(validation.user_id(request.user_id))
         status = pb.ACCOUNT_STATUS_ANONYMIZED if balance.anonymized else pb.ACCOUNT_STATUS_ACTIVE
         return pb.GetBalanceResponse(
             user_id=balance.user_id,
@@ -157,7 +95,7 @@ class AccountsServicer(pb_grpc.LedgerServiceServicer):
     ) -> pb.ListTransactionsResponse:
         user_id = validation.user_id(request.user_id)
         page_size = validation.page_size(request.page_size)
-        page = await self.store.entries(user_id, decode_page_token(request.page_token), page_size)
+        page = await self.accounts.entries(user_id, decode_page_token(request.page_token), page_size)
         return pb.ListTransactionsResponse(
             transactions=[transaction_proto(entry) for entry in page.entries],
             next_page_token=encode_page_token(page.next_before_id),
@@ -185,7 +123,7 @@ class AccountsServicer(pb_grpc.LedgerServiceServicer):
 
     @rpc
     async def Anonymize(self, request: pb.AnonymizeRequest, context: grpc.aio.ServicerContext) -> pb.AnonymizeResponse:
-        erasure = await self.store.anonymize(validation.user_id(request.user_id))
+        erasure = await self.accounts.anonymize(validation.user_id(request.user_id))
         return pb.AnonymizeResponse(
             user_id=erasure.user_id,
             already_anonymized=erasure.already_anonymized,

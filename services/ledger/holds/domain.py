@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from services.ledger.domain import Entry
+from services.ledger.accounts.domain import Entry
 
 
 class HoldStatus(StrEnum):

@@ -3,10 +3,10 @@
     request id   bind the caller's `x-request-id` (or a new one) for the call's log lines
     metrics      count and time the call (ledger_rpc_requests_total, ledger_rpc_duration_seconds),
                  refusals below included
-    auth         `authorization: Bearer <token>` → caller → roles of the RPC (services/ledger/auth.py);
+    auth         `authorization: Bearer <token>` → caller → roles of the RPC (services/ledger/rpc/auth.py);
                  health and reflection are open
     decoding     bytes that are no valid message of the RPC: INVALID_ARGUMENT before the handler
-                 (services/ledger/decoding.py)
+                 (services/ledger/rpc/decoding.py)
 
 One interceptor instead of four: the measured, decode-guarded handler of each method is built once, at
 its first call, and only the metadata is read per call. It must be the last interceptor of the server:
@@ -24,8 +24,8 @@ from services.common.logs import new_request_id, request_id_var
 from services.common.metrics import measured_handler
 from services.common.request_ids import REQUEST_ID_METADATA_KEY, accepted_request_id
 from services.ledger import errors
-from services.ledger.auth import OPEN_SERVICE_PREFIXES, Authenticator, current_caller
-from services.ledger.decoding import Abort, tolerant_handler
+from services.ledger.rpc.auth import OPEN_SERVICE_PREFIXES, Authenticator, current_caller
+from services.ledger.rpc.decoding import Abort, tolerant_handler
 
 AUTHORIZATION_METADATA_KEY = "authorization"
 UNKNOWN_METHOD = "unknown"  # the metrics label of refusals of methods the server does not have

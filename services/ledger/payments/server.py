@@ -1,6 +1,6 @@
 """The payment lifecycle RPCs of LedgerService: protobuf <-> domain values, and nothing else.
 
-Validation lives in payments_validation.py, SQL and the refusal mapping in payments_store.py, the
+Validation lives in validation.py, SQL and the refusal mapping in store.py, the
 rules themselves in the database functions of migrations/versions/0002_payment_lifecycle.py and
 0005_refunds.py.
 """
@@ -16,11 +16,14 @@ from google.protobuf import timestamp_pb2
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
 from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
-from services.ledger import errors, validation
-from services.ledger import payments_validation as check
+from services.ledger import errors
+from services.ledger.accounts import validation
+from services.ledger.accounts.server import transaction_proto
+from services.ledger.database import Database
 from services.ledger.group_commit import Settler
 from services.ledger.metrics import record_entry
-from services.ledger.payments_domain import (
+from services.ledger.payments import validation as check
+from services.ledger.payments.domain import (
     DisputeStatus,
     EventOutcome,
     EventSource,
@@ -32,9 +35,9 @@ from services.ledger.payments_domain import (
     PaymentStatus,
     RefundStatus,
 )
-from services.ledger.payments_store import PaymentsStore
-from services.ledger.server import rpc, timestamp, transaction_proto
-from services.ledger.store import Store
+from services.ledger.payments.store import PaymentsStore
+from services.ledger.rpc.status import rpc
+from services.ledger.rpc.timestamps import timestamp
 
 PAYMENT_STATUS_TO_PROTO: dict[PaymentStatus, pb.PaymentStatus] = {
     PaymentStatus.INIT: pb.PAYMENT_STATUS_INIT,
@@ -225,16 +228,16 @@ def payment_lookup(request: pb.GetPaymentRequest) -> PaymentLookup:
 class PaymentsServicer(pb_grpc.LedgerServiceServicer):
     """The payment lifecycle: open, settle, fail, refund, dispute, record events, get and list."""
 
-    store: Store
+    database: Database
 
-    def __init__(self, store: Store, settler: Settler | None = None) -> None:
-        self.store = store
+    def __init__(self, database: Database, settler: Settler | None = None) -> None:
+        self.database = database
         # SettlePayment (the webhook path) goes through the group commit when the app gives one.
         self.settler: Settler = self.payments if settler is None else settler
 
     @functools.cached_property
     def payments(self) -> PaymentsStore:
-        return PaymentsStore(self.store)
+        return PaymentsStore(self.database)
 
     @rpc
     async def OpenPayment(

@@ -1,4 +1,4 @@
-"""SQL of holds, on the ledger's Store (its pool and its database-error translation).
+"""SQL of holds, on the ledger's Database (its pool and its database-error translation).
 
 Each mutation is one round trip to a server-side function of migrations/versions/0003_holds.py that
 locks the user's account row, expires the user's due holds, applies and records the change, in one
@@ -14,7 +14,9 @@ from typing import Any
 import asyncpg
 
 from services.ledger import errors
-from services.ledger.holds_domain import (
+from services.ledger.accounts.store import entry_from_row, insufficient_credits
+from services.ledger.database import Database
+from services.ledger.holds.domain import (
     Capture,
     Captured,
     Hold,
@@ -25,8 +27,7 @@ from services.ledger.holds_domain import (
     Reservation,
     Reserved,
 )
-from services.ledger.holds_validation import HOLDS_ACTIVE_PER_USER_MAX
-from services.ledger.store import Store, entry_from_row, insufficient_credits
+from services.ledger.holds.validation import HOLDS_ACTIVE_PER_USER_MAX
 
 RESERVE_SQL = "SELECT * FROM ledger_hold_reserve($1, $2, $3, $4, $5, $6, $7, NULL)"
 CAPTURE_SQL = "SELECT * FROM ledger_hold_capture($1, $2, $3, $4, $5, NULL)"
@@ -106,19 +107,13 @@ def _check(row: asyncpg.Record, *, hold_id: int | None, idempotency_key: str | N
 
 
 class HoldsStore:
-    """The holds' queries, on the ledger's Store (same pool, same error translation)."""
+    """The holds' queries, on the ledger's Database (same pool, same error translation)."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    async def _call(self, sql: str, *args: Any) -> asyncpg.Record:
-        async with self.store.connection() as conn:
-            row = await conn.fetchrow(sql, *args)
-        assert row is not None, "a hold function returns one row"
-        return row
+    def __init__(self, database: Database) -> None:
+        self.database = database
 
     async def reserve(self, reservation: Reservation) -> Reserved:
-        row = await self._call(
+        row = await self.database.call(
             RESERVE_SQL,
             reservation.user_id,
             reservation.amount,
@@ -133,7 +128,7 @@ class HoldsStore:
 
     async def capture(self, capture: Capture) -> Captured:
         args = (capture.user_id, capture.hold_id, capture.amount, capture.idempotency_key, capture.fingerprint())
-        row = await self._call(CAPTURE_SQL, *args)
+        row = await self.database.call(CAPTURE_SQL, *args)
         hold = row["hold"]
         spent = capture.amount or (hold["amount"] if hold is not None else 0)
         _check(row, hold_id=capture.hold_id, idempotency_key=capture.idempotency_key, amount=spent)
@@ -142,27 +137,24 @@ class HoldsStore:
         )
 
     async def release(self, user_id: str, hold_id: int) -> Released:
-        row = await self._call(RELEASE_SQL, user_id, hold_id)
+        row = await self.database.call(RELEASE_SQL, user_id, hold_id)
         _check(row, hold_id=hold_id, idempotency_key=None, amount=0)
         return Released(hold=hold_from_row(row["hold"]), replayed=row["outcome"] == "replayed")
 
     async def get(self, user_id: str, hold_id: int) -> Hold:
-        async with self.store.connection() as conn:
-            row = await conn.fetchrow(GET_SQL, user_id, hold_id)
+        row = await self.database.fetch_one(GET_SQL, user_id, hold_id)
         if row is None:
             raise errors.NotFound(f"no hold {hold_id} for this user", {"hold_id": str(hold_id)})
         return hold_from_row(row)
 
     async def list(self, query: HoldQuery) -> HoldPage:
         sql = LIST_ACTIVE_SQL if query.active_only else LIST_SQL
-        async with self.store.connection() as conn:
-            rows = await conn.fetch(sql, query.user_id, query.before_id or HOLD_ID_MAX, query.page_size + 1)
+        rows = await self.database.fetch_all(sql, query.user_id, query.before_id or HOLD_ID_MAX, query.page_size + 1)
         holds = [hold_from_row(row) for row in rows[: query.page_size]]
         more = len(rows) > query.page_size
         return HoldPage(holds=holds, next_before_id=holds[-1].id if more else None)
 
     async def expire_due(self, limit: int) -> int:
         """One sweep: expires at most `limit` due holds; returns how many expired."""
-        async with self.store.connection() as conn:
-            expired = await conn.fetchval(EXPIRE_SQL, limit)
+        expired = await self.database.fetch_value(EXPIRE_SQL, limit)
         return int(expired)

@@ -21,7 +21,7 @@ Abort = Callable[[Any, errors.LedgerError], Awaitable[None]]
 
 def tolerant_handler(handler: grpc.RpcMethodHandler, abort: Abort) -> grpc.RpcMethodHandler:
     """`handler` (unary-unary) with a deserializer that lets undecodable bytes through as a marker, which the
-    behaviour refuses as INVALID_ARGUMENT (services/ledger/calls.py builds this once per method)."""
+    behaviour refuses as INVALID_ARGUMENT (services/ledger/rpc/calls.py builds this once per method)."""
     if handler.request_deserializer is None:
         return handler
     # grpc-stubs types these for the sync server; under grpc.aio the behaviour is a coroutine function.

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+ENTRY_ID_MAX = 2**63 - 1  # the journal's id is a bigint
+
 
 class Kind(StrEnum):
     """Why a journal entry exists (the journal's `kind` column)."""

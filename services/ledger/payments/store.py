@@ -1,4 +1,4 @@
-"""SQL of the payment lifecycle, on the ledger's Store (its pool and its database-error translation).
+"""SQL of the payment lifecycle, on the ledger's Database (its pool and its database-error translation).
 
 Each mutation is one round trip to a server-side function of migrations/versions/0002 (refunds: 0005) that locks the
 user, deduplicates the Stripe event, applies the change, journals it and records the event, in one
@@ -15,7 +15,9 @@ from typing import Any
 import asyncpg
 
 from services.ledger import errors
-from services.ledger.payments_domain import (
+from services.ledger.accounts.store import entry_from_row
+from services.ledger.database import Database
+from services.ledger.payments.domain import (
     Changed,
     DisputeStatus,
     EventOutcome,
@@ -34,7 +36,6 @@ from services.ledger.payments_domain import (
     SettledManually,
     StripeRefund,
 )
-from services.ledger.store import Store, entry_from_row
 
 log = logging.getLogger(__name__)
 
@@ -208,24 +209,18 @@ def _check(row: Mapping[str, Any], source: EventSource | None) -> None:
 
 
 class PaymentsStore:
-    """The payment lifecycle's queries, on the ledger's Store (same pool, same error translation)."""
+    """The payment lifecycle's queries, on the ledger's Database (same pool, same error translation)."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    async def _call(self, sql: str, *args: Any) -> asyncpg.Record:
-        async with self.store.connection() as conn:
-            row = await conn.fetchrow(sql, *args)
-        assert row is not None, "a payment function returns one row"
-        return row
+    def __init__(self, database: Database) -> None:
+        self.database = database
 
     async def open(self, details: PaymentDetails) -> Opened:
-        row = await self._call(OPEN_SQL, *_details_args(details))
+        row = await self.database.call(OPEN_SQL, *_details_args(details))
         _check(row, None)
         return Opened(payment=payment_from_row(row["payment"]), replayed=bool(row["replayed"]))
 
     async def settle(self, details: PaymentDetails, source: EventSource | None) -> Settled:
-        row = await self._call(SETTLE_SQL, *_details_args(details), *_source_args(source), *_paid_args(details))
+        row = await self.database.call(SETTLE_SQL, *_details_args(details), *_source_args(source), *_paid_args(details))
         return _settled(row, source)
 
     async def settle_batch(
@@ -244,8 +239,7 @@ class PaymentsStore:
             arguments = (*_details_args(details), *_source_args(source), *_paid_args(details))
             for column, value in zip(columns, arguments, strict=True):
                 column.append(value)
-        async with self.store.connection() as conn:
-            rows = await conn.fetch(SETTLE_BATCH_SQL, *columns)
+        rows = await self.database.fetch_all(SETTLE_BATCH_SQL, *columns)
         assert len(rows) == len(requests), "ledger_payment_settle answers one row per request"
         answers: dict[int, Settled | errors.LedgerError] = {}
         for index, row in zip(order, rows, strict=True):
@@ -256,11 +250,11 @@ class PaymentsStore:
         return [answers[index] for index in range(len(requests))]
 
     async def expire(self, user_id: str, checkout_session_id: str, source: EventSource | None) -> Changed:
-        row = await self._call(EXPIRE_SQL, user_id, checkout_session_id, *_source_args(source))
+        row = await self.database.call(EXPIRE_SQL, user_id, checkout_session_id, *_source_args(source))
         return self._changed(row, source)
 
     async def settle_manually(self, payment_id: int, actor: str, reason: str) -> SettledManually:
-        row = await self._call(SETTLE_MANUALLY_SQL, payment_id, actor, reason)
+        row = await self.database.call(SETTLE_MANUALLY_SQL, payment_id, actor, reason)
         _check(row, None)
         payment = _optional_payment(row["payment"])
         assert payment is not None and row["entry"] is not None, "a settlement by hand answers its payment and entry"
@@ -273,7 +267,7 @@ class PaymentsStore:
         )
 
     async def fail(self, details: PaymentDetails, source: EventSource | None) -> Changed:
-        row = await self._call(FAIL_SQL, *_details_args(details), *_source_args(source))
+        row = await self.database.call(FAIL_SQL, *_details_args(details), *_source_args(source))
         return self._changed(row, source)
 
     async def refund(
@@ -289,7 +283,7 @@ class PaymentsStore:
             [refund.amount_minor for refund in refunds],
             [refund.status.value for refund in refunds],
         )
-        row = await self._call(
+        row = await self.database.call(
             REFUND_SQL, *_details_args(details), charge_amount_refunded_minor, *refund_args, *_source_args(source)
         )
         return self._changed(row, source, refunds_from_json(row["refunds"]))
@@ -297,7 +291,8 @@ class PaymentsStore:
     async def dispute(
         self, details: PaymentDetails, dispute_id: str, status: DisputeStatus, source: EventSource | None
     ) -> Changed:
-        row = await self._call(DISPUTE_SQL, *_details_args(details), dispute_id, status.value, *_source_args(source))
+        arguments = (*_details_args(details), dispute_id, status.value, *_source_args(source))
+        row = await self.database.call(DISPUTE_SQL, *arguments)
         return self._changed(row, source)
 
     async def record_event(
@@ -309,9 +304,7 @@ class PaymentsStore:
         payment_intent_id: str | None,
     ) -> Recorded:
         args = (source.event_id, source.event_type, source.payload_sha256, outcome.value, detail, user_id)
-        async with self.store.connection() as conn:
-            row = await conn.fetchrow(RECORD_SQL, *args, payment_intent_id)
-        assert row is not None, "ledger_event_record returns one row"
+        row = await self.database.call(RECORD_SQL, *args, payment_intent_id)
         if row["result"] == "event_payload_mismatch":
             raise errors.EventPayloadMismatch(
                 f"event {source.event_id} was recorded before with other data", {"event_id": source.event_id}
@@ -321,16 +314,14 @@ class PaymentsStore:
 
     async def get(self, lookup: PaymentLookup) -> Payment:
         field, value = _lookup_key(lookup)
-        async with self.store.connection() as conn:
-            row = await conn.fetchrow(LOOKUP_SQL[field], value)
+        row = await self.database.fetch_one(LOOKUP_SQL[field], value)
         if row is None:
             raise errors.NotFound(f"no payment with this {field}", {"field": field})
         return payment_from_row(row)
 
     async def list(self, query: PaymentQuery) -> PaymentPage:
         sql, args = list_sql(query)
-        async with self.store.connection() as conn:
-            rows = await conn.fetch(sql, *args)
+        rows = await self.database.fetch_all(sql, *args)
         payments = [payment_from_row(row) for row in rows[: query.page_size]]
         more = len(rows) > query.page_size
         last = payments[-1] if payments else None
