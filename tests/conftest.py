@@ -110,7 +110,7 @@ def ledger_settings(database_url: str, **overrides: object) -> LedgerSettings:
     callers.append(Caller.from_token("all", ALL_ROLES_TOKEN, frozenset(ROLE_TOKENS)))
     values: dict[str, object] = {
         "database_url": database_url,
-        "listen": "127.0.0.1:0",
+        "listen_address": "127.0.0.1:0",
         "callers": tuple(callers),
         "pool_size_max": 20,
         "command_timeout_seconds": 10.0,

@@ -159,7 +159,7 @@ async def start(
     )
     batchers = (
         GroupCommits.open(database, size_max=settings.post_batch_size_max, in_flight_max=settings.batches_in_flight_max)
-        if settings.group_commit
+        if settings.group_commit_enabled
         else None
     )
     pb_grpc.add_LedgerServiceServicer_to_server(LedgerServicer(database, batchers), server)
@@ -174,7 +174,7 @@ async def start(
     await ledger._set_serving(False)
     ledger._probe = asyncio.create_task(ledger.probe_forever())
     ledger._sweeper = asyncio.create_task(ledger.sweep_holds_forever())
-    log.info("ledger listening", extra={"listen": settings.listen, "port": port})
+    log.info("ledger listening", extra={"listen": settings.listen_address, "port": port})
     return ledger
 
 
@@ -182,19 +182,19 @@ def _bind(server: grpc.aio.Server, settings: LedgerSettings) -> int:
     try:
         return _add_port(server, settings)
     except RuntimeError as exc:  # grpc reports a failed bind as RuntimeError
-        raise OSError(f"LEDGER_LISTEN: cannot bind {settings.listen} (in use or not permitted)") from exc
+        raise OSError(f"LEDGER_LISTEN: cannot bind {settings.listen_address} (in use or not permitted)") from exc
 
 
 def _add_port(server: grpc.aio.Server, settings: LedgerSettings) -> int:
     if settings.tls is None:
-        port = server.add_insecure_port(settings.listen)
+        port = server.add_insecure_port(settings.listen_address)
     else:
         credentials = grpc.ssl_server_credentials(
             [(settings.tls.private_key, settings.tls.certificate_chain)],
             root_certificates=settings.tls.client_ca,
             require_client_auth=settings.tls.client_ca is not None,
         )
-        port = server.add_secure_port(settings.listen, credentials)
+        port = server.add_secure_port(settings.listen_address, credentials)
     if port == 0:
-        raise OSError(f"LEDGER_LISTEN: cannot bind {settings.listen}")
+        raise OSError(f"LEDGER_LISTEN: cannot bind {settings.listen_address}")
     return port

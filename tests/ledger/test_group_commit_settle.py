@@ -178,7 +178,7 @@ async def test_concurrent_settles_share_bounded_batches_and_credit_each_purchase
 async def test_batches_in_flight_bound_what_one_blocked_batch_holds_up(database_url, db, slots, held_up):
     """LEDGER_BATCHES_IN_FLIGHT_MAX: with one slot, a batch waiting on a lock held elsewhere holds up the
     next request of another user; with two, that request goes in the free slot."""
-    server = await app.start(ledger_settings(database_url, batches_in_flight_max=slots, workers=1))
+    server = await app.start(ledger_settings(database_url, batches_in_flight_max=slots, worker_count=1))
     client = LedgerClient(f"127.0.0.1:{server.port}", ALL_ROLES_TOKEN)
     try:
         locked, free = new_user(), new_user()
