@@ -630,9 +630,9 @@ async def test_list_payments_by_time_range_and_by_intents(ledger, user_id):
         pytest.param({"payment_intent_ids": [f"pi_{index}" for index in range(501)]}, id="too-many-intents"),
         pytest.param({"user_id": "has space"}, id="bad-user"),
         # Found by tests/hostile (fuzz): a Timestamp outside datetime's range was answered INTERNAL.
-        pytest.param({"create_time_start": {"seconds": -62_135_596_801}}, id="start-before-year-1"),
-        pytest.param({"create_time_end": {"seconds": 253_402_300_800}}, id="end-after-year-9999"),
-        pytest.param({"create_time_start": {"seconds": 0, "nanos": -1}}, id="start-negative-nanos"),
+        pytest.param({"start_create_time": {"seconds": -62_135_596_801}}, id="start-before-year-1"),
+        pytest.param({"end_create_time": {"seconds": 253_402_300_800}}, id="end-after-year-9999"),
+        pytest.param({"start_create_time": {"seconds": 0, "nanos": -1}}, id="start-negative-nanos"),
     ],
 )
 async def test_list_payments_refusals(stub, request_fields):

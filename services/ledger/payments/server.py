@@ -194,9 +194,9 @@ def _time(request: pb.ListPaymentsRequest, field: str) -> datetime | None:
 
 
 def payment_query(request: pb.ListPaymentsRequest) -> PaymentQuery:
-    start, end = _time(request, "create_time_start"), _time(request, "create_time_end")
+    start, end = _time(request, "start_create_time"), _time(request, "end_create_time")
     if start is not None and end is not None and start >= end:
-        raise errors.InvalidArgument("create_time_end", "must be after create_time_start")
+        raise errors.InvalidArgument("end_create_time", "must be after start_create_time")
     return PaymentQuery(
         user_id=validation.user_id(request.user_id) if request.user_id else None,
         created_at_start=start,
