@@ -1,6 +1,6 @@
 """SQL for the ledger's accounts and journal, on the ledger's Database (services/ledger/database.py).
 
-Each mutation is one round trip: a server-side function (migrations/versions/0001) that checks
+Each mutation is one round trip: a server-side function (migrations/sql/accounts/) that checks
 idempotency, locks the account row, applies and journals in one transaction; concurrent Credit /
 Debit / AdminAdjust requests share one (ledger_post_batch, migration 0004; services/ledger/group_commit.py).
 The Database translates database failures into Unavailable / Internal; nothing asyncpg leaks out.

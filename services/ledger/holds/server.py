@@ -1,7 +1,7 @@
 """The hold RPCs of LedgerService: protobuf <-> domain values, and nothing else.
 
 Validation lives in validation.py (and accounts/validation.py), SQL and the refusal mapping in
-store.py, the rules themselves in the database functions of migrations/versions/0003_holds.py.
+store.py, the rules themselves in the database functions (as they run today: migrations/sql/holds/).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """SQL of holds, on the ledger's Database (its pool and its database-error translation).
 
-Each mutation is one round trip to a server-side function of migrations/versions/0003_holds.py that
+Each mutation is one round trip to a server-side function (migrations/sql/holds/) that
 locks the user's account row, expires the user's due holds, applies and records the change, in one
 transaction. The functions answer an outcome; refusals are translated here into errors. The ledger
 always passes p_now = NULL: the database's clock decides expiry (ledger_now()), never a caller's.

@@ -1,8 +1,7 @@
 """The payment lifecycle RPCs of LedgerService: protobuf <-> domain values, and nothing else.
 
 Validation lives in validation.py, SQL and the refusal mapping in store.py, the
-rules themselves in the database functions of migrations/versions/0002_payment_lifecycle.py and
-0005_refunds.py.
+rules themselves in the database functions, read as they run today in migrations/sql/payments/.
 """
 
 from __future__ import annotations

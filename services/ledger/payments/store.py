@@ -1,6 +1,6 @@
 """SQL of the payment lifecycle, on the ledger's Database (its pool and its database-error translation).
 
-Each mutation is one round trip to a server-side function of migrations/versions/0002 (refunds: 0005) that locks the
+Each mutation is one round trip to a server-side function (migrations/sql/payments/) that locks the
 user, deduplicates the Stripe event, applies the change, journals it and records the event, in one
 transaction. The functions answer an outcome; refusals are translated here into errors.
 """
