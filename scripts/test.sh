@@ -12,6 +12,27 @@ PYTHON="${PYTHON:-python3}"
 .venv/bin/ruff check .
 .venv/bin/mypy services scripts
 .venv/bin/lint-imports  # the layers as contracts: [tool.importlinter] in pyproject.toml
+# The contract: buf lint, and buf breaking against the proto on main (buf.yaml records each exception).
+# The buf CLI comes from the npm registry, pinned, into .tools/ (not committed).
+BUF_VERSION=1.75.0
+BUF=.tools/node_modules/.bin/buf
+BUF_AGAINST_REF="${BUF_AGAINST_REF:-main}"
+if ! command -v npm >/dev/null; then
+  echo "buf lint / buf breaking: skipped, npm not found (install Node.js with npm)"
+else
+  [ -x "$BUF" ] && [ "$("$BUF" --version)" = "$BUF_VERSION" ] \
+    || npm install --prefix .tools --no-audit --no-fund --loglevel=error "@bufbuild/buf@$BUF_VERSION"
+  "$BUF" lint
+  if git rev-parse --verify --quiet "$BUF_AGAINST_REF^{commit}" >/dev/null; then
+    against="$(mktemp -d)"
+    git archive "$BUF_AGAINST_REF" protos | tar -x -C "$against"
+    cp buf.yaml "$against/"
+    "$BUF" breaking --against "$against"
+    rm -rf "$against"
+  else
+    echo "buf breaking: skipped, no $BUF_AGAINST_REF to compare against (set BUF_AGAINST_REF)"
+  fi
+fi
 .venv/bin/python -m pytest "$@"
 # The example app's browser test (tests/examples/): Node.js >= 20 with npm, and a Chromium
 # (Debian: apt-get install chromium; elsewhere set CHROMIUM to a Chrome or Chromium binary).

@@ -19,9 +19,9 @@ from alembic import command
 from alembic.config import Config
 
 from services.ledger import app
-from services.ledger.auth import Caller
 from services.ledger.client import LedgerClient
 from services.ledger.config import LedgerSettings
+from services.ledger.rpc.auth import Caller
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -110,7 +110,7 @@ def ledger_settings(database_url: str, **overrides: object) -> LedgerSettings:
     callers.append(Caller.from_token("all", ALL_ROLES_TOKEN, frozenset(ROLE_TOKENS)))
     values: dict[str, object] = {
         "database_url": database_url,
-        "listen": "127.0.0.1:0",
+        "listen_address": "127.0.0.1:0",
         "callers": tuple(callers),
         "pool_size_max": 20,
         "command_timeout_seconds": 10.0,

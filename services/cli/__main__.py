@@ -36,7 +36,7 @@ from services.cli.settings import DEADLINE_SECONDS_DEFAULT, LedgerAccess, Stripe
 from services.common.config import ConfigError
 from services.common.logs import configure_logging, register_secret
 from services.ledger import errors
-from services.ledger.validation import REASON_CHARS_MAX
+from services.ledger.accounts.validation import REASON_CHARS_MAX
 
 PROG: Final = "creditsctl"
 EXIT_INTERRUPTED: Final = 130

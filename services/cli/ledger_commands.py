@@ -13,9 +13,9 @@ from typing import Any, Final, TypeVar
 from credits.ledger.v1 import ledger_service_pb2 as pb
 from services.cli.errors import UsageError
 from services.cli.render import Output, enum_name, fields, money, signed, table, timestamp
+from services.ledger.accounts.validation import PAGE_SIZE_MAX as TRANSACTIONS_PAGE_SIZE_MAX
 from services.ledger.client import LedgerClient
-from services.ledger.payments_validation import PAYMENTS_PAGE_SIZE_MAX
-from services.ledger.validation import PAGE_SIZE_MAX as TRANSACTIONS_PAGE_SIZE_MAX
+from services.ledger.payments.validation import PAYMENTS_PAGE_SIZE_MAX
 
 HISTORY_LIMIT_DEFAULT: Final = 20
 PAYMENTS_LIMIT_DEFAULT: Final = 50

@@ -10,7 +10,7 @@
 | `RECONCILER_*` | reconcile | as for `python -m services.reconciler` (window, overlap, page size, Stripe retries) |
 | `LOG_LEVEL` | all | JSON log lines on stderr at this level and above (WARNING for reconcile, ERROR otherwise) |
 
-Roles the token needs (services.ledger.auth): balance, history, payment, payments: `reader` or `admin`;
+Roles the token needs (services.ledger.rpc.auth): balance, history, payment, payments: `reader` or `admin`;
 adjust, anonymize: `admin`; reconcile: `reconciler`; replay-event: `reconciler` or `payments`.
 An operator caller with roles `["admin", "reader", "reconciler"]` runs every command.
 """

@@ -4,7 +4,7 @@ Every service calls `configure_logging(service)` once at start-up. Each record b
 object on one line of stderr:
 
     {"time": "2026-01-02T03:04:05.678Z", "level": "INFO", "service": "ledger",
-     "logger": "services.ledger.server", "message": "credited", "trace_id": "...",
+     "logger": "services.ledger.accounts.server", "message": "credited", "trace_id": "...",
      "span_id": "...", "request_id": "...", "user_id": "u_1"}
 
 `trace_id` / `span_id` come from the current OpenTelemetry span, `request_id` from

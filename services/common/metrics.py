@@ -5,7 +5,7 @@
   read from prometheus-client's multiprocess files in `directory` at each scrape (the ledger's workers).
 - `metrics_handler`: an aiohttp handler for `GET /metrics` on a service's main port.
 - `measured_handler(handler, method)`: a unary-unary handler, counted by method and status code and
-  timed (the ledger wraps each of its methods once: services/ledger/calls.py).
+  timed (the ledger wraps each of its methods once: services/ledger/rpc/calls.py).
 
 Metric objects are module-level: prometheus-client refuses to register a name twice.
 """

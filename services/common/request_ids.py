@@ -1,7 +1,7 @@
 """Request ids: one id per HTTP request, carried to the ledger, on every log line of both services.
 
     HTTP client --X-Request-Id--> gateway (request_id_middleware) --x-request-id--> ledger
-                                     | binds services.common.logs.request_id_var      | services.ledger.calls
+                                     | binds services.common.logs.request_id_var      | services.ledger.rpc.calls
                                      | answers X-Request-Id                           | binds it for the RPC
                                      | request_id_metadata() on each ledger call
 

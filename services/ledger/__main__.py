@@ -32,7 +32,7 @@ def main() -> int:
         return 2
     if tracer_provider is not None:
         tracer_provider.shutdown()
-    if settings.workers == 1:
+    if settings.worker_count == 1:
         return workers.serve(settings, metrics_port=settings.metrics_port)
     return workers.supervise(settings)
 

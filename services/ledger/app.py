@@ -19,16 +19,16 @@ from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from services.common.tracing import grpc_server_interceptors
 from services.ledger import errors
 from services.ledger import metrics as ledger_metrics
-from services.ledger.auth import Authenticator
-from services.ledger.calls import CallInterceptor
+from services.ledger.accounts.server import AccountsServicer
 from services.ledger.config import LedgerSettings
+from services.ledger.database import Database, PoolSettings
 from services.ledger.group_commit import GroupCommits
-from services.ledger.holds_server import HoldsServicer
-from services.ledger.holds_store import HoldsStore
-from services.ledger.payments_server import PaymentsServicer
-from services.ledger.server import AccountsServicer
-from services.ledger.status import abort
-from services.ledger.store import PoolSettings, Store
+from services.ledger.holds.server import HoldsServicer
+from services.ledger.holds.store import HoldsStore
+from services.ledger.payments.server import PaymentsServicer
+from services.ledger.rpc.auth import Authenticator
+from services.ledger.rpc.calls import CallInterceptor
+from services.ledger.rpc.status import abort
 
 log = logging.getLogger(__name__)
 
@@ -41,27 +41,30 @@ GRPC_CONCURRENT_RPCS_MAX = 2048
 # every path that reads or spends); it makes holds release by themselves and keeps accounts.held current.
 HOLD_SWEEP_INTERVAL_SECONDS = 1.0
 HOLD_SWEEP_BATCH_MAX = 500
+# A new database connection gives up after this long (or the command timeout, when shorter): a call waiting
+# for a connection to a database that does not answer fails as UNAVAILABLE instead of hanging.
+DATABASE_CONNECT_TIMEOUT_SECONDS_MAX = 5.0
 
 
 class LedgerServicer(AccountsServicer, PaymentsServicer, HoldsServicer):
     """The whole LedgerService: one class composed of the per-area servicers."""
 
-    def __init__(self, store: Store, batchers: GroupCommits | None) -> None:
+    def __init__(self, database: Database, batchers: GroupCommits | None) -> None:
         if batchers is None:  # LEDGER_GROUP_COMMIT=false: one transaction per request
-            AccountsServicer.__init__(self, store)
-            PaymentsServicer.__init__(self, store)
+            AccountsServicer.__init__(self, database)
+            PaymentsServicer.__init__(self, database)
         else:
-            AccountsServicer.__init__(self, store, batchers.post)
-            PaymentsServicer.__init__(self, store, batchers.settle)
-        HoldsServicer.__init__(self, store)
+            AccountsServicer.__init__(self, database, batchers.post)
+            PaymentsServicer.__init__(self, database, batchers.settle)
+        HoldsServicer.__init__(self, database)
 
 
 @dataclass
 class LedgerServer:
-    """A running ledger: the gRPC server, its store, its health probe and its hold sweeper."""
+    """A running ledger: the gRPC server, its database, its health probe and its hold sweeper."""
 
     server: grpc.aio.Server
-    store: Store
+    database: Database
     health: HealthServicer
     port: int
     settings: LedgerSettings
@@ -82,19 +85,19 @@ class LedgerServer:
         await self.server.stop(grace)
         if self.batchers is not None:
             await self.batchers.close()
-        await self.store.close()
+        await self.database.close()
 
     async def probe_forever(self) -> None:
         """Keeps health SERVING exactly while the database answers, and reports the pool's gauges."""
         serving: bool | None = None
         while True:
             try:
-                await self.store.ping()
+                await self.database.ping()
                 now_serving = True
             except errors.LedgerError:
                 now_serving = False
             ledger_metrics.record_database_reachable(now_serving)
-            ledger_metrics.record_pool(self.store.pool)
+            ledger_metrics.record_pool(self.database.pool)
             if now_serving != serving:
                 log.info("database %s", "reachable" if now_serving else "unreachable")
                 await self._set_serving(now_serving)
@@ -103,7 +106,7 @@ class LedgerServer:
 
     async def sweep_holds_forever(self) -> None:
         """Expires due holds, one bounded batch per interval (at once again after a full batch)."""
-        holds = HoldsStore(self.store)
+        holds = HoldsStore(self.database)
         while True:
             expired = 0
             try:
@@ -133,12 +136,11 @@ async def start(
     ledger clock of their own ledger with it); None in production, where it would cost a round trip.
     reuse_port: bind with SO_REUSEPORT, to share the port with the other workers (services/ledger/workers.py)."""
     pool_settings = PoolSettings(
-        size_min=0,
         size_max=settings.pool_size_max,
         command_timeout_seconds=settings.command_timeout_seconds,
-        connect_timeout_seconds=min(settings.command_timeout_seconds, 5.0),
+        connect_timeout_seconds=min(settings.command_timeout_seconds, DATABASE_CONNECT_TIMEOUT_SECONDS_MAX),
     )
-    store = await Store.open(settings.database_url, pool_settings, setup=connection_setup)
+    database = await Database.open(settings.database_url, pool_settings, setup=connection_setup)
     # Order matters: traces see every call, and the call interceptor (request id, metrics, auth, decoding)
     # must be last: it answers known methods from its own cache.
     interceptors = (
@@ -156,23 +158,23 @@ async def start(
         ],
     )
     batchers = (
-        GroupCommits.open(store, size_max=settings.post_batch_size_max, in_flight_max=settings.batches_in_flight_max)
-        if settings.group_commit
+        GroupCommits.open(database, size_max=settings.post_batch_size_max, in_flight_max=settings.batches_in_flight_max)
+        if settings.group_commit_enabled
         else None
     )
-    pb_grpc.add_LedgerServiceServicer_to_server(LedgerServicer(store, batchers), server)
+    pb_grpc.add_LedgerServiceServicer_to_server(LedgerServicer(database, batchers), server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = _bind(server, settings)
     await server.start()
     ledger = LedgerServer(
-        server=server, store=store, health=health_servicer, port=port, settings=settings, batchers=batchers
+        server=server, database=database, health=health_servicer, port=port, settings=settings, batchers=batchers
     )
     await ledger._set_serving(False)
     ledger._probe = asyncio.create_task(ledger.probe_forever())
     ledger._sweeper = asyncio.create_task(ledger.sweep_holds_forever())
-    log.info("ledger listening", extra={"listen": settings.listen, "port": port})
+    log.info("ledger listening", extra={"listen": settings.listen_address, "port": port})
     return ledger
 
 
@@ -180,19 +182,19 @@ def _bind(server: grpc.aio.Server, settings: LedgerSettings) -> int:
     try:
         return _add_port(server, settings)
     except RuntimeError as exc:  # grpc reports a failed bind as RuntimeError
-        raise OSError(f"LEDGER_LISTEN: cannot bind {settings.listen} (in use or not permitted)") from exc
+        raise OSError(f"LEDGER_LISTEN: cannot bind {settings.listen_address} (in use or not permitted)") from exc
 
 
 def _add_port(server: grpc.aio.Server, settings: LedgerSettings) -> int:
     if settings.tls is None:
-        port = server.add_insecure_port(settings.listen)
+        port = server.add_insecure_port(settings.listen_address)
     else:
         credentials = grpc.ssl_server_credentials(
             [(settings.tls.private_key, settings.tls.certificate_chain)],
             root_certificates=settings.tls.client_ca,
             require_client_auth=settings.tls.client_ca is not None,
         )
-        port = server.add_secure_port(settings.listen, credentials)
+        port = server.add_secure_port(settings.listen_address, credentials)
     if port == 0:
-        raise OSError(f"LEDGER_LISTEN: cannot bind {settings.listen}")
+        raise OSError(f"LEDGER_LISTEN: cannot bind {settings.listen_address}")
     return port

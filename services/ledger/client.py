@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from credits.ledger.v1 import ledger_service_pb2 as pb
 from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from services.ledger import errors
-from services.ledger.status import error_from_rpc_error
+from services.ledger.rpc.status import error_from_rpc_error
 
 Response = TypeVar("Response")
 
@@ -232,9 +232,9 @@ class LedgerClient:
             user_id=user_id, payment_intent_ids=list(payment_intent_ids), page_size=page_size, page_token=page_token
         )
         if create_time_start is not None:
-            request.create_time_start.FromDatetime(create_time_start)
+            request.start_create_time.FromDatetime(create_time_start)
         if create_time_end is not None:
-            request.create_time_end.FromDatetime(create_time_end)
+            request.end_create_time.FromDatetime(create_time_end)
         return await self.call(self.stub.ListPayments, request)
 
     # Holds (paid actions that take time): reserve before the work, then capture what it cost or release.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from services.common import config, event_loop
 from services.common.config import ConfigError
-from services.ledger.auth import ROLES, Caller
+from services.ledger.rpc.auth import ROLES, Caller
 
 LISTEN_DEFAULT = "[::]:50051"
 CALLERS_EXPECTED = 'a JSON object {"name": {"token": "...", "roles": ["reader", ...]}}'
@@ -18,7 +18,16 @@ POST_BATCH_SIZE_MAX_DEFAULT = 64
 POST_BATCH_SIZE_MAX_LIMIT = 1000
 BATCHES_IN_FLIGHT_MAX_DEFAULT = 4
 BATCHES_IN_FLIGHT_MAX_LIMIT = 64
-WORKERS_MAX = 64
+WORKER_COUNT_MAX = 64
+POOL_SIZE_MAX_DEFAULT = 20
+POOL_SIZE_MAX_LIMIT = 500
+COMMAND_TIMEOUT_SECONDS_DEFAULT = 5.0
+COMMAND_TIMEOUT_SECONDS_MIN = 0.1
+COMMAND_TIMEOUT_SECONDS_MAX = 300.0
+SHUTDOWN_GRACE_SECONDS_DEFAULT = 10.0
+SHUTDOWN_GRACE_SECONDS_MIN = 0.0
+SHUTDOWN_GRACE_SECONDS_MAX = 300.0
+PORT_MAX = 65535
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
@@ -33,7 +42,7 @@ class TlsSettings:
 @dataclass(frozen=True, slots=True)
 class LedgerSettings:
     database_url: str
-    listen: str
+    listen_address: str
     callers: tuple[Caller, ...]
     pool_size_max: int
     command_timeout_seconds: float
@@ -45,40 +54,54 @@ class LedgerSettings:
     secret_values: tuple[str, ...] = ()
     # Group commit (services/ledger/group_commit.py): concurrent Credit / Debit / AdminAdjust share a transaction,
     # as do concurrent SettlePayment calls.
-    group_commit: bool = True
+    group_commit_enabled: bool = True
     post_batch_size_max: int = POST_BATCH_SIZE_MAX_DEFAULT
     # Batches of one kind in the database at once, per worker: more lowers latency at low load, fewer makes
     # batches larger (less work per request) when the machine is saturated.
     batches_in_flight_max: int = BATCHES_IN_FLIGHT_MAX_DEFAULT
     # `python -m services.ledger` runs this many server processes on one port (SO_REUSEPORT).
-    workers: int = 1
+    worker_count: int = 1
     event_loop: str = "auto"  # uvloop when installed (auto), uvloop, or asyncio
     # Where the supervisor makes its folder of multiprocess metric files (None: the system's temporary folder).
     metrics_directory: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> LedgerSettings:
-        metrics_port = config.integer(environ, "METRICS_PORT", 0, 0, 65535)
+        metrics_port = config.integer(environ, "METRICS_PORT", 0, 0, PORT_MAX)
         callers_json = config.json_value(environ, "LEDGER_CALLERS", CALLERS_EXPECTED)
         return cls(
             database_url=config.database_url(environ),
-            listen=config.listen_address(environ, "LEDGER_LISTEN", LISTEN_DEFAULT),
+            listen_address=config.listen_address(environ, "LEDGER_LISTEN", LISTEN_DEFAULT),
             callers=parse_callers(callers_json),
-            pool_size_max=config.integer(environ, "LEDGER_DB_POOL_SIZE_MAX", 20, 1, 500),
-            command_timeout_seconds=config.number(environ, "LEDGER_DB_COMMAND_TIMEOUT_SECONDS", 5.0, 0.1, 300.0),
-            shutdown_grace_seconds=config.number(environ, "LEDGER_SHUTDOWN_GRACE_SECONDS", 10.0, 0.0, 300.0),
+            pool_size_max=config.integer(
+                environ, "LEDGER_DB_POOL_SIZE_MAX", POOL_SIZE_MAX_DEFAULT, 1, POOL_SIZE_MAX_LIMIT
+            ),
+            command_timeout_seconds=config.number(
+                environ,
+                "LEDGER_DB_COMMAND_TIMEOUT_SECONDS",
+                COMMAND_TIMEOUT_SECONDS_DEFAULT,
+                COMMAND_TIMEOUT_SECONDS_MIN,
+                COMMAND_TIMEOUT_SECONDS_MAX,
+            ),
+            shutdown_grace_seconds=config.number(
+                environ,
+                "LEDGER_SHUTDOWN_GRACE_SECONDS",
+                SHUTDOWN_GRACE_SECONDS_DEFAULT,
+                SHUTDOWN_GRACE_SECONDS_MIN,
+                SHUTDOWN_GRACE_SECONDS_MAX,
+            ),
             metrics_port=metrics_port or None,
             tls=parse_tls(environ),
             log_level=config.log_level(environ),
             secret_values=tuple(entry["token"] for entry in callers_json.values()),
-            group_commit=boolean(environ, "LEDGER_GROUP_COMMIT", True),
+            group_commit_enabled=boolean(environ, "LEDGER_GROUP_COMMIT", True),
             post_batch_size_max=config.integer(
                 environ, "LEDGER_POST_BATCH_SIZE_MAX", POST_BATCH_SIZE_MAX_DEFAULT, 1, POST_BATCH_SIZE_MAX_LIMIT
             ),
             batches_in_flight_max=config.integer(
                 environ, "LEDGER_BATCHES_IN_FLIGHT_MAX", BATCHES_IN_FLIGHT_MAX_DEFAULT, 1, BATCHES_IN_FLIGHT_MAX_LIMIT
             ),
-            workers=config.integer(environ, "LEDGER_WORKERS", os.cpu_count() or 1, 1, WORKERS_MAX),
+            worker_count=config.integer(environ, "LEDGER_WORKERS", os.cpu_count() or 1, 1, WORKER_COUNT_MAX),
             event_loop=event_loop.setting(environ, "LEDGER_EVENT_LOOP"),
             metrics_directory=config.optional(environ, "LEDGER_METRICS_DIR"),
         )

@@ -7,7 +7,7 @@
 Two kinds share the machinery (`GroupCommit`), each with its own queue and batch slots:
 - `PostBatcher`: Credit, Debit, AdminAdjust (ledger_post_batch, migrations/versions/0004_post_batch.py);
 - `SettleBatcher`: SettlePayment, the webhook path (ledger_payment_settle per request, in one statement:
-  services/ledger/payments_store.py, `settle_batch`).
+  services/ledger/payments/store.py, `settle_batch`).
 (GetBalance reads batched into one `unnest` query did not pay: docs/performance.md.)
 
 Natural batching, no timer: requests that arrive in one turn of the event loop leave together, at once
@@ -34,13 +34,14 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Generic, Protocol, TypeVar
+from typing import Final, Generic, TypeVar
 
 from services.ledger import errors
-from services.ledger.domain import Posted, Posting
-from services.ledger.payments_domain import EventSource, PaymentDetails, Settled
-from services.ledger.payments_store import PaymentsStore
-from services.ledger.store import Store
+from services.ledger.accounts.domain import Posted, Posting
+from services.ledger.accounts.store import AccountsStore
+from services.ledger.database import Database
+from services.ledger.payments.domain import EventSource, PaymentDetails, Settled
+from services.ledger.payments.store import PaymentsStore
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +50,6 @@ POST_BATCHES_IN_FLIGHT_MAX: Final = 4
 
 Request = TypeVar("Request")
 Result = TypeVar("Result")
-
-
-class Poster(Protocol):
-    """What the servicer posts through: the Store itself (one by one) or a PostBatcher."""
-
-    async def post(self, posting: Posting, *, allow_negative: bool = False) -> Posted: ...
-
-
-class Settler(Protocol):
-    """What SettlePayment goes through: the PaymentsStore itself (one by one) or a SettleBatcher."""
-
-    async def settle(self, details: PaymentDetails, source: EventSource | None) -> Settled: ...
 
 
 @dataclass(slots=True)
@@ -169,7 +158,11 @@ class PostBatcher(GroupCommit[tuple[Posting, bool], Posted]):
     """Credit, Debit and AdminAdjust: (posting, allow_negative) requests through ledger_post_batch."""
 
     def __init__(
-        self, store: Store, *, size_max: int = POST_BATCH_SIZE_MAX, in_flight_max: int = POST_BATCHES_IN_FLIGHT_MAX
+        self,
+        store: AccountsStore,
+        *,
+        size_max: int = POST_BATCH_SIZE_MAX,
+        in_flight_max: int = POST_BATCHES_IN_FLIGHT_MAX,
     ) -> None:
         super().__init__(size_max=size_max, in_flight_max=in_flight_max)
         self.store = store
@@ -219,11 +212,11 @@ class GroupCommits:
 
     @classmethod
     def open(
-        cls, store: Store, *, size_max: int = POST_BATCH_SIZE_MAX, in_flight_max: int = POST_BATCHES_IN_FLIGHT_MAX
+        cls, database: Database, *, size_max: int = POST_BATCH_SIZE_MAX, in_flight_max: int = POST_BATCHES_IN_FLIGHT_MAX
     ) -> GroupCommits:
         return cls(
-            post=PostBatcher(store, size_max=size_max, in_flight_max=in_flight_max),
-            settle=SettleBatcher(PaymentsStore(store), size_max=size_max, in_flight_max=in_flight_max),
+            post=PostBatcher(AccountsStore(database), size_max=size_max, in_flight_max=in_flight_max),
+            settle=SettleBatcher(PaymentsStore(database), size_max=size_max, in_flight_max=in_flight_max),
         )
 
     async def close(self) -> None:

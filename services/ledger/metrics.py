@@ -48,7 +48,7 @@ from typing import Any, Final
 
 from prometheus_client import Counter, Gauge
 
-from services.ledger.domain import Kind
+from services.ledger.kinds import Kind
 
 log = logging.getLogger(__name__)
 

@@ -92,7 +92,7 @@ def serve(settings: LedgerSettings, *, reuse_port: bool = False, metrics_port: i
 
 
 def supervise(settings: LedgerSettings) -> int:
-    """Starts settings.workers worker processes on one port and waits for them; returns the exit code."""
+    """Starts settings.worker_count worker processes on one port and waits for them; returns the exit code."""
     settings = worker_settings(settings)
     metrics_directory: Path | None = None
     metrics_server: MetricsServer | None = None
@@ -119,7 +119,7 @@ def _run_workers(settings: LedgerSettings, metrics_directory: Path | None) -> in
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: gRPC does not survive fork()
     workers = [
         context.Process(target=worker_main, args=(settings, index, os.getpid()), name=f"ledger-worker-{index}")
-        for index in range(settings.workers)
+        for index in range(settings.worker_count)
     ]
     stopping = False
     asked_to_stop = False  # by SIGTERM / SIGINT, as opposed to a worker failing
@@ -141,7 +141,7 @@ def _run_workers(settings: LedgerSettings, metrics_directory: Path | None) -> in
     signal.signal(signal.SIGINT, on_signal)
     for worker in workers:
         worker.start()
-    log.info("ledger workers started", extra={"workers": settings.workers, "listen": settings.listen})
+    log.info("ledger workers started", extra={"workers": settings.worker_count, "listen": settings.listen_address})
     code = 0
     remaining = list(workers)
     while remaining:
@@ -170,8 +170,8 @@ def worker_settings(settings: LedgerSettings) -> LedgerSettings:
     """
     return dataclasses.replace(
         settings,
-        listen=_concrete_listen(settings.listen),
-        pool_size_max=max(1, settings.pool_size_max // settings.workers),
+        listen_address=_concrete_listen(settings.listen_address),
+        pool_size_max=max(1, settings.pool_size_max // settings.worker_count),
     )
 
 

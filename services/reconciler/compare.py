@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
-from services.ledger.payments_domain import (
+from services.ledger.payments.domain import (
     DISPUTE_RANK,
     LIVE_REFUND_STATUSES,
     REFUND_RANK,

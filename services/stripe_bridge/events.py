@@ -59,7 +59,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeGuard
 
-from services.ledger import validation
+from services.ledger.accounts import validation
 from services.ledger.errors import InvalidArgument
 from services.stripe_bridge.catalog import Catalog, Mismatch
 

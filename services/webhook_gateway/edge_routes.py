@@ -48,7 +48,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from multidict import MultiMapping
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
-from services.ledger import errors, validation
+from services.ledger import errors
+from services.ledger.accounts import validation
 from services.webhook_gateway.auth import Principal, permission_denied, require_admin, require_user
 from services.webhook_gateway.context import GATEWAY_KEY
 from services.webhook_gateway.errors import MESSAGE_CHARS_MAX, HttpError
@@ -76,7 +77,7 @@ ADMIN_ADJUST_FIELDS: Final = ("user_id", "amount", "reason", "idempotency_key")
 GDPR_DELETE_FIELDS: Final = ("user_id",)
 
 NO_STORE: Final[Mapping[str, str]] = {"Cache-Control": "no-store"}
-LEDGER_PAGE_TOKEN_PREFIX: Final = "t1:"  # services.ledger.server.encode_page_token: base64url("t1:<entry id>")
+LEDGER_PAGE_TOKEN_PREFIX: Final = "t1:"  # services.ledger.accounts.server.encode_page_token: base64url("t1:<entry id>")
 CURSOR_DIGITS_MAX: Final = 17  # Entry ids below 10**17: the cursor pattern stays exact and short.
 _LIMIT_PATTERN: Final = re.compile(r"^[0-9]{1,3}$")
 _UNKNOWN_NAME: Final = "unknown"
@@ -358,7 +359,7 @@ def _integer(body: Mapping[str, Any], name: str) -> int:
 
 
 def _checked(field: str, rule: Callable[[T], T], value: T) -> T:
-    """Apply the ledger's own field rule (services.ledger.validation), as a 400 naming the field."""
+    """Apply the ledger's own field rule (services.ledger.accounts.validation), as a 400 naming the field."""
     try:
         return rule(value)
     except errors.InvalidArgument as exc:

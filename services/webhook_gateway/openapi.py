@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from services.ledger import validation
+from services.ledger.accounts import validation
 from services.stripe_bridge.apply import Outcome
 from services.stripe_bridge.catalog import CREDITS_MAX, Catalog
 from services.webhook_gateway import edge_routes as edge
@@ -40,7 +40,7 @@ CACHE_SECONDS: Final = 300
 
 JsonObject = dict[str, Any]
 
-_USER_ID_PATTERN: Final = r"^[\x21-\x7e]+$"  # The ledger's identifier rule (services.ledger.validation).
+_USER_ID_PATTERN: Final = r"^[\x21-\x7e]+$"  # The ledger's identifier rule (services.ledger.accounts.validation).
 _NO_CONTROL_CHARACTERS_PATTERN: Final = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # The ledger's text rule.
 _JWT: Final[list[JsonObject]] = [{"bearerJwt": []}]
 _OPEN: Final[list[JsonObject]] = []  # `security: []`: no authentication.

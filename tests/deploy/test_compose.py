@@ -465,12 +465,12 @@ def test_ports_are_the_ones_the_services_listen_on() -> None:
     ledger = build_settings("ledger", environment("ledger"))[0]
     gateway = build_settings("gateway", environment("gateway"))[0]
     reconciler = build_settings("reconciler", environment("reconciler"))[0]
-    assert container_ports("ledger") == {port_of(ledger.listen), ledger.metrics_port}
+    assert container_ports("ledger") == {port_of(ledger.listen_address), ledger.metrics_port}
     assert container_ports("gateway") == {port_of(gateway.listen_address)}
     assert container_ports("reconciler") == {reconciler.metrics_port}
     for name in ("gateway", "reconciler", "creditsctl"):
         host, _, port = environment(name)["LEDGER_TARGET"].rpartition(":")
-        assert host == "ledger" and int(port) == port_of(ledger.listen), f"{name}: LEDGER_TARGET"
+        assert host == "ledger" and int(port) == port_of(ledger.listen_address), f"{name}: LEDGER_TARGET"
     assert environment("gateway")["REDIS_URL"].startswith("redis://redis:6379/")
     for name in ("migrate", "ledger"):
         assert urlsplit(environment(name)["DATABASE_URL"]).hostname == "postgres"
@@ -519,7 +519,7 @@ def test_the_ledger_healthcheck_is_the_grpc_probe() -> None:
     from services.ledger.probe import default_target
 
     ledger = build_settings("ledger", environment("ledger"))[0]
-    assert default_target(environment("ledger")) == f"127.0.0.1:{port_of(ledger.listen)}"
+    assert default_target(environment("ledger")) == f"127.0.0.1:{port_of(ledger.listen_address)}"
 
 
 def test_image_healthchecks_fit_their_images() -> None:

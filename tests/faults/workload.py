@@ -22,7 +22,7 @@ import jwt
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
 from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
-from services.ledger.status import error_from_rpc_error
+from services.ledger.rpc.status import error_from_rpc_error
 from tests.faults.history import History, Op, OpKind, Outcome
 from tests.faults.stripe_world import Purchase, StripeWorld
 

@@ -22,7 +22,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
-from services.ledger.status import error_from_rpc_error
+from services.ledger.rpc.status import error_from_rpc_error
 from tests.conftest import ALL_ROLES_TOKEN, ROLE_TOKENS
 from tests.fakes import stripe_events as se
 from tests.hostile.conftest import (

@@ -18,7 +18,7 @@ from credits.ledger.v1 import ledger_service_pb2 as pb
 from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from services.ledger import app, errors
 from services.ledger.client import LedgerClient
-from services.ledger.store import translate_database_error
+from services.ledger.database import translate_database_error
 from tests.conftest import ALL_ROLES_TOKEN, ledger_settings, new_key
 from tests.ledger.helpers import (
     adjust_request,

@@ -12,10 +12,11 @@ import uuid
 import pytest
 
 from services.ledger import errors
+from services.ledger.accounts.domain import Kind, Posted, Posting
+from services.ledger.accounts.store import AccountsStore
 from services.ledger.app import LedgerServer
-from services.ledger.domain import Kind, Posted, Posting
+from services.ledger.database import Database, PoolSettings
 from services.ledger.group_commit import PostBatcher
-from services.ledger.store import PoolSettings, Store
 from tests.conftest import new_key
 from tests.ledger.helpers import assert_journal_consistent
 
@@ -38,8 +39,8 @@ def debit(user_id: str, amount: int, key: str | None = None) -> tuple[Posting, b
 
 
 @pytest.fixture
-def store(ledger_server: LedgerServer) -> Store:
-    return ledger_server.store
+def store(ledger_server: LedgerServer) -> AccountsStore:
+    return AccountsStore(ledger_server.database)
 
 
 def applied(result: Posted | errors.LedgerError) -> Posted:
@@ -139,7 +140,7 @@ async def test_the_batch_is_one_transaction_per_call(store, db):
 async def test_a_batch_that_raises_is_applied_one_by_one(ledger_server):
     """A reason longer than the journal's CHECK (validation would refuse it first) aborts the batch;
     each request is then applied alone, and only the offending one fails."""
-    batcher = PostBatcher(ledger_server.store)
+    batcher = PostBatcher(AccountsStore(ledger_server.database))
     good_user, bad_user = new_user(), new_user()
     bad = Posting(user_id=bad_user, delta=1, kind=Kind.GRANT, idempotency_key=new_key(), reason="x" * 600)
     good = credit(good_user, 4)[0]
@@ -168,7 +169,7 @@ async def test_concurrent_batches_in_opposite_account_orders_never_deadlock(stor
 class CountingStore:
     """The real store, recording the size of every batch it is asked to apply."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: AccountsStore) -> None:
         self.store = store
         self.sizes: list[int] = []
 
@@ -225,11 +226,11 @@ async def test_a_cancelled_post_still_queued_is_not_applied(store, db):
 
 
 async def test_an_unreachable_database_answers_every_request_unavailable():
-    unreachable = await Store.open(
+    unreachable = await Database.open(
         "postgresql://postgres@127.0.0.1:9/none",
-        PoolSettings(size_min=0, size_max=2, command_timeout_seconds=2.0, connect_timeout_seconds=2.0),
+        PoolSettings(size_max=2, command_timeout_seconds=2.0, connect_timeout_seconds=2.0),
     )
-    batcher = PostBatcher(unreachable)
+    batcher = PostBatcher(AccountsStore(unreachable))
     try:
         results = await asyncio.gather(
             *(batcher.post(credit(new_user(), 1)[0]) for _ in range(5)), return_exceptions=True

@@ -14,10 +14,10 @@ import pytest
 from services.ledger import app, errors
 from services.ledger.app import LedgerServer
 from services.ledger.client import LedgerClient
+from services.ledger.database import Database
 from services.ledger.group_commit import SettleBatcher
-from services.ledger.payments_domain import EventSource, PaymentDetails, PaymentStatus, Price, Settled
-from services.ledger.payments_store import PaymentsStore
-from services.ledger.store import Store
+from services.ledger.payments.domain import EventSource, PaymentDetails, PaymentStatus, Price, Settled
+from services.ledger.payments.store import PaymentsStore
 from tests.conftest import ALL_ROLES_TOKEN, ledger_settings, new_key
 from tests.ledger.helpers import assert_journal_consistent
 from tests.ledger.payment_helpers import MEDIUM_AMOUNT_MINOR, MEDIUM_CREDITS, Ids, stripe_id
@@ -51,12 +51,12 @@ def credited(result: Settled | errors.LedgerError) -> Settled:
 
 @pytest.fixture
 def payments(ledger_server: LedgerServer) -> PaymentsStore:
-    return PaymentsStore(ledger_server.store)
+    return PaymentsStore(ledger_server.database)
 
 
 @pytest.fixture
-def store(ledger_server: LedgerServer) -> Store:
-    return ledger_server.store
+def database(ledger_server: LedgerServer) -> Database:
+    return ledger_server.database
 
 
 async def purchase_entries(db, user_id: str) -> int:
@@ -143,8 +143,8 @@ async def test_a_settle_batch_that_raises_is_applied_one_by_one(payments, db):
 
 
 class CountingPayments(PaymentsStore):
-    def __init__(self, store: Store) -> None:
-        super().__init__(store)
+    def __init__(self, database: Database) -> None:
+        super().__init__(database)
         self.sizes: list[int] = []
 
     async def settle_batch(self, requests):
@@ -152,9 +152,9 @@ class CountingPayments(PaymentsStore):
         return await super().settle_batch(requests)
 
 
-async def test_concurrent_settles_share_bounded_batches_and_credit_each_purchase_once(store, db):
+async def test_concurrent_settles_share_bounded_batches_and_credit_each_purchase_once(database, db):
     """Every purchase delivered twice at once (Stripe's redelivery racing its original): one credit each."""
-    counting = CountingPayments(store)
+    counting = CountingPayments(database)
     batcher = SettleBatcher(counting, size_max=8, in_flight_max=1)
     deliveries = []
     for _ in range(PURCHASES):
@@ -178,7 +178,7 @@ async def test_concurrent_settles_share_bounded_batches_and_credit_each_purchase
 async def test_batches_in_flight_bound_what_one_blocked_batch_holds_up(database_url, db, slots, held_up):
     """LEDGER_BATCHES_IN_FLIGHT_MAX: with one slot, a batch waiting on a lock held elsewhere holds up the
     next request of another user; with two, that request goes in the free slot."""
-    server = await app.start(ledger_settings(database_url, batches_in_flight_max=slots, workers=1))
+    server = await app.start(ledger_settings(database_url, batches_in_flight_max=slots, worker_count=1))
     client = LedgerClient(f"127.0.0.1:{server.port}", ALL_ROLES_TOKEN)
     try:
         locked, free = new_user(), new_user()

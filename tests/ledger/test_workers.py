@@ -185,10 +185,12 @@ def test_each_worker_gets_a_share_of_the_pool_size(database_url, workers, pool_s
     from services.ledger.workers import worker_settings
     from tests.conftest import ledger_settings
 
-    settings = ledger_settings(database_url, workers=workers, pool_size_max=pool_size_max, listen="127.0.0.1:0")
+    settings = ledger_settings(
+        database_url, worker_count=workers, pool_size_max=pool_size_max, listen_address="127.0.0.1:0"
+    )
 
     shared = worker_settings(settings)
 
     assert shared.pool_size_max == share
     assert shared.pool_size_max * workers <= max(pool_size_max, workers)
-    assert not shared.listen.endswith(":0")
+    assert not shared.listen_address.endswith(":0")

@@ -22,10 +22,10 @@ from prometheus_client import REGISTRY
 from credits.ledger.v1 import ledger_service_pb2 as pb
 from services.ledger import app
 from services.ledger import metrics as ledger_metrics
+from services.ledger.accounts.domain import Kind
+from services.ledger.accounts.server import KIND_TO_PROTO
 from services.ledger.client import LedgerClient
-from services.ledger.domain import Kind
 from services.ledger.metrics import credit_direction, read_pool, record_entry, record_pool
-from services.ledger.server import KIND_TO_PROTO
 from tests.conftest import ALL_ROLES_TOKEN, ledger_settings, new_key
 from tests.ledger.payment_helpers import MEDIUM_AMOUNT_MINOR, MEDIUM_CREDITS, Ids, details, source
 

@@ -36,7 +36,7 @@ async def _status(http, url: str) -> int:
 
 async def test_readyz_follows_the_ledger_away_and_back(http, database_url, fake_stripe) -> None:
     port = free_port()
-    settings = ledger_settings(database_url, listen=f"127.0.0.1:{port}")
+    settings = ledger_settings(database_url, listen_address=f"127.0.0.1:{port}")
     ledger = await app.start(settings)
     try:
         async with running_gateway(gateway_environ(f"127.0.0.1:{port}", fake_stripe)) as gateway:

@@ -2,7 +2,7 @@
 else a new one), answers it in `X-Request-Id`, and sends it to the ledger, which binds it for the RPC: the
 log lines of both services about one request carry the same `request_id`.
 
-The ledger runs in process here as app.py builds it (its call interceptor binds the id: services/ledger/calls.py);
+The ledger runs in process here as app.py builds it (its call interceptor binds the id: services/ledger/rpc/calls.py);
 its log lines are captured with the request id bound when they were written.
 """
 
@@ -144,7 +144,7 @@ async def test_the_ledger_logs_under_the_gateways_request_id(http, gateway, ledg
     gateway_lines = [
         line for line in written if line.logger.startswith(("services.webhook_gateway.", "services.common.payment"))
     ]
-    assert [line.logger for line in in_the_rpc] == ["services.ledger.payments_store"], written
+    assert [line.logger for line in in_the_rpc] == ["services.ledger.payments.store"], written
     assert in_the_rpc[0].request_id == request_id
     assert gateway_lines and {line.request_id for line in gateway_lines} == {request_id}
     # Background work (the health probe, the hold sweeper) belongs to no request.

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from services.ledger.payments_domain import RefundStatus as LedgerRefundStatus
-from services.ledger.payments_domain import StripeRefund as LedgerRefund
+from services.ledger.payments.domain import RefundStatus as LedgerRefundStatus
+from services.ledger.payments.domain import StripeRefund as LedgerRefund
 from services.reconciler.compare import (
     DriftKind,
     Finding,

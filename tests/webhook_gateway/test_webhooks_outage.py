@@ -63,7 +63,7 @@ async def test_ledger_down_answers_503_then_the_redelivery_applies_once(
         _assert_unavailable_without_details(answer, port)
         assert await balance_of(ledger, user_id) == 0
 
-        second_ledger = await ledger_app.start(ledger_settings(database_url, listen=f"127.0.0.1:{port}"))
+        second_ledger = await ledger_app.start(ledger_settings(database_url, listen_address=f"127.0.0.1:{port}"))
         try:
             body = await _redeliver_until_accepted(http, gateway, event)
             assert body == {"received": True, "outcome": "applied"}

@@ -532,20 +532,20 @@ class GetPaymentResponse(_message.Message):
     def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ...) -> None: ...
 
 class ListPaymentsRequest(_message.Message):
-    __slots__ = ("user_id", "create_time_start", "create_time_end", "page_size", "page_token", "payment_intent_ids")
+    __slots__ = ("user_id", "start_create_time", "end_create_time", "page_size", "page_token", "payment_intent_ids")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
-    CREATE_TIME_START_FIELD_NUMBER: _ClassVar[int]
-    CREATE_TIME_END_FIELD_NUMBER: _ClassVar[int]
+    START_CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_INTENT_IDS_FIELD_NUMBER: _ClassVar[int]
     user_id: str
-    create_time_start: _timestamp_pb2.Timestamp
-    create_time_end: _timestamp_pb2.Timestamp
+    start_create_time: _timestamp_pb2.Timestamp
+    end_create_time: _timestamp_pb2.Timestamp
     page_size: int
     page_token: str
     payment_intent_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, user_id: _Optional[str] = ..., create_time_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., payment_intent_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, user_id: _Optional[str] = ..., start_create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., payment_intent_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListPaymentsResponse(_message.Message):
     __slots__ = ("payments", "next_page_token")

@@ -19,7 +19,7 @@ from jsonschema import Draft4Validator
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import OpenAPIV30SpecValidator, validate
 
-from services.ledger.server import PAGE_TOKEN_PREFIX, decode_page_token, encode_page_token
+from services.ledger.rpc.paging import PAGE_TOKEN_PREFIX, decode_page_token, encode_page_token
 from services.webhook_gateway import edge_routes as edge
 from services.webhook_gateway.openapi import OPENAPI_DOCUMENT
 from tests.conftest import new_key

@@ -1,0 +1,31 @@
+-- hold_expire_due: current definition (last changed by migrations/versions/0003_holds.py).
+CREATE OR REPLACE FUNCTION public.hold_expire_due(p_user_id text, p_now timestamp with time zone, p_limit integer)
+ RETURNS integer
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_count     integer;
+    v_released  bigint;
+BEGIN
+    WITH due AS (
+        SELECT h.id FROM holds h
+         WHERE h.user_id = p_user_id AND h.status = 'active' AND h.expires_at <= p_now
+         ORDER BY h.expires_at, h.id
+         LIMIT p_limit
+    ), expired AS (
+        UPDATE holds h SET status = 'expired', ended_at = h.expires_at
+          FROM due
+         WHERE h.user_id = p_user_id AND h.id = due.id AND h.status = 'active'
+        RETURNING h.id, h.amount
+    ), events AS (
+        INSERT INTO hold_events AS e (user_id, hold_id, kind, held_delta, created_at)
+        SELECT p_user_id, x.id, 'expired', -x.amount, p_now FROM expired x
+        RETURNING e.held_delta
+    )
+    SELECT count(*), COALESCE(-sum(events.held_delta), 0) INTO v_count, v_released FROM events;
+    IF v_count > 0 THEN
+        UPDATE accounts a SET held = a.held - v_released WHERE a.user_id = p_user_id;
+    END IF;
+    RETURN v_count;
+END
+$function$;

@@ -1,0 +1,3 @@
+"""Accounts: Credit, Debit, AdminAdjust, GetBalance, ListTransactions, Anonymize;
+the journal every capability posts to.
+"""

@@ -1,0 +1,162 @@
+"""SQL for the ledger's accounts and journal, on the ledger's Database (services/ledger/database.py).
+
+Each mutation is one round trip: a server-side function (migrations/sql/accounts/) that checks
+idempotency, locks the account row, applies and journals in one transaction; concurrent Credit /
+Debit / AdminAdjust requests share one (ledger_post_batch, migration 0004; services/ledger/group_commit.py).
+The Database translates database failures into Unavailable / Internal; nothing asyncpg leaks out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from services.ledger import errors
+from services.ledger.accounts.domain import ENTRY_ID_MAX, Balance, Entry, EntryPage, Erasure, Kind, Posted, Posting
+from services.ledger.database import Database
+
+POST_SQL = "SELECT * FROM ledger_post($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+POST_BATCH_SQL = "SELECT * FROM ledger_post_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+ENTRY_COLUMNS = (
+    "id, user_id, delta, balance_after, kind, idempotency_key, reason, reference, payment_id, "
+    "admin_action_id, hold_id, created_at"
+)
+# held: the active holds not yet past their expiry at the ledger's clock (accounts.held may still count
+# holds that expired and that nothing has expired yet: migrations/versions/0003_holds.py).
+BALANCE_SQL = """
+SELECT a.balance, a.status, a.updated_at,
+       (SELECT COALESCE(sum(h.amount), 0)::bigint FROM holds h
+         WHERE h.user_id = a.user_id AND h.status = 'active' AND h.expires_at > (SELECT ledger_now())) AS held
+  FROM accounts a
+ WHERE a.user_id = $1
+"""
+PAGE_SQL = f"SELECT {ENTRY_COLUMNS} FROM credit_transactions WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+ANONYMIZE_SQL = "SELECT * FROM ledger_anonymize($1)"
+
+
+def entry_from_row(row: asyncpg.Record) -> Entry:
+    return Entry(
+        id=row["id"],
+        user_id=row["user_id"],
+        delta=row["delta"],
+        balance_after=row["balance_after"],
+        kind=Kind(row["kind"]),
+        idempotency_key=row["idempotency_key"],
+        reason=row["reason"],
+        reference=row["reference"],
+        payment_id=row["payment_id"],
+        admin_action_id=row["admin_action_id"],
+        hold_id=row["hold_id"],
+        created_at=row["created_at"],
+    )
+
+
+class AccountsStore:
+    """The accounts' and the journal's queries, on the ledger's Database."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def post(self, posting: Posting, *, allow_negative: bool = False) -> Posted:
+        row = await self.database.call(POST_SQL, *_post_arguments(posting, allow_negative))
+        answer = posted_or_refusal(posting, row)
+        if isinstance(answer, errors.LedgerError):
+            raise answer
+        return answer
+
+    async def post_batch(self, requests: Sequence[tuple[Posting, bool]]) -> list[Posted | errors.LedgerError]:
+        """Applies (posting, allow_negative) requests in one transaction (ledger_post_batch, migration 0004).
+
+        Answers one result per request, in order: what ledger_post alone would answer, a refusal as a
+        LedgerError value. Raises (Unavailable / Internal) only when the statement failed as a whole.
+        """
+        assert requests
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [], [])
+        for posting, allow_negative in requests:
+            for column, value in zip(columns, _post_arguments(posting, allow_negative), strict=True):
+                column.append(value)
+        rows = await self.database.fetch_all(POST_BATCH_SQL, *columns)
+        by_ordinal = {row["ordinal"]: row for row in rows}
+        assert len(by_ordinal) == len(requests), "ledger_post_batch answers one row per request"
+        return [posted_or_refusal(posting, by_ordinal[ordinal]) for ordinal, (posting, _) in enumerate(requests, 1)]
+
+    async def balance(self, user_id: str) -> Balance:
+        row = await self.database.fetch_one(BALANCE_SQL, user_id)
+        return balance_from_row(user_id, row)
+
+    async def entries(self, user_id: str, before_id: int | None, limit: int) -> EntryPage:
+        rows = await self.database.fetch_all(PAGE_SQL, user_id, before_id or ENTRY_ID_MAX, limit + 1)
+        page = [entry_from_row(row) for row in rows[:limit]]
+        return EntryPage(entries=page, next_before_id=page[-1].id if len(rows) > limit else None)
+
+    async def anonymize(self, user_id: str) -> Erasure:
+        row = await self.database.call(ANONYMIZE_SQL, user_id)
+        return Erasure(
+            user_id=user_id,
+            already_anonymized=row["already_anonymized"],
+            payments_scrubbed_count=row["payments_scrubbed_count"],
+            metadata_erased_count=row["metadata_erased_count"],
+            balance=row["balance"],
+        )
+
+
+def balance_from_row(user_id: str, row: Any) -> Balance:
+    """A balance row; none (or a row of NULLs: no account) is an account that never moved."""
+    if row is None or row["balance"] is None:
+        return Balance(user_id=user_id, balance=0, anonymized=False, updated_at=None)
+    return Balance(
+        user_id=user_id,
+        balance=row["balance"],
+        anonymized=row["status"] == "anonymized",
+        updated_at=row["updated_at"],
+        held=row["held"],
+    )
+
+
+def _post_arguments(posting: Posting, allow_negative: bool) -> tuple[Any, ...]:
+    """ledger_post's arguments (and one element of each of ledger_post_batch's arrays)."""
+    return (
+        posting.user_id,
+        posting.delta,
+        posting.kind.value,
+        posting.idempotency_key,
+        posting.fingerprint(),
+        posting.reason,
+        posting.reference,
+        json.dumps(posting.metadata) if posting.metadata else None,
+        posting.actor,
+        allow_negative,
+    )
+
+
+def posted_or_refusal(posting: Posting, row: Any) -> Posted | errors.LedgerError:
+    """One ledger_post answer: the entry (applied or replayed), or the refusal to raise."""
+    outcome = row["outcome"]
+    if outcome not in ("applied", "replayed"):
+        return _refusal(outcome, posting, row)
+    return Posted(entry=entry_from_row(row), replayed=outcome == "replayed")
+
+
+def _refusal(outcome: str, posting: Posting, row: Any) -> errors.LedgerError:
+    if outcome == "idempotency_key_reused":
+        return errors.IdempotencyKeyReused(
+            "idempotency_key was already used with different parameters",
+            {"idempotency_key": posting.idempotency_key, "transaction_id": str(row["id"])},
+        )
+    if outcome == "account_anonymized":
+        return errors.AccountAnonymized(errors.ANONYMIZED_ACCOUNT_MESSAGE, {})
+    if outcome == "insufficient_credits":
+        return insufficient_credits(row["balance"], row["held"], -posting.delta)
+    raise AssertionError(f"ledger_post returned an unknown outcome {outcome!r}")
+
+
+def insufficient_credits(balance: int, held: int, amount: int) -> errors.InsufficientCredits:
+    """The refusal of a Debit, a negative AdminAdjust or a reserve that the available balance does not cover."""
+    available = balance - held
+    return errors.InsufficientCredits(
+        f"available balance {available} (balance {balance}, held {held}) is smaller than the amount {amount}",
+        {"balance": str(balance), "held": str(held), "available": str(available), "amount": str(amount)},
+    )

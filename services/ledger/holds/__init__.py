@@ -1,0 +1,1 @@
+"""Holds: reserve credits, capture or release them, expiry."""
