@@ -29,6 +29,7 @@ else
     cp buf.yaml "$against/"
     "$BUF" breaking --against "$against"
     rm -rf "$against"
+    echo "buf lint, buf breaking against $BUF_AGAINST_REF: no findings"
   else
     echo "buf breaking: skipped, no $BUF_AGAINST_REF to compare against (set BUF_AGAINST_REF)"
   fi

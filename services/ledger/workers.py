@@ -141,6 +141,9 @@ def _run_workers(settings: LedgerSettings, metrics_directory: Path | None) -> in
     signal.signal(signal.SIGINT, on_signal)
     for worker in workers:
         worker.start()
+    if stopping:
+        # SIGTERM came while they were being started: the handler signalled only those that had a pid then.
+        stop_workers()
     log.info("ledger workers started", extra={"workers": settings.worker_count, "listen": settings.listen_address})
     code = 0
     remaining = list(workers)
