@@ -340,7 +340,13 @@ def stop_all(services: list[Service]) -> None:
 # --- the banner ---------------------------------------------------------------------------------
 
 
-def banner(env: Mapping[str, str], addresses: Addresses, tokens: Mapping[str, str], dev_secrets: DevSecrets) -> str:
+def banner(
+    env: Mapping[str, str],
+    addresses: Addresses,
+    tokens: Mapping[str, str],
+    dev_secrets: DevSecrets,
+    stripe_stand_in: bool = False,
+) -> str:
     gateway, audience = addresses.gateway_url, env.get("JWT_AUDIENCE", "")
     lines = [
         "",
@@ -373,7 +379,7 @@ def banner(env: Mapping[str, str], addresses: Addresses, tokens: Mapping[str, st
         f"                     stripe listen --forward-to {gateway}/webhooks/stripe",
         f"  webhook secret     {env['STRIPE_WEBHOOK_SECRET']}",
     ]
-    if env.get("STRIPE_API_BASE") and stand_in_listen(env) in env["STRIPE_API_BASE"]:
+    if stripe_stand_in:
         lines += [
             f"  Stripe stand-in    {env['STRIPE_API_BASE']}   (key {env['STRIPE_API_KEY']}): POST /checkout opens its",
             "                     Checkout page; Pay sends the signed webhooks here; POST /v1/refunds refunds",
@@ -426,7 +432,7 @@ def run(environ: Mapping[str, str], stripe_stand_in: bool = False) -> int:
             )
             checks["reconciler"] = lambda: http_ok(f"http://127.0.0.1:{metrics_port}/metrics")
         wait_until_ready(services, checks, lambda: stopping)
-        print(banner(env, addresses, tokens, dev_secrets), flush=True)
+        print(banner(env, addresses, tokens, dev_secrets, stripe_stand_in), flush=True)
         while not stopping and all(service.process.poll() is None for service in services):
             time.sleep(0.5)
     except StopRequested:

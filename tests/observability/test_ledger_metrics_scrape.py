@@ -29,7 +29,7 @@ from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from services.ledger.workers import METRICS_DIRECTORY_PREFIX
 from tests.conftest import ROOT, new_key
 from tests.ledger.helpers import bearer, credit_request, wait_for_health
-from tests.ledger.test_entry_point import clean_environment, free_port
+from tests.ledger.test_entry_point import clean_environment, free_port, run_to_exit
 from tests.ledger.test_workers import wait_for_children
 
 TOKEN = "metrics-scrape-test-token-0000"
@@ -83,9 +83,9 @@ def credit_calls_by_worker(folder: Path, scratch: Path) -> list[float]:
 class Ledger:
     """One run of `python -m services.ledger` with its METRICS_PORT and metrics parent folder."""
 
-    def __init__(self, database_url: str, metrics_parent: Path) -> None:
+    def __init__(self, database_url: str, metrics_parent: Path, *, metrics_port: int | None = None) -> None:
         self.port = free_port()
-        self.metrics_port = free_port()
+        self.metrics_port = free_port() if metrics_port is None else metrics_port
         self.metrics_parent = metrics_parent
         self.env = clean_environment(
             DATABASE_URL=database_url,
@@ -226,9 +226,7 @@ async def test_a_killed_worker_stops_the_ledger_and_the_next_start_counts_from_z
     assert await asyncio.wait_for(first.process.wait(), timeout=PROCESS_SECONDS_MAX) != 0  # type: ignore[union-attr]
     assert first.folders() == []  # the supervisor removed its folder on the way out
 
-    second = Ledger(database_url, metrics_parent)
-    second.metrics_port = first.metrics_port  # the same scrape target as before
-    second.env["METRICS_PORT"] = str(first.metrics_port)
+    second = Ledger(database_url, metrics_parent, metrics_port=first.metrics_port)  # the same scrape target
     await second.start()
     try:
         before = scrape(second.metrics_port)
@@ -267,21 +265,11 @@ async def test_a_folder_left_by_a_killed_ledger_is_removed_at_the_next_start(
 
 
 async def test_a_taken_metrics_port_stops_start_up_naming_it(database_url, metrics_parent) -> None:
-    ledger = Ledger(database_url, metrics_parent)
     with socket_listening() as port:
-        ledger.env["METRICS_PORT"] = str(port)
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "services.ledger",
-            cwd=ROOT,
-            env=ledger.env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _, stderr = await asyncio.wait_for(process.communicate(), timeout=PROCESS_SECONDS_MAX)
-    assert process.returncode != 0
-    assert f"METRICS_PORT: cannot listen on {port}" in stderr.decode()
+        ledger = Ledger(database_url, metrics_parent, metrics_port=port)
+        code, stderr = await run_to_exit(ledger.env)
+    assert code != 0
+    assert f"METRICS_PORT: cannot listen on {port}" in "\n".join(stderr)
     assert ledger.folders() == []
 
 
