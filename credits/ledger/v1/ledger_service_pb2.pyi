@@ -74,6 +74,14 @@ class HoldStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     HOLD_STATUS_CAPTURED: _ClassVar[HoldStatus]
     HOLD_STATUS_RELEASED: _ClassVar[HoldStatus]
     HOLD_STATUS_EXPIRED: _ClassVar[HoldStatus]
+
+class PostingOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    POSTING_OUTCOME_UNSPECIFIED: _ClassVar[PostingOutcome]
+    POSTING_OUTCOME_APPLIED: _ClassVar[PostingOutcome]
+    POSTING_OUTCOME_REPLAYED: _ClassVar[PostingOutcome]
+    POSTING_OUTCOME_REFUSED: _ClassVar[PostingOutcome]
+    POSTING_OUTCOME_NOT_APPLIED: _ClassVar[PostingOutcome]
 ACCOUNT_STATUS_UNSPECIFIED: AccountStatus
 ACCOUNT_STATUS_ACTIVE: AccountStatus
 ACCOUNT_STATUS_ANONYMIZED: AccountStatus
@@ -118,6 +126,11 @@ HOLD_STATUS_ACTIVE: HoldStatus
 HOLD_STATUS_CAPTURED: HoldStatus
 HOLD_STATUS_RELEASED: HoldStatus
 HOLD_STATUS_EXPIRED: HoldStatus
+POSTING_OUTCOME_UNSPECIFIED: PostingOutcome
+POSTING_OUTCOME_APPLIED: PostingOutcome
+POSTING_OUTCOME_REPLAYED: PostingOutcome
+POSTING_OUTCOME_REFUSED: PostingOutcome
+POSTING_OUTCOME_NOT_APPLIED: PostingOutcome
 
 class Transaction(_message.Message):
     __slots__ = ("id", "user_id", "delta", "balance_after", "kind", "idempotency_key", "reason", "reference", "payment_id", "admin_action_id", "hold_id", "create_time")
@@ -712,3 +725,84 @@ class SettlePaymentManuallyResponse(_message.Message):
     replayed: bool
     admin_action_id: int
     def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ..., transaction: _Optional[_Union[Transaction, _Mapping]] = ..., replayed: _Optional[bool] = ..., admin_action_id: _Optional[int] = ...) -> None: ...
+
+class Refusal(_message.Message):
+    __slots__ = ("code", "reason", "message", "metadata", "field")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    reason: str
+    message: str
+    metadata: _containers.ScalarMap[str, str]
+    field: str
+    def __init__(self, code: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., field: _Optional[str] = ...) -> None: ...
+
+class BatchPosting(_message.Message):
+    __slots__ = ("credit", "debit")
+    CREDIT_FIELD_NUMBER: _ClassVar[int]
+    DEBIT_FIELD_NUMBER: _ClassVar[int]
+    credit: CreditRequest
+    debit: DebitRequest
+    def __init__(self, credit: _Optional[_Union[CreditRequest, _Mapping]] = ..., debit: _Optional[_Union[DebitRequest, _Mapping]] = ...) -> None: ...
+
+class PostBatchRequest(_message.Message):
+    __slots__ = ("postings", "atomic")
+    POSTINGS_FIELD_NUMBER: _ClassVar[int]
+    ATOMIC_FIELD_NUMBER: _ClassVar[int]
+    postings: _containers.RepeatedCompositeFieldContainer[BatchPosting]
+    atomic: bool
+    def __init__(self, postings: _Optional[_Iterable[_Union[BatchPosting, _Mapping]]] = ..., atomic: _Optional[bool] = ...) -> None: ...
+
+class PostingResult(_message.Message):
+    __slots__ = ("outcome", "transaction", "refusal")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    outcome: PostingOutcome
+    transaction: Transaction
+    refusal: Refusal
+    def __init__(self, outcome: _Optional[_Union[PostingOutcome, str]] = ..., transaction: _Optional[_Union[Transaction, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ...) -> None: ...
+
+class PostBatchResponse(_message.Message):
+    __slots__ = ("results", "applied_count", "replayed_count", "refused_count", "not_applied_count")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    NOT_APPLIED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[PostingResult]
+    applied_count: int
+    replayed_count: int
+    refused_count: int
+    not_applied_count: int
+    def __init__(self, results: _Optional[_Iterable[_Union[PostingResult, _Mapping]]] = ..., applied_count: _Optional[int] = ..., replayed_count: _Optional[int] = ..., refused_count: _Optional[int] = ..., not_applied_count: _Optional[int] = ...) -> None: ...
+
+class SettlePaymentBatchRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[SettlePaymentRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[SettlePaymentRequest, _Mapping]]] = ...) -> None: ...
+
+class SettlePaymentResult(_message.Message):
+    __slots__ = ("settled", "refusal")
+    SETTLED_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    settled: SettlePaymentResponse
+    refusal: Refusal
+    def __init__(self, settled: _Optional[_Union[SettlePaymentResponse, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ...) -> None: ...
+
+class SettlePaymentBatchResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SettlePaymentResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[SettlePaymentResult, _Mapping]]] = ...) -> None: ...

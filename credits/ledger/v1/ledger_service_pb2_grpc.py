@@ -146,6 +146,16 @@ class LedgerServiceStub:
                 request_serializer=credits_dot_ledger_dot_v1_dot_ledger__service__pb2.SettlePaymentManuallyRequest.SerializeToString,
                 response_deserializer=credits_dot_ledger_dot_v1_dot_ledger__service__pb2.SettlePaymentManuallyResponse.FromString,
                 _registered_method=True)
+        self.PostBatch = channel.unary_unary(
+                '/credits.ledger.v1.LedgerService/PostBatch',
+                request_serializer=credits_dot_ledger_dot_v1_dot_ledger__service__pb2.PostBatchRequest.SerializeToString,
+                response_deserializer=credits_dot_ledger_dot_v1_dot_ledger__service__pb2.PostBatchResponse.FromString,
+                _registered_method=True)
+        self.SettlePaymentBatch = channel.unary_unary(
+                '/credits.ledger.v1.LedgerService/SettlePaymentBatch',
+                request_serializer=credits_dot_ledger_dot_v1_dot_ledger__service__pb2.SettlePaymentBatchRequest.SerializeToString,
+                response_deserializer=credits_dot_ledger_dot_v1_dot_ledger__service__pb2.SettlePaymentBatchResponse.FromString,
+                _registered_method=True)
 
 
 class LedgerServiceServicer:
@@ -348,6 +358,37 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PostBatch(self, request, context):
+        """Posts up to 1,000 credits and debits in one call and one database
+        transaction, with one result per posting, in request order. Each posting
+        is exactly the Credit or Debit it carries: the same rules, the same
+        journal and the same idempotency keys (a key replays whether it first
+        came alone or in a batch). A refused posting reports its own refusal and
+        never fails its neighbours, unless `atomic` is set: then all apply or
+        none does. The call fails as a whole only for what concerns the whole
+        request: authentication and roles (every credit needs payments or admin,
+        every debit spender), no postings or more than 1,000 (INVALID_ARGUMENT),
+        a request above 4 MiB (RESOURCE_EXHAUSTED), the database (UNAVAILABLE:
+        nothing applied; retry with the same keys).
+        Roles: payments, admin (credits); spender (debits).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SettlePaymentBatch(self, request, context):
+        """Settles up to 1,000 payments in one call, as that many SettlePayment
+        calls would, with one result per request, in request order: a refusal
+        is reported for its own request and never fails its neighbours. Every
+        result is durable when the call answers. The call fails as a whole only
+        for authentication, roles, the request count (INVALID_ARGUMENT) and the
+        database (UNAVAILABLE: retry; each request applies once).
+        Roles: payments, reconciler.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -455,6 +496,16 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.SettlePaymentManually,
                     request_deserializer=credits_dot_ledger_dot_v1_dot_ledger__service__pb2.SettlePaymentManuallyRequest.FromString,
                     response_serializer=credits_dot_ledger_dot_v1_dot_ledger__service__pb2.SettlePaymentManuallyResponse.SerializeToString,
+            ),
+            'PostBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.PostBatch,
+                    request_deserializer=credits_dot_ledger_dot_v1_dot_ledger__service__pb2.PostBatchRequest.FromString,
+                    response_serializer=credits_dot_ledger_dot_v1_dot_ledger__service__pb2.PostBatchResponse.SerializeToString,
+            ),
+            'SettlePaymentBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SettlePaymentBatch,
+                    request_deserializer=credits_dot_ledger_dot_v1_dot_ledger__service__pb2.SettlePaymentBatchRequest.FromString,
+                    response_serializer=credits_dot_ledger_dot_v1_dot_ledger__service__pb2.SettlePaymentBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1031,6 +1082,60 @@ class LedgerService:
             '/credits.ledger.v1.LedgerService/SettlePaymentManually',
             credits_dot_ledger_dot_v1_dot_ledger__service__pb2.SettlePaymentManuallyRequest.SerializeToString,
             credits_dot_ledger_dot_v1_dot_ledger__service__pb2.SettlePaymentManuallyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PostBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credits.ledger.v1.LedgerService/PostBatch',
+            credits_dot_ledger_dot_v1_dot_ledger__service__pb2.PostBatchRequest.SerializeToString,
+            credits_dot_ledger_dot_v1_dot_ledger__service__pb2.PostBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SettlePaymentBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credits.ledger.v1.LedgerService/SettlePaymentBatch',
+            credits_dot_ledger_dot_v1_dot_ledger__service__pb2.SettlePaymentBatchRequest.SerializeToString,
+            credits_dot_ledger_dot_v1_dot_ledger__service__pb2.SettlePaymentBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

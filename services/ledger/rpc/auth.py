@@ -52,9 +52,13 @@ ROLES_BY_METHOD: dict[str, frozenset[str]] = {
     "ListHolds": _HOLDS_READ,
     "ExpirePayment": _PAYMENT_WRITE,
     "SettlePaymentManually": frozenset({"admin"}),
+    # Each posting also needs its own kind's role (POSTING_ROLES), checked by the handler.
+    "PostBatch": frozenset({"spender", "payments", "admin"}),
+    "SettlePaymentBatch": _PAYMENT_WRITE,
 }
 
 current_caller: contextvars.ContextVar[str] = contextvars.ContextVar("ledger_caller", default="-")
+current_roles: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("ledger_roles", default=frozenset())
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from services.common.logs import new_request_id, request_id_var
 from services.common.metrics import measured_handler
 from services.common.request_ids import REQUEST_ID_METADATA_KEY, accepted_request_id
 from services.ledger import errors
-from services.ledger.rpc.auth import OPEN_SERVICE_PREFIXES, Authenticator, current_caller
+from services.ledger.rpc.auth import OPEN_SERVICE_PREFIXES, Authenticator, current_caller, current_roles
 from services.ledger.rpc.decoding import Abort, tolerant_handler
 
 AUTHORIZATION_METADATA_KEY = "authorization"
@@ -63,6 +63,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         except errors.LedgerError as refusal:
             return self._refusal(method if handler is not None else UNKNOWN_METHOD, refusal)
         current_caller.set(caller.name)
+        current_roles.set(caller.roles)
         return handler
 
     async def _handler(
