@@ -12,6 +12,7 @@
     ├── AlreadyExists                ALREADY_EXISTS: a key or id was used with other data
     │   ├── IdempotencyKeyReused     the same idempotency key with different parameters
     │   └── EventPayloadMismatch     the same Stripe event id with different data
+    ├── BatchAborted                 ABORTED: an atomic batch's item not applied, another was refused
     ├── Unauthenticated              UNAUTHENTICATED: no or unknown caller token
     ├── PermissionDenied             PERMISSION_DENIED: the caller's roles do not allow it
     ├── Unavailable                  UNAVAILABLE: the database (or ledger) cannot be reached
@@ -123,6 +124,13 @@ class EventPayloadMismatch(AlreadyExists):
     """The Stripe event id was processed before with different data."""
 
     reason = "EVENT_PAYLOAD_MISMATCH"
+
+
+class BatchAborted(LedgerError):
+    """An item of an atomic batch was not applied because another item (metadata `posting_index`) was refused."""
+
+    code = grpc.StatusCode.ABORTED
+    reason = "BATCH_ABORTED"
 
 
 class Unauthenticated(LedgerError):

@@ -16,6 +16,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from credits.ledger.v1 import ledger_service_pb2 as pb
 from services.ledger import errors
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,26 @@ def error_from_rpc_error(exc: grpc.aio.AioRpcError) -> errors.LedgerError:
         reason = "UNAVAILABLE"
         code = grpc.StatusCode.UNAVAILABLE
     return errors.error_from_status(code, reason, exc.details() or code.name, metadata)
+
+
+def to_refusal(error: errors.LedgerError) -> pb.Refusal:
+    """An item of a batch refused: what `to_status` would send for it alone, as one message."""
+    return pb.Refusal(
+        code=error.code.value[0],
+        reason=error.reason,
+        message=error.message,
+        metadata=error.metadata,
+        field=error.field if isinstance(error, errors.InvalidArgument) else "",
+    )
+
+
+_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def error_from_refusal(refusal: pb.Refusal) -> errors.LedgerError:
+    """Rebuilds the most specific LedgerError from an item of a batch (the client's side of `to_refusal`)."""
+    code = _CODE_BY_NUMBER.get(refusal.code, grpc.StatusCode.UNKNOWN)
+    return errors.error_from_status(code, refusal.reason, refusal.message, refusal.metadata)
 
 
 def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
