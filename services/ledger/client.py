@@ -119,6 +119,16 @@ class LedgerClient:
         )
         return await self.call(self.stub.Debit, request)
 
+    async def post_batch(
+        self, postings: Sequence[pb.BatchPosting], *, atomic: bool = False
+    ) -> pb.PostBatchResponse:
+        """Up to 1,000 credits and debits in one call: a result per posting (refusals included), in order.
+
+        Raises only for the call as a whole (errors.LedgerError); a retry after UNAVAILABLE is safe (the keys).
+        `services.ledger.rpc.status.error_from_refusal` turns a result's refusal into its LedgerError.
+        """
+        return await self.call(self.stub.PostBatch, pb.PostBatchRequest(postings=postings, atomic=atomic))
+
     async def list_transactions(
         self, user_id: str, page_size: int = 0, page_token: str = ""
     ) -> pb.ListTransactionsResponse:
@@ -146,6 +156,12 @@ class LedgerClient:
         self, details: pb.PaymentDetails, source: pb.EventSource | None = None
     ) -> pb.SettlePaymentResponse:
         return await self.call(self.stub.SettlePayment, pb.SettlePaymentRequest(details=details, source=source))
+
+    async def settle_payment_batch(
+        self, requests: Sequence[pb.SettlePaymentRequest]
+    ) -> pb.SettlePaymentBatchResponse:
+        """Up to 1,000 settlements in one call: a result (settled or refused) per request, in order."""
+        return await self.call(self.stub.SettlePaymentBatch, pb.SettlePaymentBatchRequest(requests=requests))
 
     async def expire_payment(
         self, details: pb.PaymentDetails, source: pb.EventSource | None = None
