@@ -1,0 +1,295 @@
+"""`creditsctl post --file postings.jsonl`: credits and debits from a file, through the ledger's PostBatch.
+
+The file is read and checked whole first (services.cli.postings_file: a bad line stops everything, nothing is
+sent). Then its batches go one after the other (one call in flight: the ledger applies a 1,000-posting batch in
+tens of milliseconds, and order across batches stays the file's order), each answered with one result per
+posting: applied, replayed (the key was applied before, with the same parameters: nothing changed) or refused
+with the ledger's reason. With `--atomic`, each batch (not the whole file) applies entirely or not at all.
+
+A call that fails as a whole (the ledger unavailable after the client's retries, the token refused) stops the
+run: the batches before it were answered and are summarized, that batch's outcome is unknown, the rest were not
+sent. Re-running the same file is always safe: the idempotency keys make what applied answer `replayed`.
+
+Exit codes (services.cli.errors): 0 every posting applied or replayed; 1 every batch answered, some postings
+refused (or not applied, --atomic); 3 stopped, the ledger unavailable; 4 stopped, a call refused as a whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Final, TextIO
+
+import grpc
+
+from credits.ledger.v1 import ledger_service_pb2 as pb
+from services.cli.errors import EXIT_OK, EXIT_REFUSED, EXIT_STOPPED, EXIT_UNAVAILABLE, UsageError
+from services.cli.postings_file import Batch, Posting, plan_batches, read_postings
+from services.cli.progress import ProgressBar
+from services.cli.render import Output, fields, table
+from services.cli.settings import LedgerAccess
+from services.ledger import errors
+from services.ledger.client import LedgerClient
+
+STAGE: Final = "post"
+ROLES_NEEDED: Final = "credits need the role payments or admin, debits the role spender"
+_OUTCOME_NAMES: Final = {
+    pb.POSTING_OUTCOME_REFUSED: "refused",
+    pb.POSTING_OUTCOME_NOT_APPLIED: "not_applied",
+}
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """The call that failed as a whole, and why."""
+
+    batch: Batch
+    error: errors.LedgerError
+
+
+@dataclass
+class Tally:
+    """What the answered batches said."""
+
+    applied: int = 0
+    replayed: int = 0
+    refused: int = 0
+    not_applied: int = 0
+    credited: int = 0  # credits added by postings applied in this run
+    debited: int = 0  # credits spent by postings applied in this run
+    batches_answered: int = 0
+    refused_by_reason: Counter[str] = field(default_factory=Counter)
+    refusals: list[dict[str, Any]] = field(default_factory=list)
+
+    def progress_detail(self) -> str:
+        return f"applied {self.applied:,}  replayed {self.replayed:,}  refused {self.refused + self.not_applied:,}"
+
+
+def _refusal_message(result: pb.PostingResult, chunk: list[Posting]) -> str:
+    """The ledger's message; for a posting of an atomic batch not applied, the line that stopped the batch."""
+    index_text = result.refusal.metadata.get("posting_index", "")
+    if result.outcome == pb.POSTING_OUTCOME_NOT_APPLIED and index_text.isdigit() and int(index_text) < len(chunk):
+        return f"not applied: line {chunk[int(index_text)].line} of this batch was refused (--atomic)"
+    return result.refusal.message
+
+
+def _count(tally: Tally, posting: Posting, result: pb.PostingResult, chunk: list[Posting]) -> None:
+    if result.outcome == pb.POSTING_OUTCOME_APPLIED:
+        tally.applied += 1
+        if posting.kind == "credit":
+            tally.credited += posting.amount
+        else:
+            tally.debited += posting.amount
+        return
+    if result.outcome == pb.POSTING_OUTCOME_REPLAYED:
+        tally.replayed += 1
+        return
+    assert result.outcome in _OUTCOME_NAMES, result.outcome
+    if result.outcome == pb.POSTING_OUTCOME_REFUSED:
+        tally.refused += 1
+    else:
+        tally.not_applied += 1
+    reason = result.refusal.reason or "UNKNOWN"
+    tally.refused_by_reason[reason] += 1
+    tally.refusals.append(
+        {
+            "line": posting.line,
+            "kind": posting.kind,
+            "user_id": posting.user_id,
+            "idempotency_key": posting.idempotency_key,
+            "outcome": _OUTCOME_NAMES[result.outcome],
+            "reason": reason,
+            "field": result.refusal.field or None,
+            "message": _refusal_message(result, chunk),
+        }
+    )
+
+
+async def send_batches(
+    client: LedgerClient,
+    postings: list[Posting],
+    batches: list[Batch],
+    *,
+    atomic: bool,
+    tally: Tally,
+    progress: ProgressBar,
+    stderr: TextIO,
+) -> Stopped | None:
+    """Sends the batches in order, counting their results into `tally`; the failed call, if one stops the run."""
+    progress.start_counted(STAGE, len(postings))
+    current: Batch | None = None
+    try:
+        for current in batches:
+            chunk = postings[current.start : current.end]
+            try:
+                response = await client.post_batch([posting.message() for posting in chunk], atomic=atomic)
+            except errors.LedgerError as exc:
+                return Stopped(current, exc)
+            assert len(response.results) == len(chunk), (len(response.results), len(chunk))
+            for posting, result in zip(chunk, response.results, strict=True):
+                _count(tally, posting, result, chunk)
+            tally.batches_answered += 1
+            progress.advance(STAGE, len(chunk))
+        return None
+    except asyncio.CancelledError:  # Ctrl-C: say what is known before the command's "interrupted" line
+        if current is not None:
+            stderr.write(f"\ncreditsctl: post: {_interrupted(postings, batches, current)}\n")
+        raise
+    finally:
+        progress.close()
+
+
+def _lines(postings: list[Posting], start: int, end: int) -> str:
+    return f"lines {postings[start].line:,}-{postings[end - 1].line:,}"
+
+
+def _interrupted(postings: list[Posting], batches: list[Batch], batch: Batch) -> str:
+    return (
+        f"interrupted during batch {batch.number} of {len(batches)} ({_lines(postings, batch.start, batch.end)}); "
+        f"batches before it were answered, its outcome is unknown. {_rerun_hint()}"
+    )
+
+
+def _rerun_hint() -> str:
+    return "Re-running the same file is safe: what applied answers replayed, nothing applies twice."
+
+
+def stop_message(target: str, postings: list[Posting], batches: list[Batch], stopped: Stopped) -> str:
+    """Why the run stopped, what was sent, and that a re-run is safe (stderr, one paragraph)."""
+    batch, exc = stopped.batch, stopped.error
+    where = f"batch {batch.number} of {len(batches)} ({_lines(postings, batch.start, batch.end)})"
+    if isinstance(exc, errors.Unavailable):
+        cause = f"the ledger at {target} is unavailable ({exc.message})"
+    else:
+        cause = f"refused by the ledger as a whole: {exc.reason}: {exc.message}"
+        if isinstance(exc, errors.PermissionDenied):
+            kinds = Counter(posting.kind for posting in postings[batch.start : batch.end])
+            held = ", ".join(f"{count:,} {kind}s" for kind, count in sorted(kinds.items()))
+            cause += f" (this batch holds {held}; {ROLES_NEEDED}: check LEDGER_TOKEN's roles)"
+        elif isinstance(exc, errors.Unauthenticated):
+            cause += " (LEDGER_TOKEN is not a caller of this ledger)"
+    answered = f"batches 1-{batch.number - 1} were answered (above)" if batch.number > 1 else "no batch was answered"
+    not_sent = len(batches) - batch.number
+    tail = f"; batches {batch.number + 1}-{len(batches)} were not sent" if not_sent else ""
+    unknown = "nothing of it applied" if _nothing_applied(exc) else "its outcome is unknown"
+    return f"post: stopped at {where}: {cause}. {answered}; {unknown}{tail}. {_rerun_hint()}"
+
+
+def _nothing_applied(exc: errors.LedgerError) -> bool:
+    """The ledger refused the call before applying anything (UNAVAILABLE or INTERNAL: it may have committed)."""
+    refused_whole = (errors.Unauthenticated, errors.PermissionDenied, errors.InvalidArgument)
+    return isinstance(exc, refused_whole) or exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def exit_code(tally: Tally, stopped: Stopped | None) -> int:
+    if stopped is not None:
+        return EXIT_UNAVAILABLE if isinstance(stopped.error, errors.Unavailable) else EXIT_STOPPED
+    return EXIT_REFUSED if tally.refused or tally.not_applied else EXIT_OK
+
+
+def _stopped_document(postings: list[Posting], batches: list[Batch], stopped: Stopped | None) -> Any:
+    if stopped is None:
+        return None
+    batch = stopped.batch
+    return {
+        "batch": batch.number,
+        "first_line": postings[batch.start].line,
+        "last_line": postings[batch.end - 1].line,
+        "reason": stopped.error.reason,
+        "message": stopped.error.message,
+        "batch_applied_nothing": _nothing_applied(stopped.error),
+        "batches_not_sent": len(batches) - batch.number,
+        "postings_not_answered": len(postings) - batch.start,
+    }
+
+
+def summary(
+    source: str,
+    postings: list[Posting],
+    batches: list[Batch],
+    *,
+    atomic: bool,
+    batch_size: int,
+    tally: Tally,
+    stopped: Stopped | None,
+) -> Output:
+    """The run's facts: one JSON document, and the same as a table of counts and one of the refused lines."""
+    document = {
+        "file": source,
+        "postings": len(postings),
+        "batch_size": batch_size,
+        "atomic": atomic,
+        "batches": len(batches),
+        "batches_answered": tally.batches_answered,
+        "complete": stopped is None,
+        "applied": tally.applied,
+        "replayed": tally.replayed,
+        "refused": tally.refused,
+        "not_applied": tally.not_applied,
+        "refused_by_reason": dict(sorted(tally.refused_by_reason.items())),
+        "credited": tally.credited,
+        "debited": tally.debited,
+        "refusals": tally.refusals,
+        "stopped": _stopped_document(postings, batches, stopped),
+    }
+    by_reason = ", ".join(f"{reason} {count:,}" for reason, count in document["refused_by_reason"].items())
+    lines = fields(
+        [
+            ("file", source),
+            ("postings", f"{len(postings):,} in {len(batches):,} batches ({tally.batches_answered:,} answered)"),
+            ("applied", f"{tally.applied:,} (credited {tally.credited:,}, debited {tally.debited:,})"),
+            ("replayed", f"{tally.replayed:,} (applied before with the same key: nothing changed)"),
+            ("refused", f"{tally.refused:,}" + (f" ({by_reason})" if by_reason else "")),
+            ("not applied", f"{tally.not_applied:,} (--atomic: another posting of the batch was refused)"),
+        ]
+    )
+    if not atomic:
+        lines.pop()
+    if tally.refusals:
+        rows = [
+            (item["line"], item["kind"], item["user_id"], item["idempotency_key"], item["reason"], item["message"])
+            for item in tally.refusals
+        ]
+        lines += ["", *table(["LINE", "KIND", "USER", "KEY", "REASON", "MESSAGE"], rows, right=(0,))]
+    return Output(document, lines, exit_code=exit_code(tally, stopped))
+
+
+@contextlib.contextmanager
+def _opened(path: str, stdin: BinaryIO) -> Iterator[BinaryIO]:
+    if path == "-":
+        yield stdin
+        return
+    try:
+        stream = open(path, "rb")  # noqa: SIM115 - closed below; a failure to open is a usage error
+    except OSError as exc:
+        raise UsageError(f"--file {path}: cannot read it ({exc.strerror})") from exc
+    with stream:
+        yield stream
+
+
+async def post(
+    access: LedgerAccess, path: str, stdin: BinaryIO, stderr: TextIO, *, batch_size: int, atomic: bool
+) -> Output:
+    """The whole command: read and check the file, send its batches, summarize (services.cli.__main__ prints)."""
+    source = "stdin" if path == "-" else path
+    with _opened(path, stdin) as stream:
+        postings = read_postings(stream, source)
+    batches = plan_batches([posting.size_bytes for posting in postings], batch_size, atomic=atomic)
+    tally = Tally()
+    progress = ProgressBar(stderr, detail=tally.progress_detail)
+    async with access.client() as client:
+        stopped = await send_batches(
+            client, postings, batches, atomic=atomic, tally=tally, progress=progress, stderr=stderr
+        )
+    output = summary(source, postings, batches, atomic=atomic, batch_size=batch_size, tally=tally, stopped=stopped)
+    if stopped is not None:
+        output.complaint = stop_message(access.target, postings, batches, stopped)
+    elif tally.refused or tally.not_applied:
+        output.complaint = (
+            f"post: {tally.refused + tally.not_applied:,} of {len(postings):,} postings not applied (listed above); "
+            "every other one applied or replayed. Fix those lines and re-run the file: what applied replays."
+        )
+    return output
