@@ -167,21 +167,27 @@ def stop_message(target: str, postings: list[Posting], batches: list[Batch], sto
         cause = f"refused by the ledger as a whole: {exc.reason}: {exc.message}"
         if isinstance(exc, errors.PermissionDenied):
             kinds = Counter(posting.kind for posting in postings[batch.start : batch.end])
-            held = ", ".join(f"{count:,} {kind}s" for kind, count in sorted(kinds.items()))
+            held = ", ".join(_count_of(count, kind) for kind, count in sorted(kinds.items()))
             cause += f" (this batch holds {held}; {ROLES_NEEDED}: check LEDGER_TOKEN's roles)"
         elif isinstance(exc, errors.Unauthenticated):
             cause += " (LEDGER_TOKEN is not a caller of this ledger)"
-    answered = f"batches 1-{batch.number - 1} were answered (above)" if batch.number > 1 else "no batch was answered"
-    not_sent = len(batches) - batch.number
-    tail = f"; batches {batch.number + 1}-{len(batches)} were not sent" if not_sent else ""
+        elif exc.code == grpc.StatusCode.UNIMPLEMENTED:
+            cause += " (this ledger predates PostBatch: upgrade it)"
+    answered = f"{_span(1, batch.number - 1)} answered (above)" if batch.number > 1 else "no batch was answered"
+    tail = f"; {_span(batch.number + 1, len(batches))} not sent" if batch.number < len(batches) else ""
     unknown = "nothing of it applied" if _nothing_applied(exc) else "its outcome is unknown"
     return f"post: stopped at {where}: {cause}. {answered}; {unknown}{tail}. {_rerun_hint()}"
+
+
+def _span(first: int, last: int) -> str:
+    return f"batch {first} was" if first == last else f"batches {first}-{last} were"
 
 
 def _nothing_applied(exc: errors.LedgerError) -> bool:
     """The ledger refused the call before applying anything (UNAVAILABLE or INTERNAL: it may have committed)."""
     refused_whole = (errors.Unauthenticated, errors.PermissionDenied, errors.InvalidArgument)
-    return isinstance(exc, refused_whole) or exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    codes = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNIMPLEMENTED)
+    return isinstance(exc, refused_whole) or exc.code in codes
 
 
 def exit_code(tally: Tally, stopped: Stopped | None) -> int:
@@ -204,6 +210,10 @@ def _stopped_document(postings: list[Posting], batches: list[Batch], stopped: St
         "batches_not_sent": len(batches) - batch.number,
         "postings_not_answered": len(postings) - batch.start,
     }
+
+
+def _count_of(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}es" if noun.endswith("ch") else f"{count:,} {noun}s"
 
 
 def summary(
@@ -239,7 +249,10 @@ def summary(
     lines = fields(
         [
             ("file", source),
-            ("postings", f"{len(postings):,} in {len(batches):,} batches ({tally.batches_answered:,} answered)"),
+            (
+                "postings",
+                f"{len(postings):,} in {_count_of(len(batches), 'batch')} ({tally.batches_answered:,} answered)",
+            ),
             ("applied", f"{tally.applied:,} (credited {tally.credited:,}, debited {tally.debited:,})"),
             ("replayed", f"{tally.replayed:,} (applied before with the same key: nothing changed)"),
             ("refused", f"{tally.refused:,}" + (f" ({by_reason})" if by_reason else "")),
