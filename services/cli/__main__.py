@@ -17,7 +17,8 @@ Every command takes `--json` (one JSON document on stdout instead of tables) and
 Exit codes (services.cli.errors): 0 done; 1 refused, with the ledger's (or Stripe's) reason on stderr
 (reconcile: drift remains for an operator; post: some postings refused); 2 usage or configuration, nothing was
 sent; 3 the ledger or Stripe is unavailable: retrying is safe (an adjustment with the same --key is applied at
-most once, a re-run of `post` replays what applied); 4 post only: stopped by a call refused as a whole.
+most once, a re-run of `post` replays what applied); 4 post only: stopped by a call refused as a whole;
+130 interrupted (post: Ctrl-C stops after the batch in flight and prints the summary).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from typing import Final, TextIO
 
 from services.cli import ledger_commands, post
-from services.cli.errors import EXIT_USAGE, CliError, Refused, Unavailable, UsageError
+from services.cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, CliError, Refused, Unavailable, UsageError
 from services.cli.postings_file import BATCH_POSTINGS_MAX
 from services.cli.render import Output, to_json
 from services.cli.settings import DEADLINE_SECONDS_DEFAULT, LedgerAccess, StripeAccess, log_level
@@ -42,7 +43,6 @@ from services.ledger import errors
 from services.ledger.accounts.validation import REASON_CHARS_MAX
 
 PROG: Final = "creditsctl"
-EXIT_INTERRUPTED: Final = 130
 KEY_PREFIX: Final = "creditsctl-"
 ACTOR_PREFIX: Final = "creditsctl:"
 ROLE_HINTS: Final = {
@@ -59,7 +59,7 @@ ROLE_HINTS: Final = {
 EPILOG: Final = (
     "exit codes: 0 done; 1 refused (reason on stderr; reconcile: drift remains; post: some postings refused); "
     "2 usage or configuration; 3 ledger or Stripe unavailable (safe to retry); 4 post stopped by a call refused "
-    "as a whole. Environment: LEDGER_TARGET, LEDGER_TOKEN; for reconcile "
+    "as a whole; 130 interrupted. Environment: LEDGER_TARGET, LEDGER_TOKEN; for reconcile "
     "and replay-event also STRIPE_API_KEY (STRIPE_API_BASE, CREDIT_PACKAGES, RECONCILER_*)."
 )
 

@@ -13,7 +13,8 @@ tests/cli/test_stripe_boundary.py injects each of Stripe's failures at the seam 
 `creditsctl post` answers with a summary and an exit code rather than an exception once batches are sent
 (services.cli.post): 0 every posting applied or replayed; EXIT_REFUSED (1) some postings refused, every batch
 answered; EXIT_UNAVAILABLE (3) stopped, the ledger unavailable; EXIT_STOPPED (4) stopped, a call refused as a
-whole (the token's roles, ...). Stopped runs are safe to re-run: the keys replay.
+whole (the token's roles, ...); EXIT_INTERRUPTED (130) stopped by Ctrl-C. Stopped runs are safe to re-run:
+the keys replay.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ EXIT_REFUSED: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_UNAVAILABLE: Final = 3
 EXIT_STOPPED: Final = 4  # post only: a call refused as a whole stopped the run (fix the cause, re-run the file)
+EXIT_INTERRUPTED: Final = 130  # Ctrl-C, as shells report SIGINT
 
 
 class CliError(Exception):

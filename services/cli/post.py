@@ -7,17 +7,21 @@ posting: applied, replayed (the key was applied before, with the same parameters
 with the ledger's reason. With `--atomic`, each batch (not the whole file) applies entirely or not at all.
 
 A call that fails as a whole (the ledger unavailable after the client's retries, the token refused) stops the
-run: the batches before it were answered and are summarized, that batch's outcome is unknown, the rest were not
-sent. Re-running the same file is always safe: the idempotency keys make what applied answer `replayed`.
+run: the batches before it were answered and are summarized, the rest were not sent; the summary says whether the
+stopping batch applied nothing or its outcome is unknown. Ctrl-C (or SIGTERM) stops after the batch in flight,
+with the summary; a second one at once. Re-running the same file is always safe: the idempotency keys make what
+applied answer `replayed`.
 
 Exit codes (services.cli.errors): 0 every posting applied or replayed; 1 every batch answered, some postings
-refused (or not applied, --atomic); 3 stopped, the ledger unavailable; 4 stopped, a call refused as a whole.
+refused (or not applied, --atomic); 3 stopped, the ledger unavailable; 4 stopped, a call refused as a whole;
+130 stopped by the operator.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,7 +30,14 @@ from typing import Any, BinaryIO, Final, TextIO
 import grpc
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
-from services.cli.errors import EXIT_OK, EXIT_REFUSED, EXIT_STOPPED, EXIT_UNAVAILABLE, UsageError
+from services.cli.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_STOPPED,
+    EXIT_UNAVAILABLE,
+    UsageError,
+)
 from services.cli.postings_file import Batch, Posting, plan_batches, read_postings
 from services.cli.progress import ProgressBar
 from services.cli.render import Output, fields, table
@@ -35,6 +46,7 @@ from services.ledger import errors
 from services.ledger.client import LedgerClient
 
 STAGE: Final = "post"
+STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 ROLES_NEEDED: Final = "credits need the role payments or admin, debits the role spender"
 _OUTCOME_NAMES: Final = {
     pb.POSTING_OUTCOME_REFUSED: "refused",
@@ -44,10 +56,30 @@ _OUTCOME_NAMES: Final = {
 
 @dataclass(frozen=True)
 class Stopped:
-    """The call that failed as a whole, and why."""
+    """Where the run stopped: the call that failed as a whole (`error`), or the operator's Ctrl-C (None)."""
 
     batch: Batch
-    error: errors.LedgerError
+    error: errors.LedgerError | None
+    # Interrupted only: the batch had been sent (its outcome unknown) rather than held back.
+    sent: bool = False
+
+
+class Interrupts:
+    """SIGINT (Ctrl-C) or SIGTERM: the first stops the run after the batch in flight (every answer is then
+    known and summarized), a second one at once (the batch in flight may or may not apply)."""
+
+    def __init__(self, stderr: TextIO) -> None:
+        self.stderr = stderr
+        self.after_batch = asyncio.Event()
+        self.now = asyncio.Event()
+
+    def __call__(self) -> None:
+        if self.after_batch.is_set():
+            self.now.set()
+            return
+        self.after_batch.set()
+        self.stderr.write("\ncreditsctl: post: stopping after the batch in flight (again: stop at once)\n")
+        self.stderr.flush()
 
 
 @dataclass
@@ -108,6 +140,24 @@ def _count(tally: Tally, posting: Posting, result: pb.PostingResult, chunk: list
     )
 
 
+async def _answer(
+    client: LedgerClient, chunk: list[Posting], atomic: bool, interrupts: Interrupts
+) -> pb.PostBatchResponse | None:
+    """The ledger's answer to one batch, or None when a second interrupt came first (the call is cancelled)."""
+    call = asyncio.ensure_future(client.post_batch([posting.message() for posting in chunk], atomic=atomic))
+    interrupted = asyncio.ensure_future(interrupts.now.wait())
+    try:
+        await asyncio.wait({call, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        interrupted.cancel()
+    if not call.done():
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+        return None
+    return call.result()
+
+
 async def send_batches(
     client: LedgerClient,
     postings: list[Posting],
@@ -116,28 +166,27 @@ async def send_batches(
     atomic: bool,
     tally: Tally,
     progress: ProgressBar,
-    stderr: TextIO,
+    interrupts: Interrupts,
 ) -> Stopped | None:
-    """Sends the batches in order, counting their results into `tally`; the failed call, if one stops the run."""
+    """Sends the batches in order, counting their results into `tally`; where the run stopped, if it did."""
     progress.start_counted(STAGE, len(postings))
-    current: Batch | None = None
     try:
-        for current in batches:
-            chunk = postings[current.start : current.end]
+        for batch in batches:
+            if interrupts.after_batch.is_set():
+                return Stopped(batch, None)
+            chunk = postings[batch.start : batch.end]
             try:
-                response = await client.post_batch([posting.message() for posting in chunk], atomic=atomic)
+                response = await _answer(client, chunk, atomic, interrupts)
             except errors.LedgerError as exc:
-                return Stopped(current, exc)
+                return Stopped(batch, exc)
+            if response is None:
+                return Stopped(batch, None, sent=True)
             assert len(response.results) == len(chunk), (len(response.results), len(chunk))
             for posting, result in zip(chunk, response.results, strict=True):
                 _count(tally, posting, result, chunk)
             tally.batches_answered += 1
             progress.advance(STAGE, len(chunk))
         return None
-    except asyncio.CancelledError:  # Ctrl-C: say what is known before the command's "interrupted" line
-        if current is not None:
-            stderr.write(f"\ncreditsctl: post: {_interrupted(postings, batches, current)}\n")
-        raise
     finally:
         progress.close()
 
@@ -146,51 +195,60 @@ def _lines(postings: list[Posting], start: int, end: int) -> str:
     return f"lines {postings[start].line:,}-{postings[end - 1].line:,}"
 
 
-def _interrupted(postings: list[Posting], batches: list[Batch], batch: Batch) -> str:
-    return (
-        f"interrupted during batch {batch.number} of {len(batches)} ({_lines(postings, batch.start, batch.end)}); "
-        f"batches before it were answered, its outcome is unknown. {_rerun_hint()}"
-    )
-
-
 def _rerun_hint() -> str:
     return "Re-running the same file is safe: what applied answers replayed, nothing applies twice."
 
 
+def _cause(target: str, postings: list[Posting], stopped: Stopped) -> str:
+    exc, batch = stopped.error, stopped.batch
+    if exc is None:
+        return "interrupted by the operator"
+    if isinstance(exc, errors.Unavailable):
+        return f"the ledger at {target} is unavailable ({exc.message})"
+    cause = f"refused by the ledger as a whole: {exc.reason}: {exc.message}"
+    if isinstance(exc, errors.PermissionDenied):
+        kinds = Counter(posting.kind for posting in postings[batch.start : batch.end])
+        held = ", ".join(_count_of(count, kind) for kind, count in sorted(kinds.items()))
+        cause += f" (this batch holds {held}; {ROLES_NEEDED}: check LEDGER_TOKEN's roles)"
+    elif isinstance(exc, errors.Unauthenticated):
+        cause += " (LEDGER_TOKEN is not a caller of this ledger)"
+    elif exc.code == grpc.StatusCode.UNIMPLEMENTED:
+        cause += " (this ledger predates PostBatch: upgrade it)"
+    return cause
+
+
 def stop_message(target: str, postings: list[Posting], batches: list[Batch], stopped: Stopped) -> str:
     """Why the run stopped, what was sent, and that a re-run is safe (stderr, one paragraph)."""
-    batch, exc = stopped.batch, stopped.error
+    batch = stopped.batch
     where = f"batch {batch.number} of {len(batches)} ({_lines(postings, batch.start, batch.end)})"
-    if isinstance(exc, errors.Unavailable):
-        cause = f"the ledger at {target} is unavailable ({exc.message})"
-    else:
-        cause = f"refused by the ledger as a whole: {exc.reason}: {exc.message}"
-        if isinstance(exc, errors.PermissionDenied):
-            kinds = Counter(posting.kind for posting in postings[batch.start : batch.end])
-            held = ", ".join(_count_of(count, kind) for kind, count in sorted(kinds.items()))
-            cause += f" (this batch holds {held}; {ROLES_NEEDED}: check LEDGER_TOKEN's roles)"
-        elif isinstance(exc, errors.Unauthenticated):
-            cause += " (LEDGER_TOKEN is not a caller of this ledger)"
-        elif exc.code == grpc.StatusCode.UNIMPLEMENTED:
-            cause += " (this ledger predates PostBatch: upgrade it)"
     answered = f"{_span(1, batch.number - 1)} answered (above)" if batch.number > 1 else "no batch was answered"
-    tail = f"; {_span(batch.number + 1, len(batches))} not sent" if batch.number < len(batches) else ""
-    unknown = "nothing of it applied" if _nothing_applied(exc) else "its outcome is unknown"
-    return f"post: stopped at {where}: {cause}. {answered}; {unknown}{tail}. {_rerun_hint()}"
+    if stopped.error is None and not stopped.sent:
+        fate = f"{_span(batch.number, len(batches))} not sent"
+    else:
+        fate = "nothing of it applied" if _applied_nothing(stopped) else "its outcome is unknown"
+        if batch.number < len(batches):
+            fate += f"; {_span(batch.number + 1, len(batches))} not sent"
+    return f"post: stopped at {where}: {_cause(target, postings, stopped)}. {answered}; {fate}. {_rerun_hint()}"
 
 
 def _span(first: int, last: int) -> str:
     return f"batch {first} was" if first == last else f"batches {first}-{last} were"
 
 
-def _nothing_applied(exc: errors.LedgerError) -> bool:
-    """The ledger refused the call before applying anything (UNAVAILABLE or INTERNAL: it may have committed)."""
+def _applied_nothing(stopped: Stopped) -> bool:
+    """Nothing of the stopping batch applied: not sent, or refused before anything applied (after UNAVAILABLE,
+    INTERNAL or a call cancelled in flight the ledger may have committed it)."""
+    exc = stopped.error
+    if exc is None:
+        return not stopped.sent
     refused_whole = (errors.Unauthenticated, errors.PermissionDenied, errors.InvalidArgument)
     codes = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNIMPLEMENTED)
     return isinstance(exc, refused_whole) or exc.code in codes
 
 
 def exit_code(tally: Tally, stopped: Stopped | None) -> int:
+    if stopped is not None and stopped.error is None:
+        return EXIT_INTERRUPTED
     if stopped is not None:
         return EXIT_UNAVAILABLE if isinstance(stopped.error, errors.Unavailable) else EXIT_STOPPED
     return EXIT_REFUSED if tally.refused or tally.not_applied else EXIT_OK
@@ -199,15 +257,15 @@ def exit_code(tally: Tally, stopped: Stopped | None) -> int:
 def _stopped_document(postings: list[Posting], batches: list[Batch], stopped: Stopped | None) -> Any:
     if stopped is None:
         return None
-    batch = stopped.batch
+    batch, exc = stopped.batch, stopped.error
     return {
         "batch": batch.number,
         "first_line": postings[batch.start].line,
         "last_line": postings[batch.end - 1].line,
-        "reason": stopped.error.reason,
-        "message": stopped.error.message,
-        "batch_applied_nothing": _nothing_applied(stopped.error),
-        "batches_not_sent": len(batches) - batch.number,
+        "reason": "INTERRUPTED" if exc is None else exc.reason,
+        "message": "interrupted by the operator" if exc is None else exc.message,
+        "batch_applied_nothing": _applied_nothing(stopped),
+        "batches_not_sent": len(batches) - batch.number + (1 if exc is None and not stopped.sent else 0),
         "postings_not_answered": len(postings) - batch.start,
     }
 
@@ -293,10 +351,18 @@ async def post(
     batches = plan_batches([posting.size_bytes for posting in postings], batch_size, atomic=atomic)
     tally = Tally()
     progress = ProgressBar(stderr, detail=tally.progress_detail)
-    async with access.client() as client:
-        stopped = await send_batches(
-            client, postings, batches, atomic=atomic, tally=tally, progress=progress, stderr=stderr
-        )
+    interrupts = Interrupts(stderr)
+    loop = asyncio.get_running_loop()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, interrupts)
+    try:
+        async with access.client() as client:
+            stopped = await send_batches(
+                client, postings, batches, atomic=atomic, tally=tally, progress=progress, interrupts=interrupts
+            )
+    finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
     output = summary(source, postings, batches, atomic=atomic, batch_size=batch_size, tally=tally, stopped=stopped)
     if stopped is not None:
         output.complaint = stop_message(access.target, postings, batches, stopped)

@@ -105,10 +105,11 @@ class ProgressBar:
         self._draw()
 
     def close(self) -> None:
-        """Draws the last pass's final line (a run that stopped half-way leaves its last state visible)."""
+        """Draws the last pass's final line (a run that stopped half-way leaves its last state visible); once."""
         if self.stage is not None:
             self._draw(force=True)
         self._end_line()
+        self.stage = None
 
     def render(self) -> str:
         stage = self.stage

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
+from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from services.ledger import app
 from services.ledger.client import LedgerClient
 from tests.cli.conftest import CLI_TIMEOUT_SECONDS, ROOT, Run, cli_environment, creditsctl
@@ -468,3 +471,98 @@ async def test_atomic_batches_apply_entirely_or_not_at_all(
     assert (await balance(ledger, payer), await balance(ledger, payee)) == (10, 20)
     table = await post(operator_env, file, "--atomic", "--batch-size", "2")
     assert "not applied  1 (--atomic: another posting of the batch was refused)" in table.stdout
+
+
+async def test_ctrl_c_stops_after_the_batch_in_flight_with_every_answer_known(
+    operator_env: dict[str, str], ledger: LedgerClient, tmp_path: Path
+) -> None:
+    user_id, run_id, count = new_user(), uuid.uuid4().hex[:8], 2_000
+    file = write(tmp_path / "long.jsonl", [posting("credit", user_id, 1, f"i{i}-{run_id}") for i in range(count)])
+    process = await start_creditsctl(operator_env, "post", "--file", file, "--batch-size", "1", "--json")
+    for _ in range(WATCH_POLLS_MAX):
+        if await balance(ledger, user_id) > 0:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail("creditsctl posted nothing in time")
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), CLI_TIMEOUT_SECONDS)
+    assert process.returncode == 130, stderr.decode()
+    document = json.loads(stdout)
+    answered = document["batches_answered"]
+    assert document["complete"] is False
+    assert document["stopped"] == {
+        "batch": answered + 1,
+        "first_line": answered + 1,
+        "last_line": answered + 1,
+        "reason": "INTERRUPTED",
+        "message": "interrupted by the operator",
+        "batch_applied_nothing": True,
+        "batches_not_sent": count - answered,
+        "postings_not_answered": count - answered,
+    }
+    assert document["applied"] == answered == await balance(ledger, user_id), "every answer known: none in doubt"
+    lines = [line for line in stderr.decode().splitlines() if line.startswith("creditsctl:")]
+    assert lines == [
+        "creditsctl: post: stopping after the batch in flight (again: stop at once)",
+        f"creditsctl: post: stopped at batch {answered + 1} of {count} (lines {answered + 1:,}-{answered + 1:,}): "
+        f"interrupted by the operator. batches 1-{answered} were answered (above); batches {answered + 1}-{count} "
+        "were not sent. Re-running the same file is safe: what applied answers replayed, nothing applies twice.",
+    ]
+
+    rerun = await post(operator_env, file, "--json")
+    assert rerun.code == 0, rerun
+    assert (rerun.json()["applied"], rerun.json()["replayed"]) == (count - answered, answered)
+    assert await balance(ledger, user_id) == count
+    assert len(await journal(ledger, user_id)) == count
+
+
+class StuckLedger(pb_grpc.LedgerServiceServicer):
+    """A ledger whose PostBatch never answers (real gRPC): a batch stays in flight as long as the test likes."""
+
+    def __init__(self) -> None:
+        self.called = asyncio.Event()
+
+    async def PostBatch(self, request: pb.PostBatchRequest, context: grpc.aio.ServicerContext) -> pb.PostBatchResponse:
+        self.called.set()
+        await asyncio.Event().wait()
+        raise AssertionError("never answered")
+
+
+async def read_until(stream: asyncio.StreamReader, text: str) -> list[str]:
+    lines: list[str] = []
+    while not any(text in line for line in lines):
+        line = await asyncio.wait_for(stream.readline(), CLI_TIMEOUT_SECONDS)
+        assert line, f"the stream ended before {text!r}: {lines}"
+        lines.append(line.decode())
+    return lines
+
+
+async def test_a_second_ctrl_c_stops_at_once_with_the_batch_in_doubt(tmp_path: Path) -> None:
+    stuck = StuckLedger()
+    server = grpc.aio.server()
+    pb_grpc.add_LedgerServiceServicer_to_server(stuck, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        file = write(tmp_path / "two.jsonl", [posting("credit", new_user(), 1, f"k{i}") for i in range(3)])
+        env = cli_environment(LEDGER_TARGET=f"127.0.0.1:{port}", LEDGER_TOKEN=ALL_ROLES_TOKEN)
+        process = await start_creditsctl(env, "post", "--file", file, "--batch-size", "2", "--json")
+        await asyncio.wait_for(stuck.called.wait(), CLI_TIMEOUT_SECONDS)
+        assert process.stderr is not None
+        process.send_signal(signal.SIGINT)
+        await read_until(process.stderr, "stopping after the batch in flight")
+        assert process.returncode is None, "the first Ctrl-C waits for the batch in flight"
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = await asyncio.wait_for(process.communicate(), CLI_TIMEOUT_SECONDS)
+    finally:
+        await server.stop(0)
+    assert process.returncode == 130, stderr.decode()
+    stopped = json.loads(stdout)["stopped"]
+    assert (stopped["batch"], stopped["reason"], stopped["batch_applied_nothing"]) == (1, "INTERRUPTED", False)
+    assert stopped["batches_not_sent"] == 1
+    assert stderr.decode().splitlines()[-1] == (
+        "creditsctl: post: stopped at batch 1 of 2 (lines 1-2): interrupted by the operator. no batch was answered; "
+        "its outcome is unknown; batch 2 was not sent. "
+        "Re-running the same file is safe: what applied answers replayed, nothing applies twice."
+    )
