@@ -120,12 +120,12 @@ def _count(tally: Tally, posting: Posting, result: pb.PostingResult, chunk: list
         tally.replayed += 1
         return
     assert result.outcome in _OUTCOME_NAMES, result.outcome
+    reason = result.refusal.reason or "UNKNOWN"
     if result.outcome == pb.POSTING_OUTCOME_REFUSED:
         tally.refused += 1
+        tally.refused_by_reason[reason] += 1
     else:
         tally.not_applied += 1
-    reason = result.refusal.reason or "UNKNOWN"
-    tally.refused_by_reason[reason] += 1
     tally.refusals.append(
         {
             "line": posting.line,
@@ -304,21 +304,16 @@ def summary(
         "stopped": _stopped_document(postings, batches, stopped),
     }
     by_reason = ", ".join(f"{reason} {count:,}" for reason, count in document["refused_by_reason"].items())
-    lines = fields(
-        [
-            ("file", source),
-            (
-                "postings",
-                f"{len(postings):,} in {_count_of(len(batches), 'batch')} ({tally.batches_answered:,} answered)",
-            ),
-            ("applied", f"{tally.applied:,} (credited {tally.credited:,}, debited {tally.debited:,})"),
-            ("replayed", f"{tally.replayed:,} (applied before with the same key: nothing changed)"),
-            ("refused", f"{tally.refused:,}" + (f" ({by_reason})" if by_reason else "")),
-            ("not applied", f"{tally.not_applied:,} (--atomic: another posting of the batch was refused)"),
-        ]
-    )
-    if not atomic:
-        lines.pop()
+    pairs: list[tuple[str, object]] = [
+        ("file", source),
+        ("postings", f"{len(postings):,} in {_count_of(len(batches), 'batch')} ({tally.batches_answered:,} answered)"),
+        ("applied", f"{tally.applied:,} (credited {tally.credited:,}, debited {tally.debited:,})"),
+        ("replayed", f"{tally.replayed:,} (applied before with the same key: nothing changed)"),
+        ("refused", f"{tally.refused:,}" + (f" ({by_reason})" if by_reason else "")),
+    ]
+    if atomic:
+        pairs.append(("not applied", f"{tally.not_applied:,} (--atomic: another posting of the batch was refused)"))
+    lines = fields(pairs)
     if tally.refusals:
         rows = [
             (item["line"], item["kind"], item["user_id"], item["idempotency_key"], item["reason"], item["message"])

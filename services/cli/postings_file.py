@@ -34,9 +34,10 @@ KINDS: Final = ("credit", "debit")
 FIELDS_REQUIRED: Final = ("kind", "user_id", "amount", "idempotency_key", "reason")
 FIELDS_OPTIONAL: Final = ("reference", "metadata")
 FIELDS: Final = FIELDS_REQUIRED + FIELDS_OPTIONAL
-# The ledger's limits per call (its PostBatch contract): 1,000 postings, and gRPC's 4 MiB receive limit on the
-# encoded request. Declared here because the client does not carry them; the ledger refuses more as a whole.
-BATCH_POSTINGS_MAX: Final = 1_000
+# The ledger's limits per call (its PostBatch contract; it refuses more as a whole): 1,000 postings, and its gRPC
+# receive limit on the encoded request (GRPC_MESSAGE_BYTES_MAX of services/ledger/app.py, which creditsctl may not
+# import: keep the two equal).
+BATCH_POSTINGS_MAX: Final = validation.BATCH_POSTINGS_MAX
 REQUEST_BYTES_MAX: Final = 4 * 1024 * 1024
 # The largest valid posting (20 metadata pairs of 540 four-byte characters) encodes to about 45 KB; as JSON with
 # every character escaped, about 130 KB. A longer line is refused without being held in memory.

@@ -114,7 +114,12 @@ async def test_a_mixed_file_applies_what_it_can_and_names_every_refused_line(
         {"line": 8, "kind": "debit", "user_id": gone, "idempotency_key": f"g1-{run_id}", "outcome": "refused",
          "reason": "ACCOUNT_ANONYMIZED", "field": None},
     ]  # fmt: skip
-    assert all(item["message"] for item in refusals)
+    assert [item["message"] for item in refusals] == [
+        "available balance 50 (balance 50, held 0) is smaller than the amount 80",
+        "idempotency_key was already used with different parameters",
+        "the account was anonymized: it takes no new credits, debits, holds or payments (refunds and lost disputes "
+        "of its earlier purchases still take credits back)",
+    ]
     assert first.error_lines[-1] == (
         "creditsctl: post: 3 of 7 postings not applied (listed above); every other one applied or replayed. "
         "Fix those lines and re-run the file: what applied replays."
@@ -463,6 +468,7 @@ async def test_atomic_batches_apply_entirely_or_not_at_all(
     assert run.code == 1, run
     document = run.json()
     assert (document["atomic"], document["applied"], document["refused"], document["not_applied"]) == (True, 2, 1, 1)
+    assert document["refused_by_reason"] == {"INSUFFICIENT_CREDITS": 1}, "a posting not applied is not refused"
     assert [(item["line"], item["outcome"], item["reason"]) for item in document["refusals"]] == [
         (3, "refused", "INSUFFICIENT_CREDITS"),
         (4, "not_applied", "BATCH_ABORTED"),
