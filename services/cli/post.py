@@ -1,9 +1,9 @@
 """`creditsctl post --file postings.jsonl`: credits and debits from a file, through the ledger's PostBatch.
 
 The file is read and checked whole first (services.cli.postings_file: a bad line stops everything, nothing is
-sent). Then its batches go one after the other (one call in flight: the ledger applies a 1,000-posting batch in
-tens of milliseconds, and order across batches stays the file's order), each answered with one result per
-posting: applied, replayed (the key was applied before, with the same parameters: nothing changed) or refused
+sent). Then its batches go one after the other, each answered with one result per posting (one call in flight:
+creditsctl spends about as much CPU per posting as the ledger, and far less than PostgreSQL, so a second call
+in flight would mostly queue behind the first; and the file's order holds across batches): applied, replayed (the key was applied before, with the same parameters: nothing changed) or refused
 with the ledger's reason. With `--atomic`, each batch (not the whole file) applies entirely or not at all.
 
 A call that fails as a whole (the ledger unavailable after the client's retries, the token refused) stops the
@@ -222,6 +222,7 @@ def stop_message(target: str, postings: list[Posting], batches: list[Batch], sto
     batch = stopped.batch
     where = f"batch {batch.number} of {len(batches)} ({_lines(postings, batch.start, batch.end)})"
     answered = f"{_span(1, batch.number - 1)} answered (above)" if batch.number > 1 else "no batch was answered"
+    answered = answered[0].upper() + answered[1:]
     if stopped.error is None and not stopped.sent:
         fate = f"{_span(batch.number, len(batches))} not sent"
     else:

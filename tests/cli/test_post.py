@@ -420,7 +420,7 @@ async def test_a_token_without_the_role_stops_the_run_at_that_batch(
     )
     assert (
         "(this batch holds 1 credit, 1 debit; credits need the role payments or admin, debits the role spender: "
-        "check LEDGER_TOKEN's roles). batch 1 was answered (above); nothing of it applied; batch 3 was not sent."
+        "check LEDGER_TOKEN's roles). Batch 1 was answered (above); nothing of it applied; batch 3 was not sent."
     ) in complaint
     assert await balance(ledger, user_id) == 8, "batch 1 applied, nothing after"
 
@@ -428,7 +428,7 @@ async def test_a_token_without_the_role_stops_the_run_at_that_batch(
     denied = await post(payments, file, "--json")
     assert denied.code == 4, denied
     assert (denied.json()["batches_answered"], denied.json()["stopped"]["reason"]) == (0, "PERMISSION_DENIED")
-    assert "no batch was answered" in denied.error_lines[-1]
+    assert "No batch was answered" in denied.error_lines[-1]
 
 
 async def test_an_unknown_token_exits_4_and_an_unreachable_ledger_3(ledger_target: str, tmp_path: Path) -> None:
@@ -444,7 +444,7 @@ async def test_an_unknown_token_exits_4_and_an_unreachable_ledger_3(ledger_targe
     run = await post(down, file, "--json")
     assert run.code == 3, run
     assert run.json()["stopped"]["reason"] == "UNAVAILABLE"
-    assert "no batch was answered; its outcome is unknown" in run.error_lines[-1]
+    assert "No batch was answered; its outcome is unknown" in run.error_lines[-1]
 
 
 # --- --atomic ---
@@ -512,7 +512,7 @@ async def test_ctrl_c_stops_after_the_batch_in_flight_with_every_answer_known(
     assert lines == [
         "creditsctl: post: stopping after the batch in flight (again: stop at once)",
         f"creditsctl: post: stopped at batch {answered + 1} of {count} (lines {answered + 1:,}-{answered + 1:,}): "
-        f"interrupted by the operator. batches 1-{answered} were answered (above); batches {answered + 1}-{count} "
+        f"interrupted by the operator. Batches 1-{answered} were answered (above); batches {answered + 1}-{count} "
         "were not sent. Re-running the same file is safe: what applied answers replayed, nothing applies twice.",
     ]
 
@@ -568,7 +568,7 @@ async def test_a_second_ctrl_c_stops_at_once_with_the_batch_in_doubt(tmp_path: P
     assert (stopped["batch"], stopped["reason"], stopped["batch_applied_nothing"]) == (1, "INTERRUPTED", False)
     assert stopped["batches_not_sent"] == 1
     assert stderr.decode().splitlines()[-1] == (
-        "creditsctl: post: stopped at batch 1 of 2 (lines 1-2): interrupted by the operator. no batch was answered; "
+        "creditsctl: post: stopped at batch 1 of 2 (lines 1-2): interrupted by the operator. No batch was answered; "
         "its outcome is unknown; batch 2 was not sent. "
         "Re-running the same file is safe: what applied answers replayed, nothing applies twice."
     )
