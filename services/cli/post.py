@@ -1,10 +1,12 @@
 """`creditsctl post --file postings.jsonl`: credits and debits from a file, through the ledger's PostBatch.
 
 The file is read and checked whole first (services.cli.postings_file: a bad line stops everything, nothing is
-sent). Then its batches go one after the other, each answered with one result per posting (one call in flight:
-creditsctl spends about as much CPU per posting as the ledger, and far less than PostgreSQL, so a second call
-in flight would mostly queue behind the first; and the file's order holds across batches): applied, replayed (the key was applied before, with the same parameters: nothing changed) or refused
-with the ledger's reason. With `--atomic`, each batch (not the whole file) applies entirely or not at all.
+sent). Then its batches go one after the other, each answered with one result per posting: applied, replayed
+(the key was applied before, with the same parameters: nothing changed) or refused with the ledger's reason.
+One call in flight: at 1,000 postings a call creditsctl spends less CPU per posting than the ledger and under half
+of what PostgreSQL spends (measured side by side: 0.026, 0.029 and 0.063 ms, start-up and parsing included), so a
+second call in flight would mostly queue behind the first; and the file's order holds across batches.
+With `--atomic`, each batch (not the whole file) applies entirely or not at all.
 
 A call that fails as a whole (the ledger unavailable after the client's retries, the token refused) stops the
 run: the batches before it were answered and are summarized, the rest were not sent; the summary says whether the
