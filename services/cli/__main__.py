@@ -54,7 +54,6 @@ ROLE_HINTS: Final = {
     "payments": "reader or admin",
     "settle-payment": "admin",
     "replay-event": "reconciler or payments",
-    "post": "payments or admin (credits) and spender (debits)",
 }
 EPILOG: Final = (
     "exit codes: 0 done; 1 refused (reason on stderr; reconcile: drift remains; post: some postings refused); "

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
+from services.cli import postings_file
 from services.cli.errors import UsageError
 from services.cli.postings_file import (
     BATCH_POSTINGS_MAX,
@@ -206,3 +207,14 @@ def test_batches_are_split_below_the_message_limit_as_protobuf_measures_it() -> 
             if batch.end < len(postings):
                 request_plus = pb.PostBatchRequest(postings=[p.message() for p in one_more], atomic=atomic)
                 assert request_plus.ByteSize() > REQUEST_BYTES_MAX, "batches are as full as the limit allows"
+
+
+def test_a_file_above_the_postings_limit_is_refused_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postings_file, "POSTINGS_MAX", 3)
+    assert len(read("\n".join(line(idempotency_key=f"k-{i}") for i in range(3)))) == 3
+    with pytest.raises(UsageError) as refused:
+        read("\n".join(line(idempotency_key=f"k-{i}") for i in range(4)))
+    assert str(refused.value) == (
+        "postings.jsonl: more than 3 postings; split the file and post each part "
+        "(a re-run of any part is safe: its keys replay); nothing was sent"
+    )
