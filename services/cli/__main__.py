@@ -29,7 +29,7 @@ import getpass
 import os
 import sys
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, TextIO
 
 from services.cli import ledger_commands, post
@@ -63,24 +63,23 @@ EPILOG: Final = (
 )
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= ledger_commands.ENTRIES_MAX:
-        raise argparse.ArgumentTypeError(f"expected 1 to {ledger_commands.ENTRIES_MAX}, got {value}")
-    return value
+def _whole_number(maximum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from 1 to `maximum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not 1 <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"expected 1 to {maximum}, got {value}")
+        return value
+
+    return parse
 
 
-def _batch_size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= BATCH_POSTINGS_MAX:
-        raise argparse.ArgumentTypeError(f"expected 1 to {BATCH_POSTINGS_MAX}, got {value}")
-    return value
+_positive_int = _whole_number(ledger_commands.ENTRIES_MAX)
+_batch_size = _whole_number(BATCH_POSTINGS_MAX)
 
 
 def _common_options() -> argparse.ArgumentParser:
