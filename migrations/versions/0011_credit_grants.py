@@ -1,6 +1,6 @@
 """Credit grants: expiry, priority and burn order, paid apart from promotional (issue 21).
 
-Every credit becomes a **grant** (credit_grants): its category (paid / promotional), priority (0–100, lower burns
+Every credit becomes a **grant** (credit_grants): its category (paid / promotional), priority (0-100, lower burns
 first), optional expiry, amount and what is left of it (`remaining`, of which `reserved` is held by active holds).
 Debits burn grants in one order: priority, then soonest expiry (none last), then oldest. grant_movements records,
 per journal entry, which grants it moved and by how much (a NULL grant is the account's debt line), so a refund,
@@ -125,7 +125,8 @@ SELECT h.user_id, h.id, c.id,
   FROM holds h JOIN carried c ON c.user_id = h.user_id
  WHERE h.status = 'active';
 UPDATE accounts a SET debt = -a.balance WHERE a.balance < 0;
-INSERT INTO grant_movements (user_id, grant_id, delta) SELECT a.user_id, NULL, a.balance FROM accounts a WHERE a.balance < 0;
+INSERT INTO grant_movements (user_id, grant_id, delta)
+SELECT a.user_id, NULL, a.balance FROM accounts a WHERE a.balance < 0;
 """
 
 FUNCTIONS_SQL = r"""
@@ -145,7 +146,8 @@ BEGIN
     END IF;
     INSERT INTO credit_grants AS g (user_id, category, priority, expires_at, amount, remaining, transaction_id,
                                     payment_id, created_at)
-    VALUES (p_entry.user_id, COALESCE(p_category, 'promotional'), COALESCE(p_priority, 50), p_expires_at, p_entry.delta, p_entry.delta - v_repaid,
+    VALUES (p_entry.user_id, COALESCE(p_category, 'promotional'), COALESCE(p_priority, 50), p_expires_at,
+            p_entry.delta, p_entry.delta - v_repaid,
             p_entry.id, p_entry.payment_id, p_entry.created_at)
     RETURNING g.id INTO v_grant;
     IF p_entry.delta > v_repaid THEN
@@ -368,7 +370,8 @@ $$;
 # downgrade).
 CHANGED_SQL = r"""
 DROP FUNCTION ledger_post(text, bigint, text, text, bytea, text, text, jsonb, text, boolean);
-DROP FUNCTION ledger_post_batch_atomic(text[], bigint[], text[], text[], bytea[], text[], text[], jsonb[], text[], boolean[]);
+DROP FUNCTION ledger_post_batch_atomic(text[], bigint[], text[], text[], bytea[], text[], text[], jsonb[], text[],
+    boolean[]);
 DROP FUNCTION ledger_post_batch(text[], bigint[], text[], text[], bytea[], text[], text[], jsonb[], text[], boolean[]);
 
 CREATE FUNCTION ledger_post_batch(
@@ -580,7 +583,8 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION public.payment_journal(p_user_id text, p_payment_id bigint, p_delta bigint, p_kind text, p_key text, p_reason text)
+CREATE OR REPLACE FUNCTION public.payment_journal(p_user_id text, p_payment_id bigint, p_delta bigint, p_kind text,
+    p_key text, p_reason text)
  RETURNS credit_transactions
  LANGUAGE plpgsql
 AS $function$
@@ -603,9 +607,11 @@ BEGIN
             p_reason, p_payment_id)
     RETURNING t.* INTO v_entry;
     IF p_delta > 0 AND p_kind = 'purchase' THEN
-        SELECT p.grant_valid_days INTO STRICT v_days FROM payments p WHERE p.user_id = p_user_id AND p.id = p_payment_id;
+        SELECT p.grant_valid_days INTO STRICT v_days FROM payments p
+         WHERE p.user_id = p_user_id AND p.id = p_payment_id;
+        -- Valid from now at the ledger's clock (the clock holds and expiry read).
         PERFORM grant_give(v_entry, 'paid', 50,
-                           CASE WHEN v_days > 0 THEN v_entry.created_at + make_interval(days => v_days) END);
+                           CASE WHEN v_days > 0 THEN ledger_now() + make_interval(days => v_days) END);
     ELSIF p_delta > 0 THEN
         -- A reversal reinstates credits as the purchase gave them: its category, priority and expiry.
         SELECT * INTO v_grant FROM credit_grants g
@@ -673,8 +679,9 @@ BEGIN
             v_reason, v_payment.id, v_admin_id)
     RETURNING t.* INTO v_entry;
     ASSERT v_entry.balance_after = v_account.balance + v_payment.credits, 'balance_after does not follow from delta';
-    PERFORM grant_give(v_entry, 'paid', 50, CASE WHEN v_payment.grant_valid_days > 0
-                                               THEN v_entry.created_at + make_interval(days => v_payment.grant_valid_days) END);
+    PERFORM grant_give(v_entry, 'paid', 50,
+                       CASE WHEN v_payment.grant_valid_days > 0
+                            THEN ledger_now() + make_interval(days => v_payment.grant_valid_days) END);
     INSERT INTO admin_actions (id, user_id, actor, delta, reason, transaction_id)
     VALUES (v_admin_id, v_user_id, p_actor, v_payment.credits, p_reason, v_entry.id);
     IF v_payment.status IN ('INIT', 'FAILED', 'EXPIRED') THEN
@@ -726,7 +733,8 @@ BEGIN
 END
 $function$;;
 
-CREATE OR REPLACE FUNCTION public.ledger_hold_reserve(p_user_id text, p_amount bigint, p_idempotency_key text, p_fingerprint bytea, p_reason text, p_ttl_seconds integer, p_active_max integer, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION public.ledger_hold_reserve(p_user_id text, p_amount bigint, p_idempotency_key text,
+    p_fingerprint bytea, p_reason text, p_ttl_seconds integer, p_active_max integer, p_now timestamp with time zone)
  RETURNS hold_result
  LANGUAGE plpgsql
 AS $function$
@@ -786,7 +794,8 @@ BEGIN
 END
 $function$;;
 
-CREATE OR REPLACE FUNCTION public.ledger_hold_capture(p_user_id text, p_hold_id bigint, p_amount bigint, p_idempotency_key text, p_fingerprint bytea, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION public.ledger_hold_capture(p_user_id text, p_hold_id bigint, p_amount bigint,
+    p_idempotency_key text, p_fingerprint bytea, p_now timestamp with time zone)
  RETURNS hold_result
  LANGUAGE plpgsql
 AS $function$
@@ -957,8 +966,12 @@ BEGIN
 END
 $function$;;
 
-DROP FUNCTION ledger_payment_settle(text, text, text, text, text, bigint, bigint, text, text, text, text, text, bytea, bigint, bigint, bigint);
-CREATE FUNCTION ledger_payment_settle(p_user_id text, p_session_id text, p_intent_id text, p_charge_id text, p_package_id text, p_credits bigint, p_amount_minor bigint, p_currency_code text, p_customer_email text, p_customer_id text, p_event_id text, p_event_type text, p_payload_sha256 bytea, p_amount_paid_minor bigint, p_amount_tax_minor bigint, p_amount_discount_minor bigint, p_grant_valid_days integer DEFAULT 0)
+DROP FUNCTION ledger_payment_settle(text, text, text, text, text, bigint, bigint, text, text, text, text, text, bytea,
+    bigint, bigint, bigint);
+CREATE FUNCTION ledger_payment_settle(p_user_id text, p_session_id text, p_intent_id text, p_charge_id text,
+    p_package_id text, p_credits bigint, p_amount_minor bigint, p_currency_code text, p_customer_email text,
+    p_customer_id text, p_event_id text, p_event_type text, p_payload_sha256 bytea, p_amount_paid_minor bigint,
+    p_amount_tax_minor bigint, p_amount_discount_minor bigint, p_grant_valid_days integer DEFAULT 0)
  RETURNS payment_result
  LANGUAGE plpgsql
 AS $function$
@@ -986,7 +999,8 @@ BEGIN
                                     p_amount_minor, p_currency_code, p_customer_email, p_customer_id,
                                     v_account.status = 'active', 'INIT');
     END IF;
-    IF p_grant_valid_days > 0 AND v_payment.grant_valid_days <> p_grant_valid_days AND NOT payment_is_paid(v_payment) THEN
+    IF p_grant_valid_days > 0 AND v_payment.grant_valid_days <> p_grant_valid_days
+       AND NOT payment_is_paid(v_payment) THEN
         -- How long the pack's credits stay valid (the catalog's valid_days), known by the time it is paid.
         UPDATE payments p SET grant_valid_days = p_grant_valid_days
          WHERE p.user_id = v_payment.user_id AND p.id = v_payment.id;
@@ -1076,7 +1090,8 @@ BEGIN
     END IF;
 END
 $$;
-DROP FUNCTION ledger_post(text, bigint, text, text, bytea, text, text, jsonb, text, boolean, text, integer, timestamptz);
+DROP FUNCTION ledger_post(text, bigint, text, text, bytea, text, text, jsonb, text, boolean, text, integer,
+    timestamptz);
 DROP FUNCTION ledger_post_batch_atomic(text[], bigint[], text[], text[], bytea[], text[], text[], jsonb[], text[],
                                        boolean[], text[], integer[], timestamptz[]);
 DROP FUNCTION ledger_post_batch(text[], bigint[], text[], text[], bytea[], text[], text[], jsonb[], text[], boolean[],

@@ -39,10 +39,11 @@ went, `kind` why (the journal's kind; anything unknown is `other`, so the label 
     expired       expiry (the unspent rest of a grant past its expire_time)
 
 `ledger_grant_credits_total` follows the same entries by what they did to grants: `granted` (Credit,
-PostBatch credits and positive AdminAdjust by the category asked; purchases are counted as paid by
-`ledger_credits_total{direction="issued",kind="purchase"}`), `spent` (Debit, PostBatch debits, negative
-AdminAdjust, captures: how many of the burnt credits were paid, how many promotional) and `expired` (the
-sweeper's expiry entries). Paid credits granted minus spent minus expired is the deferred-revenue trend.
+PostBatch credits and positive AdminAdjust by the category asked, purchases as paid), `spent` (Debit,
+PostBatch debits, negative AdminAdjust, captures: how many of the burnt credits were paid, how many
+promotional) and `expired` (the sweeper's expiry entries). Clawbacks (refunds, chargebacks) and reversals
+are not split by category here (`ledger_credits_total` counts them); the paid credits outstanding are read
+from credit_grants (docs/grants.md).
 
 The pool gauges are set by the health probe (about once a second, `record_pool`), not on the hot path:
 a scrape in the supervisor cannot read the workers' pools, so they report their own. Waiting callers come
@@ -157,6 +158,8 @@ def record_entry(kind: str, delta: int, replayed: bool) -> None:
     if counter is None:  # a bounded set: four directions by the known kinds and OTHER_KIND
         counter = _CREDITS_SERIES[series] = CREDITS.labels(direction=series[0], kind=series[1])
     counter.inc(abs(delta))
+    if label == Kind.PURCHASE.value and delta > 0:  # every purchase is a paid grant (migration 0011)
+        _GRANT_SERIES[("paid", "granted")].inc(delta)
 
 
 def record_database_reachable(reachable: bool) -> None:

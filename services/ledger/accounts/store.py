@@ -43,18 +43,25 @@ ENTRY_COLUMNS = (
 # holds that expired and that nothing has expired yet: migrations/versions/0003_holds.py). balance and the
 # grants never count credits past their grant's expiry, whether the sweeper wrote that yet or not (their
 # reserved part stays the holds': migrations/versions/0011_credit_grants.py).
-BALANCE_SQL = """
-SELECT a.balance - grant_expired_rest(a.user_id, n.now) AS balance, a.status, a.updated_at, a.debt,
+GRANTS_SHOWN_MAX = 100  # GetBalance lists the first grants in burn order (the totals count every grant)
+BALANCE_SQL = f"""
+SELECT a.balance - g.expired AS balance, a.status, a.updated_at, a.debt,
        (SELECT COALESCE(sum(h.amount), 0)::bigint FROM holds h
          WHERE h.user_id = a.user_id AND h.status = 'active' AND h.expires_at > n.now) AS held,
-       (SELECT array_agg(ROW(g.id, g.category, g.priority, g.expires_at, g.amount, g.live, g.reserved,
-                             g.transaction_id, g.payment_id, g.created_at)
-                         ORDER BY g.priority, g.expires_at, g.id)
-          FROM (SELECT c.*, CASE WHEN c.expires_at <= n.now THEN c.reserved ELSE c.remaining END AS live
-                  FROM credit_grants c WHERE c.user_id = a.user_id AND c.remaining > 0) g
-         WHERE g.live > 0) AS grants,
-       n.now
-  FROM accounts a, (SELECT ledger_now() AS now) n
+       g.grants[1:{GRANTS_SHOWN_MAX}] AS grants, g.next_expires_at,
+       (SELECT COALESCE(sum(c.remaining), 0)::bigint FROM credit_grants c
+         WHERE c.user_id = a.user_id AND c.remaining > 0 AND c.expires_at = g.next_expires_at) AS next_expiring
+  FROM accounts a
+ CROSS JOIN (SELECT ledger_now() AS now) n
+ CROSS JOIN LATERAL (
+       SELECT COALESCE(sum(c.remaining - c.reserved) FILTER (WHERE c.expires_at <= n.now), 0)::bigint AS expired,
+              min(c.expires_at) FILTER (WHERE c.expires_at > n.now) AS next_expires_at,
+              array_agg(ROW(c.id, c.category, c.priority, c.expires_at, c.amount, c.live, c.reserved,
+                            c.transaction_id, c.payment_id, c.created_at)
+                        ORDER BY c.priority, c.expires_at, c.id) FILTER (WHERE c.live > 0) AS grants
+         FROM (SELECT c.*, CASE WHEN c.expires_at <= n.now THEN c.reserved ELSE c.remaining END AS live
+                 FROM credit_grants c WHERE c.user_id = a.user_id AND c.remaining > 0) c
+       ) g
  WHERE a.user_id = $1
 """
 PAGE_SQL = f"SELECT {ENTRY_COLUMNS} FROM credit_transactions WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
@@ -170,9 +177,6 @@ def balance_from_row(user_id: str, row: Any) -> Balance:
     if row is None or row["balance"] is None:
         return Balance(user_id=user_id, balance=0, anonymized=False, updated_at=None)
     grants = tuple(Grant(*fields) for fields in row["grants"] or ())
-    now = row["now"]
-    expiring = [grant for grant in grants if grant.expires_at is not None and grant.expires_at > now]
-    next_expires_at = min((grant.expires_at for grant in expiring), default=None)  # type: ignore[type-var]
     return Balance(
         user_id=user_id,
         balance=row["balance"],
@@ -181,8 +185,8 @@ def balance_from_row(user_id: str, row: Any) -> Balance:
         held=row["held"],
         debt=row["debt"],
         grants=grants,
-        next_expires_at=next_expires_at,
-        next_expiring=sum(grant.remaining for grant in expiring if grant.expires_at == next_expires_at),
+        next_expires_at=row["next_expires_at"],
+        next_expiring=row["next_expiring"],
     )
 
 
