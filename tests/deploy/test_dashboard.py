@@ -308,6 +308,8 @@ def test_the_dashboard_has_the_panels_on_call_needs() -> None:
         "error budget remaining",
         "slo burn rate",
         "credits flow by direction and kind",
+        "credits granted / spent / expired by category",
+        "last grant expiry sweep",
         "drift found and repaired by kind",
         "last successful run",
         "rpc error ratio by method and code",
@@ -315,6 +317,29 @@ def test_the_dashboard_has_the_panels_on_call_needs() -> None:
         "database pool",
     ):
         assert wanted in titles, wanted
+
+
+def test_the_grant_panel_shows_every_category_and_movement() -> None:
+    panels = _panels(dashboard()["panels"])
+    (panel,) = [panel for panel in panels if panel["title"].lower().startswith("credits granted")]
+    (target,) = panel["targets"]
+    assert "ledger_grant_credits_total" in target["expr"]
+    assert "by (category, movement)" in target["expr"], "no category or movement may be summed away or filtered"
+    assert selectors(target["expr"]) == [], "no matcher filters a category or movement out"
+    assert "{{category}}" in target["legendFormat"] and "{{movement}}" in target["legendFormat"]
+
+
+def test_a_failing_grant_sweep_alerts() -> None:
+    """Both ways a sweeper fails have an alert: no success for 5 minutes while a ledger is up, failures rising."""
+    by_name = {rule["alert"]: rule for rule in rules() if "alert" in rule}
+    stale = by_name["LedgerGrantSweepStale"]
+    assert "ledger_grant_sweep_last_success_timestamp_seconds" in stale["expr"]
+    assert "> 300" in stale["expr"], "five minutes"
+    assert 'up{job="ledger"}' in stale["expr"], "only while a ledger is up (LedgerDown covers the rest)"
+    failing = by_name["LedgerGrantSweepFailures"]
+    assert 'ledger_grant_sweeps_total{outcome="failed"}' in failing["expr"]
+    for rule in (stale, failing):
+        assert rule["annotations"]["runbook"] == "docs/operations.md#grant-sweep-failing"
 
 
 def test_the_dashboard_uses_its_prometheus_data_source_variable() -> None:
