@@ -322,11 +322,14 @@ def test_the_dashboard_has_the_panels_on_call_needs() -> None:
 def test_the_grant_panel_shows_every_category_and_movement() -> None:
     panels = _panels(dashboard()["panels"])
     (panel,) = [panel for panel in panels if panel["title"].lower().startswith("credits granted")]
-    (target,) = panel["targets"]
-    assert "ledger_grant_credits_total" in target["expr"]
-    assert "by (category, movement)" in target["expr"], "no category or movement may be summed away or filtered"
-    assert selectors(target["expr"]) == [], "no matcher filters a category or movement out"
-    assert "{{category}}" in target["legendFormat"] and "{{movement}}" in target["legendFormat"]
+    grants, purchases = panel["targets"]
+    assert "ledger_grant_credits_total" in grants["expr"]
+    assert "by (category, movement)" in grants["expr"], "no category or movement may be summed away or filtered"
+    assert selectors(grants["expr"]) == [], "no matcher filters a category or movement out"
+    assert "{{category}}" in grants["legendFormat"] and "{{movement}}" in grants["legendFormat"]
+    # Purchases are paid grants the grant counter leaves to ledger_credits_total (services/ledger/metrics.py).
+    (selector,) = selectors(purchases["expr"])
+    assert selector == Selector("ledger_credits_total", (("direction", "=", "issued"), ("kind", "=", "purchase")))
 
 
 def test_a_failing_grant_sweep_alerts() -> None:
