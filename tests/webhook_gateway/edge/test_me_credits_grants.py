@@ -5,6 +5,7 @@ Every answer is also checked against the OpenAPI document by the `edge` fixture.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -17,6 +18,8 @@ from tests.ledger.payment_helpers import MEDIUM_AMOUNT_MINOR, MEDIUM_CREDITS, de
 from tests.webhook_gateway.edge.conftest import Edge, fresh_user_id, token
 
 PATH = "/me/credits"
+EXPIRY_WAIT_SECONDS = 2  # A grant expiring this soon; CreditRequest needs an expire_time after now.
+EXPIRY_MARGIN_SECONDS = 0.5  # Past it by this much at the ledger's clock (the same machine's).
 
 
 def _timestamp(moment: datetime) -> Timestamp:
@@ -199,3 +202,18 @@ def test_the_sentence_says_one_credit_in_the_singular() -> None:
     assert expiry_sentence(1, moment) == "1 credit expires on 2027-01-31"
     assert expiry_sentence(2, moment) == "2 credits expire on 2027-01-31"
     assert expiry_sentence(1_000_000, moment) == "1000000 credits expire on 2027-01-31"
+
+
+async def test_credits_past_their_expiry_leave_the_page_at_once(edge: Edge, ledger: LedgerClient) -> None:
+    """The ledger never counts an expired rest, swept or not: the grant and its sentence go when the time comes."""
+    user_id = fresh_user_id()
+    await _grant(ledger, user_id, 30)
+    expires = datetime.now(UTC) + timedelta(seconds=EXPIRY_WAIT_SECONDS)
+    await _grant(ledger, user_id, 12, expire=expires, priority=10)
+    before = (await edge.call("GET", PATH, bearer=token(user_id))).body
+    assert (before["balance"], before["next_expiry"]["credits"]) == (42, 12)
+
+    await asyncio.sleep((expires - datetime.now(UTC)).total_seconds() + EXPIRY_MARGIN_SECONDS)
+    after = (await edge.call("GET", PATH, bearer=token(user_id))).body
+    assert (after["balance"], after["available"], after["next_expiry"]) == (30, 30, None)
+    assert [(grant["amount"], grant["remaining"]) for grant in after["grants"]] == [(30, 30)]
