@@ -7,6 +7,7 @@ import json
 import pytest
 
 from services.common.config import ConfigError
+from services.ledger.payments.server import GRANT_VALID_DAYS_MAX
 from services.stripe_bridge.catalog import (
     AMOUNT_MINOR_MAX,
     CREDITS_MAX,
@@ -63,6 +64,11 @@ def test_valid_days_is_read_and_absent_means_never() -> None:
     ]
     assert NEVER_EXPIRES == 0, "PaymentDetails.grant_valid_days: 0 is never"
     assert all(package.valid_days == NEVER_EXPIRES for package in Catalog.default())
+
+
+def test_the_longest_validity_is_the_ledgers() -> None:
+    """A pack the catalog accepts is one the ledger's SettlePayment accepts (PaymentDetails.grant_valid_days)."""
+    assert VALID_DAYS_MAX == GRANT_VALID_DAYS_MAX
 
 
 @pytest.mark.parametrize(
