@@ -125,6 +125,7 @@ SELECT h.user_id, h.id, c.id,
   FROM holds h JOIN carried c ON c.user_id = h.user_id
  WHERE h.status = 'active';
 UPDATE accounts a SET debt = -a.balance WHERE a.balance < 0;
+INSERT INTO grant_movements (user_id, grant_id, delta) SELECT a.user_id, NULL, a.balance FROM accounts a WHERE a.balance < 0;
 """
 
 FUNCTIONS_SQL = r"""
