@@ -609,9 +609,9 @@ BEGIN
     IF p_delta > 0 AND p_kind = 'purchase' THEN
         SELECT p.grant_valid_days INTO STRICT v_days FROM payments p
          WHERE p.user_id = p_user_id AND p.id = p_payment_id;
-        -- Valid from now at the ledger's clock (the clock holds and expiry read).
+        -- Valid for the pack's days from the purchase entry (payments.credited_at).
         PERFORM grant_give(v_entry, 'paid', 50,
-                           CASE WHEN v_days > 0 THEN ledger_now() + make_interval(days => v_days) END);
+                           CASE WHEN v_days > 0 THEN v_entry.created_at + make_interval(days => v_days) END);
     ELSIF p_delta > 0 THEN
         -- A reversal reinstates credits as the purchase gave them: its category, priority and expiry.
         SELECT * INTO v_grant FROM credit_grants g
@@ -681,7 +681,7 @@ BEGIN
     ASSERT v_entry.balance_after = v_account.balance + v_payment.credits, 'balance_after does not follow from delta';
     PERFORM grant_give(v_entry, 'paid', 50,
                        CASE WHEN v_payment.grant_valid_days > 0
-                            THEN ledger_now() + make_interval(days => v_payment.grant_valid_days) END);
+                            THEN v_entry.created_at + make_interval(days => v_payment.grant_valid_days) END);
     INSERT INTO admin_actions (id, user_id, actor, delta, reason, transaction_id)
     VALUES (v_admin_id, v_user_id, p_actor, v_payment.credits, p_reason, v_entry.id);
     IF v_payment.status IN ('INIT', 'FAILED', 'EXPIRED') THEN

@@ -15,7 +15,8 @@ BEGIN
     END IF;
     INSERT INTO credit_grants AS g (user_id, category, priority, expires_at, amount, remaining, transaction_id,
                                     payment_id, created_at)
-    VALUES (p_entry.user_id, COALESCE(p_category, 'promotional'), COALESCE(p_priority, 50), p_expires_at, p_entry.delta, p_entry.delta - v_repaid,
+    VALUES (p_entry.user_id, COALESCE(p_category, 'promotional'), COALESCE(p_priority, 50), p_expires_at,
+            p_entry.delta, p_entry.delta - v_repaid,
             p_entry.id, p_entry.payment_id, p_entry.created_at)
     RETURNING g.id INTO v_grant;
     IF p_entry.delta > v_repaid THEN

@@ -27,7 +27,8 @@ BEGIN
                                     p_amount_minor, p_currency_code, p_customer_email, p_customer_id,
                                     v_account.status = 'active', 'INIT');
     END IF;
-    IF p_grant_valid_days > 0 AND v_payment.grant_valid_days <> p_grant_valid_days AND NOT payment_is_paid(v_payment) THEN
+    IF p_grant_valid_days > 0 AND v_payment.grant_valid_days <> p_grant_valid_days
+       AND NOT payment_is_paid(v_payment) THEN
         -- How long the pack's credits stay valid (the catalog's valid_days), known by the time it is paid.
         UPDATE payments p SET grant_valid_days = p_grant_valid_days
          WHERE p.user_id = v_payment.user_id AND p.id = v_payment.id;

@@ -22,7 +22,9 @@ BEGIN
             p_reason, p_payment_id)
     RETURNING t.* INTO v_entry;
     IF p_delta > 0 AND p_kind = 'purchase' THEN
-        SELECT p.grant_valid_days INTO STRICT v_days FROM payments p WHERE p.user_id = p_user_id AND p.id = p_payment_id;
+        SELECT p.grant_valid_days INTO STRICT v_days FROM payments p
+         WHERE p.user_id = p_user_id AND p.id = p_payment_id;
+        -- Valid for the pack's days from the purchase entry (payments.credited_at).
         PERFORM grant_give(v_entry, 'paid', 50,
                            CASE WHEN v_days > 0 THEN v_entry.created_at + make_interval(days => v_days) END);
     ELSIF p_delta > 0 THEN

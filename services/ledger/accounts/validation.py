@@ -50,12 +50,13 @@ def user_id(value: str, field: str = "user_id") -> str:
 # Keys the ledger derives itself for payment entries (payment:{id}:purchase, ...); a caller's key
 # in that namespace could collide with them.
 RESERVED_KEY_PREFIXES = ("payment:", "hold:", "grant:")
+RESERVED_KEY_PREFIXES_TEXT = ", ".join(RESERVED_KEY_PREFIXES[:-1]) + f" or {RESERVED_KEY_PREFIXES[-1]}"
 
 
 def idempotency_key(value: str, field: str = "idempotency_key") -> str:
     identifier(field, value, IDEMPOTENCY_KEY_CHARS_MAX)
     if value.startswith(RESERVED_KEY_PREFIXES):
-        raise InvalidArgument(field, f"must not start with {' or '.join(RESERVED_KEY_PREFIXES)} (reserved)")
+        raise InvalidArgument(field, f"must not start with {RESERVED_KEY_PREFIXES_TEXT} (reserved)")
     return value
 
 
