@@ -43,7 +43,7 @@ from opentelemetry import trace
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
 from services.ledger import errors
-from services.ledger.rpc.status import error_from_refusal
+from services.ledger.client import error_from_refusal
 from services.webhook_gateway.metrics import SETTLE_BATCH_SIZE
 
 log = logging.getLogger(__name__)
