@@ -22,9 +22,11 @@ import aiohttp
 import grpc
 import grpc.aio
 import pytest
+from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
+from services.common.tracing import in_memory_tracing
 from services.ledger import errors
 from services.webhook_gateway.ledger_client import GatewayLedgerClient
 from tests.conftest import ROLE_TOKENS
@@ -239,3 +241,37 @@ async def test_the_batch_calls_failure_is_raised_to_each_caller_as_its_own_error
         )
     assert all(isinstance(outcome, errors.Unavailable) for outcome in outcomes), outcomes
     assert len({id(outcome) for outcome in outcomes}) == len(outcomes)  # one exception object per caller
+
+
+async def test_a_batch_call_is_the_first_webhooks_child_and_links_to_the_others(ledger_target):
+    provider, exporter = in_memory_tracing()
+    tracer = provider.get_tracer("test")
+    recorder = RecordingInterceptor()
+    async with GatewayLedgerClient(
+        ledger_target, ROLE_TOKENS["payments"], tracer_provider=provider, interceptors=[recorder]
+    ) as client:
+
+        async def webhook(name: str) -> pb.SettlePaymentResponse:
+            with tracer.start_as_current_span(name):
+                request = pb.SettlePaymentRequest(
+                    details=pb.PaymentDetails(
+                        user_id=_user(),
+                        checkout_session_id=se.new_id("cs_test"),
+                        package_id="medium",
+                        credits=550,
+                        amount_minor=2500,
+                        currency_code="eur",
+                    )
+                )
+                return await client.call(client.stub.SettlePayment, request)
+
+        answers = await asyncio.gather(webhook("first"), webhook("second"), webhook("third"))
+
+    assert all(answer.credited for answer in answers)
+    assert recorder.methods == ["/credits.ledger.v1.LedgerService/SettlePaymentBatch"]
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    batch = spans["/credits.ledger.v1.LedgerService/SettlePaymentBatch"]
+    assert batch.kind is SpanKind.CLIENT
+    assert batch.parent is not None and batch.parent.span_id == spans["first"].context.span_id
+    linked = {link.context.span_id for link in batch.links}
+    assert linked == {spans["second"].context.span_id, spans["third"].context.span_id}
