@@ -6,9 +6,10 @@
 
 Natural batching, no timer (as the ledger's group commit, services/ledger/group_commit.py): the
 settlements that arrive in one turn of the event loop leave together on the next turn, at once when a
-call slot is free; while every slot (SETTLE_BATCHES_IN_FLIGHT_MAX) is busy they queue and leave together
-as slots free. A lone event therefore goes at once, as the plain SettlePayment it always was, and batches
-grow only as fast as the ledger falls behind.
+call slot is free (GATEWAY_SETTLE_BATCHES_IN_FLIGHT_MAX, 4; at most GATEWAY_SETTLE_BATCH_SIZE_MAX, 64, per
+call; 1 sends every settlement as its own SettlePayment, as before issue 20); while every slot is busy
+they queue and leave together as slots free. A lone event therefore goes at once, as the plain
+SettlePayment it always was, and batches grow only as fast as the ledger falls behind.
 
 Each webhook keeps its own answer: the batch's result for its request is either its SettlePaymentResponse
 or its own refusal, raised as the LedgerError SettlePayment alone would have raised
@@ -44,13 +45,18 @@ from opentelemetry import trace
 from credits.ledger.v1 import ledger_service_pb2 as pb
 from services.ledger import errors
 from services.ledger.client import error_from_refusal
+from services.webhook_gateway.config import (
+    SETTLE_BATCH_SIZE_MAX_DEFAULT,
+    SETTLE_BATCH_SIZE_MAX_LIMIT,
+    SETTLE_BATCHES_IN_FLIGHT_MAX_DEFAULT,
+)
 from services.webhook_gateway.metrics import SETTLE_BATCH_SIZE
 
 log = logging.getLogger(__name__)
 
-SETTLE_BATCH_SIZE_MAX: Final = 64  # as the ledger's group commit (POST_BATCH_SIZE_MAX)
-SETTLE_BATCHES_IN_FLIGHT_MAX: Final = 4  # as the ledger's LEDGER_BATCHES_IN_FLIGHT_MAX default
-SETTLE_BATCH_REQUESTS_MAX: Final = 1000  # SettlePaymentBatchRequest's limit (the proto; the ledger refuses more)
+# GATEWAY_SETTLE_BATCH_SIZE_MAX and GATEWAY_SETTLE_BATCHES_IN_FLIGHT_MAX (config.py) set these.
+SETTLE_BATCH_SIZE_MAX: Final = SETTLE_BATCH_SIZE_MAX_DEFAULT  # as the ledger's group commit (64)
+SETTLE_BATCHES_IN_FLIGHT_MAX: Final = SETTLE_BATCHES_IN_FLIGHT_MAX_DEFAULT  # as LEDGER_BATCHES_IN_FLIGHT_MAX (4)
 
 settle_batch_span_links: contextvars.ContextVar[tuple[trace.Link, ...]] = contextvars.ContextVar(
     "settle_batch_span_links", default=()
@@ -75,7 +81,7 @@ class SettleCoalescer:
         size_max: int = SETTLE_BATCH_SIZE_MAX,
         in_flight_max: int = SETTLE_BATCHES_IN_FLIGHT_MAX,
     ) -> None:
-        assert 1 <= size_max <= SETTLE_BATCH_REQUESTS_MAX
+        assert 1 <= size_max <= SETTLE_BATCH_SIZE_MAX_LIMIT
         assert in_flight_max >= 1
         self._settle_alone = settle_alone
         self._settle_batch = settle_batch

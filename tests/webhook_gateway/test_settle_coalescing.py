@@ -275,3 +275,31 @@ async def test_a_batch_call_is_the_first_webhooks_child_and_links_to_the_others(
     assert batch.parent is not None and batch.parent.span_id == spans["first"].context.span_id
     linked = {link.context.span_id for link in batch.links}
     assert linked == {spans["second"].context.span_id, spans["third"].context.span_id}
+
+
+def _batch_histogram() -> tuple[float, float]:
+    from prometheus_client import REGISTRY
+
+    count = REGISTRY.get_sample_value(f"{BATCH_HISTOGRAM}_count") or 0.0
+    total = REGISTRY.get_sample_value(f"{BATCH_HISTOGRAM}_sum") or 0.0
+    return count, total
+
+
+@pytest.mark.parametrize(
+    ("size_max", "shared"), [pytest.param("1", False, id="one"), pytest.param("64", True, id="64")]
+)
+async def test_gateway_settle_batch_size_max_bounds_the_settlements_per_call(
+    http, fake_stripe, ledger, ledger_target, size_max, shared
+):
+    """GATEWAY_SETTLE_BATCH_SIZE_MAX=1 sends every settlement as its own SettlePayment (as before issue 20)."""
+    environ = gateway_environ(ledger_target, fake_stripe, GATEWAY_SETTLE_BATCH_SIZE_MAX=size_max)
+    buyers = [_user() for _ in range(20)]
+    async with running_gateway(environ) as gateway:
+        before = _batch_histogram()
+        answers = await asyncio.gather(*(deliver(http, gateway, _purchase(buyer)) for buyer in buyers))  # type: ignore[arg-type]
+        calls, settles = (after - earlier for after, earlier in zip(_batch_histogram(), before, strict=True))
+    assert [answer.body["outcome"] for answer in answers] == ["applied"] * len(buyers)
+    assert settles == len(buyers)
+    assert (calls < settles) is shared
+    for buyer in buyers:
+        assert await balance_of(ledger, buyer) == 550
