@@ -131,12 +131,16 @@ SELECT a.user_id, NULL, a.balance FROM accounts a WHERE a.balance < 0;
 
 FUNCTIONS_SQL = r"""
 -- Credits given by a positive journal entry: the account's debt is repaid first, the rest is the grant's.
--- Unset category and priority are promotional and 50 (what Credit and AdminAdjust default to).
+-- Unset category and priority are promotional and 50 (what Credit and AdminAdjust default to). Credits alike
+-- (no payment, same category, priority and expiry) add to the account's grant of them that has something left,
+-- so an account that receives many credits keeps few grants; a purchase is always a grant of its own.
 CREATE FUNCTION grant_give(p_entry credit_transactions, p_category text, p_priority integer,
                            p_expires_at timestamptz) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-    v_repaid  bigint;
-    v_grant   bigint;
+    v_category  text := COALESCE(p_category, 'promotional');
+    v_priority  integer := COALESCE(p_priority, 50);
+    v_repaid    bigint;
+    v_grant     bigint;
 BEGIN
     SELECT LEAST(a.debt, p_entry.delta) INTO STRICT v_repaid FROM accounts a WHERE a.user_id = p_entry.user_id;
     IF v_repaid > 0 THEN
@@ -144,12 +148,23 @@ BEGIN
         INSERT INTO grant_movements (user_id, transaction_id, grant_id, delta)
         VALUES (p_entry.user_id, p_entry.id, NULL, v_repaid);
     END IF;
-    INSERT INTO credit_grants AS g (user_id, category, priority, expires_at, amount, remaining, transaction_id,
-                                    payment_id, created_at)
-    VALUES (p_entry.user_id, COALESCE(p_category, 'promotional'), COALESCE(p_priority, 50), p_expires_at,
-            p_entry.delta, p_entry.delta - v_repaid,
-            p_entry.id, p_entry.payment_id, p_entry.created_at)
-    RETURNING g.id INTO v_grant;
+    IF p_entry.payment_id IS NULL THEN
+        UPDATE credit_grants g SET amount = g.amount + p_entry.delta, remaining = g.remaining + p_entry.delta - v_repaid
+         WHERE g.user_id = p_entry.user_id
+           AND g.id = (SELECT c.id FROM credit_grants c
+                        WHERE c.user_id = p_entry.user_id AND c.remaining > 0 AND c.payment_id IS NULL
+                          AND c.priority = v_priority AND c.expires_at IS NOT DISTINCT FROM p_expires_at
+                          AND c.category = v_category
+                        ORDER BY c.id LIMIT 1)
+        RETURNING g.id INTO v_grant;
+    END IF;
+    IF v_grant IS NULL THEN
+        INSERT INTO credit_grants AS g (user_id, category, priority, expires_at, amount, remaining, transaction_id,
+                                        payment_id, created_at)
+        VALUES (p_entry.user_id, v_category, v_priority, p_expires_at, p_entry.delta, p_entry.delta - v_repaid,
+                p_entry.id, p_entry.payment_id, p_entry.created_at)
+        RETURNING g.id INTO v_grant;
+    END IF;
     IF p_entry.delta > v_repaid THEN
         INSERT INTO grant_movements (user_id, transaction_id, grant_id, delta)
         VALUES (p_entry.user_id, p_entry.id, v_grant, p_entry.delta - v_repaid);

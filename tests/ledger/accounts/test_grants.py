@@ -55,7 +55,8 @@ async def test_debits_burn_by_priority_then_soonest_expiry_then_age(stub, db, us
     await call(stub.Credit, grant_request(user_id, 10, expires=soon(60)))  # 2: expires later
     await call(stub.Credit, grant_request(user_id, 10, expires=soon(30)))  # 3: expires first (tie with 5)
     await call(stub.Credit, grant_request(user_id, 10, priority=10))  # 4: a lower priority burns first of all
-    await call(stub.Credit, grant_request(user_id, 10, expires=soon(30)))  # 5: same expiry as 3, younger
+    # 5: same priority and expiry as 3, younger (paid: credits alike would add to 3's grant)
+    await call(stub.Credit, grant_request(user_id, 10, expires=soon(30), category=PAID))
 
     listed = await balance(stub, user_id)
     assert [grant.remaining for grant in listed.grants] == [10] * 5
@@ -80,11 +81,33 @@ async def test_debits_burn_by_priority_then_soonest_expiry_then_age(stub, db, us
     assert await assert_grants_consistent(db, user_id) == 13
 
 
+async def test_credits_alike_add_to_one_grant_and_purchases_never_do(ledger, stub, db, user_id):
+    first = await call(stub.Credit, grant_request(user_id, 10))
+    await call(stub.Credit, grant_request(user_id, 15))  # alike: promotional, 50, never expires
+    await call(stub.AdminAdjust, adjust_request(user_id, 5))  # alike too
+    await call(stub.Credit, grant_request(user_id, 20, priority=49))  # another priority: a grant of its own
+    await call(stub.Debit, debit_request(user_id, 25))  # all of the priority-49 grant, 5 of the others
+    await call(stub.Credit, grant_request(user_id, 4))  # adds to the grant that has something left
+    listed = await balance(stub, user_id)
+    assert [(g.amount, g.remaining, g.priority, g.transaction_id) for g in listed.grants] == [
+        (34, 29, 50, first.transaction.id),
+    ]
+    for _ in range(2):
+        ids = Ids.new()
+        await ledger.open_payment(details(user_id, session=ids.session))
+        paid_ids = details(user_id, session=ids.session, intent=ids.intent, charge=ids.charge)
+        await ledger.settle_payment(paid_ids, source())
+    paid = [g for g in (await balance(stub, user_id)).grants if g.category == PAID]
+    assert [(g.amount, g.remaining) for g in paid] == [(550, 550), (550, 550)]
+    assert len({g.payment_id for g in paid}) == 2
+    assert await assert_grants_consistent(db, user_id) == 1129
+
+
 async def test_get_balance_lists_the_grants_with_something_left_and_the_next_expiry(stub, db, user_id):
     first, later = soon(10), soon(20)
     await call(stub.Credit, grant_request(user_id, 40, expires=later, category=PAID, priority=70))
     await call(stub.Credit, grant_request(user_id, 15, expires=first))
-    await call(stub.Credit, grant_request(user_id, 5, expires=first))
+    await call(stub.Credit, grant_request(user_id, 5, expires=first, category=PAID))
     await call(stub.Credit, grant_request(user_id, 7))
     await call(stub.Debit, debit_request(user_id, 5))  # the 15 expiring first, oldest of the two
 
@@ -93,7 +116,7 @@ async def test_get_balance_lists_the_grants_with_something_left_and_the_next_exp
     assert (answer.balance, answer.available, answer.debt) == (62, 62, 0)
     assert [(g.remaining, g.amount, g.category, g.priority) for g in answer.grants] == [
         (10, 15, PROMOTIONAL, 50),
-        (5, 5, PROMOTIONAL, 50),
+        (5, 5, PAID, 50),
         (7, 7, PROMOTIONAL, 50),
         (40, 40, PAID, 70),
     ]
