@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report, settings
+from bench.batch import post_batch, sql_floor_batch
 from bench.stack import BenchDatabase, work_directory
 from bench.workloads import (
     Context,
@@ -43,6 +44,8 @@ WORKLOAD_FUNCTIONS: dict[str, WorkloadFunction] = {
     "balance": balance,
     "debit_hot": lambda context, concurrency: {"debit_hot": debit_hot(context, concurrency)},
     "sql_floor": sql_floor,
+    "post_batch": post_batch,
+    "sql_floor_batch": sql_floor_batch,
     "webhook_e2e": webhook_e2e,
     "reconcile": reconcile,
 }
@@ -245,7 +248,7 @@ def _print_summary(document: dict[str, Any], output: Path) -> None:
         print(f"== {variant}: {env}")
         print(report.table(found["workloads"]))
         for name, ratio in found["ratios"].items():
-            print(f"  {name} = {ratio['value']:.2f}  rounds {ratio.get('rounds', [])}")
+            print(f"  {name} = {ratio['value']:.3g}  rounds {ratio.get('rounds', [])}")
         print()
     print(report.table(document["workloads"]))
     print()

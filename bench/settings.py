@@ -23,13 +23,23 @@ ADMIN_URL_ENV: Final = "BENCH_DATABASE_ADMIN_URL"
 
 # Workloads, in the order a full run executes them (the ratios' pairs run close together in time).
 # Repeatable workloads run `Plan.rounds` times; webhook_e2e and reconcile (long, and checked) run once.
-REPEATED_WORKLOADS: Final = ("grpc_floor", "credit_uniform", "balance", "debit_hot", "sql_floor")
+REPEATED_WORKLOADS: Final = (
+    "grpc_floor",
+    "credit_uniform",
+    "balance",
+    "debit_hot",
+    "sql_floor",
+    "post_batch",
+    "sql_floor_batch",
+)
 WORKLOADS: Final = (
     "grpc_floor",
     "credit_uniform",
     "balance",
     "debit_hot",
     "sql_floor",
+    "post_batch",
+    "sql_floor_batch",
     "webhook_e2e",
     "reconcile",
 )
@@ -40,6 +50,12 @@ LOAD_PROCESSES_DEFAULT: Final = 2  # one per core of the 2-core reference machin
 CHANNELS_PER_PROCESS_MAX: Final = 8  # each on its own TCP connection (local subchannel pool)
 SWEEP_CONCURRENCY: Final = (1, 4, 16, 64, 128)
 SWEEP_WORKLOADS: Final = ("credit_uniform", "debit_hot")
+
+# Batch posting (bench/batch.py): postings per call, and the callers (the issue's p99 is at 8).
+BATCH_SIZES: Final = (1, 64, 256, 1000)
+BATCH_HOT_SIZES: Final = (256,)  # the same on the one funded account
+BATCH_CONCURRENCY: Final = 8
+BATCH_MESSAGE_BYTES_MAX: Final = 1024 * 1024  # the ledger's own limit: 1,000 postings fit in about 100 KB
 
 RPC_DEADLINE_SECONDS: Final = 10.0
 SQL_CONNECTIONS_MARGIN: Final = 8  # pgbench leaves this many of the server's free connections unused
