@@ -142,10 +142,25 @@ def check_operations(snapshot: Snapshot, ops: Sequence[Op]) -> list[str]:
             violations += _check_reuse(op, by_id[op.of_op or 0], by_key.get((op.user_id, op.key), []))
         elif op.final not in (Outcome.OK, Outcome.REFUSED):
             violations.append(f"op {op.op_id} {op.kind} {op.user_id}: never resolved ({op.resolution_detail})")
+    violations += _check_atomic_batches(ops, by_key)
     for (user_id, key), entries in by_key.items():
         client_entries = [entry for entry in entries if entry.kind in CLIENT_KINDS]
         if client_entries and (user_id, key) not in asked:
             violations.append(f"journal entry {client_entries[0].id} ({user_id}, {key}): no operation asked for it")
+    return violations
+
+
+def _check_atomic_batches(ops: Sequence[Op], by_key: Mapping[tuple[str, str], list[Entry]]) -> list[str]:
+    """An atomic batch's postings are all in the journal or none is."""
+    batches: dict[int, list[Op]] = defaultdict(list)
+    for op in ops:
+        if op.atomic and op.batch_id is not None:
+            batches[op.batch_id].append(op)
+    violations = []
+    for batch_id, batch in batches.items():
+        written = sum(1 for op in batch if by_key.get((op.user_id, op.key)))
+        if written not in (0, len(batch)):
+            violations.append(f"atomic batch {batch_id}: {written} of {len(batch)} postings in the journal")
     return violations
 
 

@@ -36,6 +36,7 @@ class OpKind(enum.StrEnum):
     ANONYMIZE = "anonymize"
     REPLAY = "replay"  # an ok operation sent again, same key and parameters: must answer the same entry
     REUSE = "reuse"  # an ok operation's key with other parameters: must be refused, the entry unchanged
+    BATCH = "batch"  # chosen by the workload: credits and debits (ops of those kinds) sent in one PostBatch
 
 
 @dataclass
@@ -59,6 +60,8 @@ class Op:
     resolved: Outcome | None = None  # for unknown operations, after the run
     resolution_detail: str = ""
     resolution_attempts: int = 0
+    batch_id: int | None = None  # the PostBatch call (its first op's id) that carried this credit or debit
+    atomic: bool = False  # that batch was atomic: its ops apply all or none
 
     @property
     def final(self) -> Outcome | None:
@@ -145,6 +148,11 @@ class History:
             "operations_by_outcome": dict(Counter(str(op.outcome) for op in self.ops)),
             "operations_by_kind_and_outcome": dict(sorted(outcomes.items())),
             "unknown_resolved": dict(Counter(str(op.resolved) for op in self.ops if op.outcome is Outcome.UNKNOWN)),
+            "batches": len({op.batch_id for op in self.ops if op.batch_id is not None}),
+            "batched_operations": sum(1 for op in self.ops if op.batch_id is not None),
+            "batches_unknown_then_retried": len(
+                {op.batch_id for op in self.ops if op.batch_id is not None and op.outcome is Outcome.UNKNOWN}
+            ),
             "deliveries": len(self.deliveries),
             "deliveries_by_status": dict(Counter(str(d.status or d.error or "none") for d in self.deliveries)),
             "stripe_actions": dict(self.stripe_actions),

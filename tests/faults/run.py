@@ -59,6 +59,7 @@ TOKENS: Final = {
     "spender": ("faults-spender-token-0000", ["spender"]),
     "payments": ("faults-payments-token-000", ["payments"]),
     "admin": ("faults-admin-token-000000", ["admin"]),
+    "poster": ("faults-poster-token-00000", ["spender", "payments"]),
 }
 STOP_SECONDS_MAX: Final = 60.0
 QUIET_SECONDS_MAX: Final = 30.0
@@ -212,7 +213,7 @@ async def _run_and_check(  # noqa: PLR0915 - the run, read top to bottom as one 
     direct_url: str,
 ) -> FaultsReport:
     users = Users.make(f"{config.seed}", config.ledger_only_users, config.shopper_users)
-    tokens = Tokens(TOKENS["spender"][0], TOKENS["payments"][0], TOKENS["admin"][0])
+    tokens = Tokens(TOKENS["spender"][0], TOKENS["payments"][0], TOKENS["admin"][0], TOKENS["poster"][0])
     clients = LedgerClients(services.ledger_target, tokens, users, history, random.Random(rng.random()))
     holds = HoldClients(
         services.ledger_target, tokens.spender, users.ledger_only + users.shoppers, random.Random(rng.random())

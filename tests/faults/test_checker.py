@@ -28,13 +28,17 @@ TRUTH = PaymentTruth(
 )
 
 
+BATCH_1: dict[str, object] = {"batch_id": 1, "atomic": True}
+
+
 def _op(op_id: int, kind: OpKind, key: str, delta: int, outcome: Outcome, **changes: object) -> Op:
     op = Op(op_id, kind, USER, key, delta, "r", 1.0, 0.0, outcome=outcome)
     return dataclasses.replace(op, **changes)
 
 
 def _clean() -> tuple[Snapshot, RunFacts]:
-    """u1: credit 300 (k1), debit 50 (k2, answered unknown, resolved ok), debit 900 refused (k3), a replay of k1,
+    """u1: credit 300 (k1), debit 50 (k2, answered unknown, resolved ok; k1 and k2 one atomic batch), debit 900
+    refused (k3), a replay of k1,
     a purchase of 100 credits half refunded (clawback 50); balance 300 - 50 + 100 - 50 = 300."""
     journal = [
         Entry(1, USER, 300, 300, "grant", "k1", None, None),
@@ -47,8 +51,8 @@ def _clean() -> tuple[Snapshot, RunFacts]:
         accounts={USER: (300, "active")}, journal=journal, payments=[payment], events={"evt_1": ("applied", "")}
     )
     ops = [
-        _op(1, OpKind.CREDIT, "k1", 300, Outcome.OK, transaction_id=1),
-        _op(2, OpKind.DEBIT, "k2", -50, Outcome.UNKNOWN, resolved=Outcome.OK, transaction_id=2),
+        _op(1, OpKind.CREDIT, "k1", 300, Outcome.OK, transaction_id=1, **BATCH_1),
+        _op(2, OpKind.DEBIT, "k2", -50, Outcome.UNKNOWN, resolved=Outcome.OK, transaction_id=2, **BATCH_1),
         _op(3, OpKind.DEBIT, "k3", -900, Outcome.REFUSED, detail="INSUFFICIENT_CREDITS"),
         _op(4, OpKind.REPLAY, "k1", 300, Outcome.OK, transaction_id=1, replayed=True, of_op=1),
         _op(5, OpKind.REUSE, "k1", 311, Outcome.REFUSED, detail="IDEMPOTENCY_KEY_REUSED", of_op=1),
@@ -114,6 +118,10 @@ BREAKS: dict[str, tuple[Callable[[Snapshot, RunFacts], None], str]] = {
     "legitimate-event-refused": (
         lambda s, f: s.events.__setitem__("evt_2", ("refused", "ledger_refused")),
         "was refused",
+    ),
+    "atomic-batch-half-applied": (
+        lambda s, f: setattr(f.ops[2], "batch_id", 1) or setattr(f.ops[2], "atomic", True),
+        "atomic batch 1: 2 of 3 postings",
     ),
     "pii-kept-after-anonymize": (lambda s, f: s.accounts.__setitem__(USER, (300, "anonymized")), "PII kept"),
 }

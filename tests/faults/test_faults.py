@@ -50,5 +50,6 @@ async def test_history_under_faults_is_exactly_once_and_matches_stripe() -> None
         shutil.rmtree(folder, ignore_errors=True)
     figures = report.figures
     assert figures["operations"] > 0
+    assert figures["batches"] > 0
     assert figures["purchases"] > 0
     assert figures["events_acknowledged"] > 0

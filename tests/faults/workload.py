@@ -1,10 +1,12 @@
 """The workload of a fault run: concurrent ledger clients (Credit, Debit, AdminAdjust, Anonymize, replays and
-key reuses over gRPC, each with its own idempotency key and a deadline that is sometimes very short) and
+key reuses, batches of credits and debits in one PostBatch, some atomic, over gRPC, each with its own
+idempotency key and a deadline that is sometimes very short) and
 concurrent customers in the fake Stripe account (purchases through the gateway's checkout or straight in
 Stripe, async payments, partial refunds, disputes). Every choice comes from a seeded generator.
 
 A client makes exactly one attempt per operation during the run and records what it saw; `resolve`
-retries the unknown ones afterwards, with the same key and parameters, until each gives a definite answer.
+retries the unknown ones afterwards, with the same key and parameters, until each gives a definite answer
+(a batch's operations by sending the same batch again: a ledger killed mid-batch, then the retry).
 """
 
 from __future__ import annotations
@@ -57,7 +59,10 @@ OP_WEIGHTS: Final = {
     OpKind.REPLAY: 10,
     OpKind.REUSE: 5,
     OpKind.ANONYMIZE: 1,
+    OpKind.BATCH: 6,
 }
+BATCH_SIZE_RANGE: Final = (2, 24)
+ATOMIC_BATCH_SHARE: Final = 0.3
 SHOPPER_WEIGHTS: Final = {"purchase": 44, "async_purchase": 6, "refund": 25, "dispute": 12, "move_dispute": 13}
 
 
@@ -66,6 +71,7 @@ class Tokens:
     spender: str
     payments: str
     admin: str
+    poster: str  # spender and payments: a batch of credits and debits
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,9 @@ class LedgerClients:
             op.of_op = original.op_id
             await self.call(op, _request_kind(original))
             return
+        if kind is OpKind.BATCH:
+            await self.post_batch(rng, deadline)
+            return
         if kind is OpKind.ANONYMIZE:
             user_id = rng.choice(self.users.ledger_only[:GDPR_USERS])
             op = self.history.new_op(kind, user_id, "", 0, "gdpr", deadline)
@@ -146,14 +155,50 @@ class LedgerClients:
         try:
             response = await method(request, metadata=(("authorization", f"Bearer {token}"),), timeout=deadline)
         except grpc.aio.AioRpcError as exc:
-            outcome, detail = classify(exc)
-            if exc.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN) and _from_ledger(exc):
-                self.history.anomaly("ledger_internal", f"{op.kind} {op.key}: {exc.code().name} {exc.details()}")
+            outcome, detail = self._failed(exc, f"{op.kind} {op.key}")
         else:
             if request_kind is not OpKind.ANONYMIZE:
                 transaction_id, replayed = response.transaction.id, response.replayed
             else:
                 self.anonymized.add(op.user_id)
+        self._record(op, outcome, detail, transaction_id, replayed, resolving=resolving)
+
+    async def post_batch(self, rng: random.Random, deadline: float) -> None:
+        ops = []
+        for _ in range(rng.randint(*BATCH_SIZE_RANGE)):
+            kind = rng.choice((OpKind.CREDIT, OpKind.DEBIT, OpKind.DEBIT))
+            user_id = rng.choice(self.users.ledger_only + self.users.shoppers * 2)
+            key, reason = f"k-{uuid.uuid4().hex}", f"faults batch {kind.value}"
+            ops.append(self.history.new_op(kind, user_id, key, _delta(kind, rng), reason, deadline))
+        atomic = rng.random() < ATOMIC_BATCH_SHARE
+        for op in ops:
+            op.batch_id, op.atomic = ops[0].op_id, atomic
+        await self.call_batch(ops)
+
+    async def call_batch(self, ops: list[Op], *, resolving: bool = False) -> None:
+        """One attempt of a batch; records each posting's outcome (an unknown call: every posting unknown)."""
+        postings = [_batch_posting(op, self._request(op, op.kind)[1]) for op in ops]
+        request = pb.PostBatchRequest(postings=postings, atomic=ops[0].atomic)
+        deadline = RESOLVE_DEADLINE_SECONDS if resolving else ops[0].deadline_seconds
+        metadata = (("authorization", f"Bearer {self.tokens.poster}"),)
+        try:
+            response = await self.stub.PostBatch(request, metadata=metadata, timeout=deadline)
+        except grpc.aio.AioRpcError as exc:
+            outcome, detail = self._failed(exc, f"batch {ops[0].batch_id}")
+            answers = [(outcome, detail, 0, False)] * len(ops)
+        else:
+            answers = [_posting_answer(result) for result in response.results]
+            if len(answers) != len(ops):
+                detail = f"batch {ops[0].batch_id}: {len(answers)} results for {len(ops)} postings"
+                self.history.anomaly("batch_results", detail)
+                return
+        for op, (outcome, detail, transaction_id, replayed) in zip(ops, answers, strict=True):
+            self._record(op, outcome, detail, transaction_id, replayed, resolving=resolving)
+
+    def _record(
+        self, op: Op, outcome: Outcome, detail: str, transaction_id: int, replayed: bool, *, resolving: bool
+    ) -> None:
+        """An attempt's answer on its op: the first outcome, or, when resolving, the resolution."""
         if resolving:
             op.resolved, op.resolution_detail = outcome, detail
             op.resolution_attempts += 1
@@ -161,6 +206,11 @@ class LedgerClients:
             op.outcome, op.detail, op.end_seconds = outcome, detail, self.history.now()
         if outcome is Outcome.OK:
             op.transaction_id, op.replayed = transaction_id, replayed
+
+    def _failed(self, exc: grpc.aio.AioRpcError, what: str) -> tuple[Outcome, str]:
+        if exc.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN) and _from_ledger(exc):
+            self.history.anomaly("ledger_internal", f"{what}: {exc.code().name} {exc.details()}")
+        return classify(exc)
 
     def _request(self, op: Op, kind: OpKind) -> tuple[Any, Any, str]:
         common = {"user_id": op.user_id, "idempotency_key": op.key, "reason": op.reason}
@@ -175,8 +225,15 @@ class LedgerClients:
         return self.stub.Anonymize, pb.AnonymizeRequest(user_id=op.user_id), self.tokens.admin
 
     async def resolve(self) -> list[Op]:
-        """Retries every unknown operation with its key until it answers; returns those that never did."""
+        """Retries every unknown operation with its key until it answers; returns those that never did.
+
+        The operations of a batch that got no answer are retried as that batch, whole, with the same keys.
+        """
         unknown = [op for op in self.history.ops if op.outcome is Outcome.UNKNOWN]
+        batches: dict[int, list[Op]] = {}
+        for op in unknown:
+            if op.batch_id is not None:
+                batches.setdefault(op.batch_id, []).append(op)
         slots = asyncio.Semaphore(RESOLVE_CONCURRENT_MAX)
 
         async def resolve_one(op: Op) -> None:
@@ -187,7 +244,18 @@ class LedgerClients:
                         return
                     await asyncio.sleep(min(RESOLVE_BACKOFF_SECONDS_MAX, 0.1 * 2**attempt))
 
-        await asyncio.gather(*(resolve_one(op) for op in unknown))
+        async def resolve_batch(ops: list[Op]) -> None:
+            async with slots:
+                for attempt in range(RESOLVE_ATTEMPTS_MAX):
+                    await self.call_batch(ops, resolving=True)
+                    if all(op.resolved is not Outcome.UNKNOWN for op in ops):
+                        return
+                    await asyncio.sleep(min(RESOLVE_BACKOFF_SECONDS_MAX, 0.1 * 2**attempt))
+
+        await asyncio.gather(
+            *(resolve_one(op) for op in unknown if op.batch_id is None),
+            *(resolve_batch(ops) for ops in batches.values()),
+        )
         return [op for op in unknown if op.resolved is not Outcome.OK and op.resolved is not Outcome.REFUSED]
 
     def _original(self, op: Op) -> Op:
@@ -195,6 +263,16 @@ class LedgerClients:
 
 
 _MONEY_KINDS: Final = frozenset({OpKind.CREDIT, OpKind.DEBIT, OpKind.ADJUST})
+
+
+def _batch_posting(op: Op, request: Any) -> pb.BatchPosting:
+    return pb.BatchPosting(credit=request) if op.kind is OpKind.CREDIT else pb.BatchPosting(debit=request)
+
+
+def _posting_answer(result: pb.PostingResult) -> tuple[Outcome, str, int, bool]:
+    if result.outcome in (pb.POSTING_OUTCOME_APPLIED, pb.POSTING_OUTCOME_REPLAYED):
+        return Outcome.OK, "", result.transaction.id, result.outcome == pb.POSTING_OUTCOME_REPLAYED
+    return Outcome.REFUSED, result.refusal.reason, 0, False
 
 
 def _request_kind(op: Op) -> OpKind:

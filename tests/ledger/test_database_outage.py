@@ -76,6 +76,10 @@ def every_rpc(user_id: str, key: str) -> dict[str, tuple[str, object]]:
         "ReleaseHold": ("ReleaseHold", pb.ReleaseHoldRequest(user_id=user_id, hold_id=1)),
         "GetHold": ("GetHold", pb.GetHoldRequest(user_id=user_id, hold_id=1)),
         "ListHolds": ("ListHolds", pb.ListHoldsRequest(user_id=user_id)),
+        "PostBatch": (
+            "PostBatch",
+            pb.PostBatchRequest(postings=[pb.BatchPosting(debit=debit_request(user_id, 1))], atomic=True),
+        ),
     }
 
 
@@ -154,6 +158,50 @@ async def test_call_in_flight_when_the_database_goes_away_is_unavailable_and_ret
     )
     assert [row["id"] for row in rows] == [retry.transaction.id]
     assert await assert_journal_consistent(db, user_id) == 107
+
+
+async def test_a_batch_in_flight_when_the_database_goes_away_is_unavailable_and_its_retry_applies_once(
+    proxied_ledger, db, user_id
+):
+    proxy, stub = proxied_ledger.proxy, proxied_ledger.stub
+    other = f"{user_id}-other"
+    await call(stub.Credit, credit_request(user_id, 100))
+    batch = pb.PostBatchRequest(
+        postings=[
+            pb.BatchPosting(credit=credit_request(other, 9)),
+            pb.BatchPosting(debit=debit_request(user_id, 30)),
+            pb.BatchPosting(debit=debit_request(user_id, 500)),  # refused whatever happens
+        ]
+    )
+    async with db.acquire() as blocker:
+        # Hold one account row so that the batch waits inside the database, then cut.
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute("SELECT 1 FROM accounts WHERE user_id = $1 FOR UPDATE", user_id)
+        in_flight = asyncio.ensure_future(refusal(stub.PostBatch, batch))
+        await wait_for_lock_waiters(db, 1)
+        proxy.cut()
+        refused = await in_flight
+        await transaction.rollback()
+    assert_refusal(refused, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
+    assert "retry" in refused.message
+
+    proxy.restore()
+    await wait_for_health(proxied_ledger.channel, serving=True)
+    # The database may or may not have committed the cut batch: the retry with the same keys tells, and applies once.
+    retry = await call(stub.PostBatch, batch)
+    outcomes = [result.outcome for result in retry.results]
+    assert outcomes[2] == pb.POSTING_OUTCOME_REFUSED
+    assert set(outcomes[:2]) <= {pb.POSTING_OUTCOME_APPLIED, pb.POSTING_OUTCOME_REPLAYED}
+    again = await call(stub.PostBatch, batch)
+    assert [result.outcome for result in again.results] == [
+        pb.POSTING_OUTCOME_REPLAYED, pb.POSTING_OUTCOME_REPLAYED, pb.POSTING_OUTCOME_REFUSED,
+    ]
+    keys = [batch.postings[0].credit.idempotency_key, batch.postings[1].debit.idempotency_key]
+    rows = await db.fetch("SELECT id FROM credit_transactions WHERE idempotency_key = ANY($1) ORDER BY id", keys)
+    assert [row["id"] for row in rows] == sorted(result.transaction.id for result in retry.results[:2])
+    assert await assert_journal_consistent(db, user_id) == 70
+    assert await assert_journal_consistent(db, other) == 9
 
 
 async def test_hold_calls_refused_by_an_outage_apply_once_when_retried(proxied_ledger, db, user_id):

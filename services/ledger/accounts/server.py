@@ -7,19 +7,22 @@ unexpected exception into INTERNAL (logged here, never sent to the caller).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 import grpc
 
 from credits.ledger.v1 import ledger_service_pb2 as pb
 from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+from services.ledger import errors
 from services.ledger.accounts import validation
 from services.ledger.accounts.domain import Entry, Kind, Posted, Posting
-from services.ledger.accounts.store import AccountsStore
+from services.ledger.accounts.store import AccountsStore, batch_aborted
 from services.ledger.database import Database
 from services.ledger.metrics import record_entry
+from services.ledger.rpc.auth import current_caller, current_roles
 from services.ledger.rpc.paging import decode_page_token, encode_page_token
-from services.ledger.rpc.status import rpc
+from services.ledger.rpc.status import rpc, to_refusal
 from services.ledger.rpc.timestamps import timestamp
 
 KIND_TO_PROTO: dict[Kind, int] = {
@@ -33,6 +36,11 @@ KIND_TO_PROTO: dict[Kind, int] = {
     Kind.HOLD_CAPTURE: pb.TRANSACTION_KIND_HOLD_CAPTURE,
     Kind.REFUND_REVERSAL: pb.TRANSACTION_KIND_REFUND_REVERSAL,
 }
+
+
+# PostBatch: what each posting of a batch is, and the roles it needs (the roles of the RPC alone: Credit, Debit).
+POSTING_KINDS: dict[str, tuple[Kind, int]] = {"credit": (Kind.GRANT, 1), "debit": (Kind.SPEND, -1)}
+POSTING_ROLES: dict[str, frozenset[str]] = {"credit": frozenset({"payments", "admin"}), "debit": frozenset({"spender"})}
 
 
 def transaction_proto(entry: Entry) -> pb.Transaction:
@@ -139,6 +147,34 @@ class AccountsServicer(pb_grpc.LedgerServiceServicer):
             balance=erasure.balance,
         )
 
+    @rpc
+    async def PostBatch(
+        self, request: pb.PostBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PostBatchResponse:
+        """Each posting as its Credit or Debit alone would be, in one statement; a result per posting, in order.
+
+        Field violations are found before the database is asked: one refuses its own posting, or, in an atomic
+        batch, the whole batch (the first violation is reported) without a round trip.
+        """
+        validation.batch_size(len(request.postings))
+        _authorize_posting_kinds(request.postings)
+        decoded = [_batch_posting(index, item) for index, item in enumerate(request.postings)]
+        postings = [posting for posting in decoded if isinstance(posting, Posting)]
+        if request.atomic and len(postings) < len(decoded):
+            first, violation = next(
+                (index, violation) for index, violation in enumerate(decoded) if not isinstance(violation, Posting)
+            )
+            return _batch_response(
+                [violation if index == first else batch_aborted(first, violation) for index in range(len(decoded))]
+            )
+        # Atomic or not, with every posting valid the store's indices are the request's (batch_aborted's index).
+        answers = iter(
+            await self.accounts.post_batch([(posting, False) for posting in postings], atomic=request.atomic)
+            if postings
+            else ()
+        )
+        return _batch_response([next(answers) if isinstance(item, Posting) else item for item in decoded])
+
     @staticmethod
     def _posting(request: pb.CreditRequest | pb.DebitRequest, kind: Kind, delta: int) -> Posting:
         return Posting(
@@ -150,3 +186,51 @@ class AccountsServicer(pb_grpc.LedgerServiceServicer):
             reference=validation.reference(request.reference),
             metadata=validation.metadata(request.metadata),
         )
+
+
+def _authorize_posting_kinds(postings: Iterable[pb.BatchPosting]) -> None:
+    """Each posting needs its own kind's role; a caller short of one is refused the whole batch."""
+    roles = current_roles.get()
+    for which in {item.WhichOneof("posting") for item in postings} - {None}:
+        if not roles & POSTING_ROLES[which]:
+            needed = " or ".join(sorted(POSTING_ROLES[which]))
+            raise errors.PermissionDenied(f"caller {current_caller.get()!r} may not post a {which} (needs {needed})")
+
+
+def _batch_posting(index: int, item: pb.BatchPosting) -> Posting | errors.InvalidArgument:
+    """One posting of a batch as its Credit or Debit would be validated, fields named from the batch."""
+    which = item.WhichOneof("posting")
+    if which is None:
+        return errors.InvalidArgument(f"postings[{index}]", "must set credit or debit")
+    body: pb.CreditRequest | pb.DebitRequest = getattr(item, which)
+    kind, sign = POSTING_KINDS[which]
+    try:
+        return AccountsServicer._posting(body, kind, sign * validation.positive_amount(body.amount))
+    except errors.InvalidArgument as violation:
+        return errors.InvalidArgument(f"postings[{index}].{which}.{violation.field}", violation.description)
+
+
+OUTCOME_OF_REFUSAL = {True: pb.POSTING_OUTCOME_NOT_APPLIED, False: pb.POSTING_OUTCOME_REFUSED}
+
+
+def _batch_response(results: list[Posted | errors.LedgerError]) -> pb.PostBatchResponse:
+    response = pb.PostBatchResponse()
+    counts = {pb.POSTING_OUTCOME_APPLIED: 0, pb.POSTING_OUTCOME_REPLAYED: 0,
+              pb.POSTING_OUTCOME_REFUSED: 0, pb.POSTING_OUTCOME_NOT_APPLIED: 0}
+    items = response.results
+    for result in results:
+        item = items.add()
+        if isinstance(result, Posted):
+            entry = result.entry
+            item.outcome = pb.POSTING_OUTCOME_REPLAYED if result.replayed else pb.POSTING_OUTCOME_APPLIED
+            item.transaction.CopyFrom(transaction_proto(entry))
+            record_entry(entry.kind, entry.delta, result.replayed)
+        else:
+            item.outcome = OUTCOME_OF_REFUSAL[isinstance(result, errors.BatchAborted)]
+            item.refusal.CopyFrom(to_refusal(result))
+        counts[item.outcome] += 1
+    response.applied_count = counts[pb.POSTING_OUTCOME_APPLIED]
+    response.replayed_count = counts[pb.POSTING_OUTCOME_REPLAYED]
+    response.refused_count = counts[pb.POSTING_OUTCOME_REFUSED]
+    response.not_applied_count = counts[pb.POSTING_OUTCOME_NOT_APPLIED]
+    return response

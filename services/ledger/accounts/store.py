@@ -20,6 +20,9 @@ from services.ledger.database import Database
 
 POST_SQL = "SELECT * FROM ledger_post($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 POST_BATCH_SQL = "SELECT * FROM ledger_post_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+POST_BATCH_ATOMIC_SQL = "SELECT * FROM ledger_post_batch_atomic($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+# ledger_post_batch_atomic's "a posting was refused, nothing applied" (migrations/versions/0010_post_batch_atomic.py)
+BATCH_REFUSED_SQLSTATE = "LD001"
 ENTRY_COLUMNS = (
     "id, user_id, delta, balance_after, kind, idempotency_key, reason, reference, payment_id, "
     "admin_action_id, hold_id, created_at"
@@ -67,21 +70,39 @@ class AccountsStore:
             raise answer
         return answer
 
-    async def post_batch(self, requests: Sequence[tuple[Posting, bool]]) -> list[Posted | errors.LedgerError]:
-        """Applies (posting, allow_negative) requests in one transaction (ledger_post_batch, migration 0004).
+    async def post_batch(
+        self, requests: Sequence[tuple[Posting, bool]], *, atomic: bool = False
+    ) -> list[Posted | errors.LedgerError]:
+        """Applies (posting, allow_negative) requests in one statement (ledger_post_batch, migration 0004).
 
         Answers one result per request, in order: what ledger_post alone would answer, a refusal as a
         LedgerError value. Raises (Unavailable / Internal) only when the statement failed as a whole.
+        atomic: all apply or none does (ledger_post_batch_atomic, migration 0010); when one is refused, the
+        first refused request (in order) answers its refusal and every other one errors.BatchAborted, whose
+        `posting_index` is that request's index in `requests`.
         """
         assert requests
         columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [], [])
         for posting, allow_negative in requests:
             for column, value in zip(columns, _post_arguments(posting, allow_negative), strict=True):
                 column.append(value)
-        rows = await self.database.fetch_all(POST_BATCH_SQL, *columns)
-        by_ordinal = {row["ordinal"]: row for row in rows}
-        assert len(by_ordinal) == len(requests), "ledger_post_batch answers one row per request"
-        return [posted_or_refusal(posting, by_ordinal[ordinal]) for ordinal, (posting, _) in enumerate(requests, 1)]
+        if not atomic:
+            rows = await self.database.fetch_all(POST_BATCH_SQL, *columns)
+            return _answers(requests, rows)
+        refused: dict[str, Any] | None = None
+        async with self.database.connection() as conn:
+            try:
+                rows = await conn.fetch(POST_BATCH_ATOMIC_SQL, *columns)
+            except asyncpg.PostgresError as exc:
+                if exc.sqlstate != BATCH_REFUSED_SQLSTATE:
+                    raise
+                refused = json.loads(exc.detail)
+        if refused is None:
+            return _answers(requests, rows)
+        index = refused["ordinal"] - 1
+        refusal = posted_or_refusal(requests[index][0], refused)
+        assert isinstance(refusal, errors.LedgerError), "ledger_post_batch_atomic raises only for a refusal"
+        return [refusal if other == index else batch_aborted(index, refusal) for other in range(len(requests))]
 
     async def balance(self, user_id: str) -> Balance:
         row = await self.database.fetch_one(BALANCE_SQL, user_id)
@@ -101,6 +122,20 @@ class AccountsStore:
             metadata_erased_count=row["metadata_erased_count"],
             balance=row["balance"],
         )
+
+
+def _answers(requests: Sequence[tuple[Posting, bool]], rows: list[asyncpg.Record]) -> list[Posted | errors.LedgerError]:
+    by_ordinal = {row["ordinal"]: row for row in rows}
+    assert len(by_ordinal) == len(requests), "ledger_post_batch answers one row per request"
+    return [posted_or_refusal(posting, by_ordinal[ordinal]) for ordinal, (posting, _) in enumerate(requests, 1)]
+
+
+def batch_aborted(index: int, refusal: errors.LedgerError) -> errors.BatchAborted:
+    """What every other posting of an atomic batch answers when the posting at `index` was refused."""
+    return errors.BatchAborted(
+        f"not applied: posting {index} of the atomic batch was refused ({refusal.reason})",
+        {"posting_index": str(index)},
+    )
 
 
 def balance_from_row(user_id: str, row: Any) -> Balance:

@@ -20,6 +20,7 @@ METADATA_KEY_CHARS_MAX = 40
 METADATA_VALUE_CHARS_MAX = 500
 AMOUNT_CREDITS_MAX = 1_000_000_000
 PAGE_SIZE_DEFAULT = 50
+BATCH_POSTINGS_MAX = 1_000  # PostBatch
 PAGE_SIZE_MAX = 100
 STRIPE_ID_CHARS_MAX = 255
 
@@ -109,3 +110,12 @@ def enum_value(field: str, value: int, known: Mapping[int, str]) -> str:
     if name is None:
         raise InvalidArgument(field, f"unknown value {value}")
     return name
+
+
+def batch_size(count: int, field: str = "postings") -> int:
+    """How many items a batch call carries: 1 to BATCH_POSTINGS_MAX, refused before anything applies."""
+    if count == 0:
+        raise InvalidArgument(field, "must not be empty")
+    if count > BATCH_POSTINGS_MAX:
+        raise InvalidArgument(field, f"must be at most {BATCH_POSTINGS_MAX} (got {count}); split the batch")
+    return count
