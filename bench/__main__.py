@@ -132,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "workloads": {},
             "ratios": {},
         }
+        if args.keep_database:
+            document["database"] = database.name  # kept: where to look at what the run wrote
         failures = 0
         try:
             failures += _run_variants(context, selected, args.concurrency, variants, document)
