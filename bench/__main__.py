@@ -83,6 +83,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--output", type=Path, help="where the JSON goes")
     parser.add_argument("--plot", type=Path, default=settings.PLOT_PATH, help="where the sweep plot goes")
+    parser.add_argument("--batch-plot", type=Path, default=settings.BATCH_PLOT_PATH, help="where the batch plot goes")
     parser.add_argument("--keep-database", action="store_true")
     args = parser.parse_args(argv)
     unknown = set(args.workloads.split(",")) - set(settings.WORKLOADS)
@@ -151,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 database.drop()
     document["total_seconds"] = round(time.monotonic() - started, 1)
     report.write_json(output, document)
+    if any(name.startswith("post_batch_") for name in document["workloads"]) and not args.quick:
+        _plot_batches(document, args.batch_plot)
     _print_summary(document, output)
     return 1 if failures else 0
 
@@ -232,6 +235,17 @@ def _sweep_point(context: Context, name: str, concurrency: int, warmup: float, d
     if name == "debit_hot":
         return debit_hot(context, concurrency, warmup, duration)
     return sql_floor_one(context, "hot", concurrency, warmup, duration)
+
+
+def _plot_batches(document: dict[str, Any], path: Path) -> None:
+    """Batch size on the x axis (docs/performance-batch.png); the JSON is written already, whatever happens."""
+    try:
+        from bench.plot import plot_batches
+
+        if plot_batches(document["workloads"], path, _plot_title(document)):
+            print(f"bench: batch plot written to {path}", file=sys.stderr)
+    except ImportError as exc:  # matplotlib is the bench extra's
+        print(f"bench: no batch plot ({exc}; pip install -e '.[bench]')", file=sys.stderr)
 
 
 def _plot_title(document: dict[str, Any]) -> str:

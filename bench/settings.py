@@ -17,6 +17,7 @@ RESULTS_DIR: Final = ROOT / "bench" / "results"
 LATEST_PATH: Final = RESULTS_DIR / "latest.json"
 QUICK_PATH: Final = RESULTS_DIR / "quick.json"
 PLOT_PATH: Final = ROOT / "docs" / "performance-concurrency.png"
+BATCH_PLOT_PATH: Final = ROOT / "docs" / "performance-batch.png"
 
 ADMIN_URL_DEFAULT: Final = "postgresql://postgres@127.0.0.1:5432/postgres"
 ADMIN_URL_ENV: Final = "BENCH_DATABASE_ADMIN_URL"
