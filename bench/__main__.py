@@ -264,7 +264,7 @@ def _print_summary(document: dict[str, Any], output: Path) -> None:
         print(f"== {variant}: {env}")
         print(report.table(found["workloads"]))
         for name, ratio in found["ratios"].items():
-            print(f"  {name} = {ratio['value']:.3g}  rounds {ratio.get('rounds', [])}")
+            print(f"  {name} = {report.value_text(ratio['value'])}  rounds {ratio.get('rounds', [])}")
         print()
     print(report.table(document["workloads"]))
     print()

@@ -297,7 +297,7 @@ def per_posting(figures: dict[str, Any], size: int) -> dict[str, Any]:
 
 def _journal_check(context: Any, specs: list[LoadSpec], results: list[LoadResult]) -> dict[str, Any]:
     """Every posting a caller saw applied is in the journal exactly once; none that it did not see."""
-    prefixes = [key_prefix(spec) + "%" for spec in specs]
+    prefixes = [key_prefix(spec).replace("_", "\\_") + "%" for spec in specs]  # "_" is LIKE's any-character
     with psycopg.connect(context.database.url) as conn:
         row = conn.execute(
             "SELECT count(*), count(DISTINCT (user_id, idempotency_key)) FROM credit_transactions"

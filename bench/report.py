@@ -125,7 +125,7 @@ def targets(workloads: Mapping[str, Mapping[str, Any]], found_ratios: Mapping[st
     lines = []
     for name, ratio in found_ratios.items():
         bound = f">= {ratio['target_min']}" if "target_min" in ratio else f"<= {ratio['target_max']}"
-        lines.append(f"{name} = {ratio['value']:.3g} (target {bound}): {_met(ratio['met'])}")
+        lines.append(f"{name} = {value_text(ratio['value'])} (target {bound}): {_met(ratio['met'])}")
     credit = workloads.get("credit_uniform")
     if credit and credit.get("latency_ms_p99") is not None:
         p99 = credit["latency_ms_p99"]
@@ -150,6 +150,10 @@ def targets(workloads: Mapping[str, Mapping[str, Any]], found_ratios: Mapping[st
         lines.append(f"reconcile = {seconds:.1f} s (target <= 60){scaled}: {_met(seconds <= RECONCILE_SECONDS_MAX)}")
         lines.append(f"reconcile peak memory = {memory:.0f} MB (target <= 200): {_met(memory <= 200.0)}")
     return lines
+
+
+def value_text(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def _met(met: bool) -> str:
