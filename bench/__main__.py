@@ -1,7 +1,7 @@
 """`python -m bench`: every workload against real processes on this machine; see bench/README.md.
 
     python -m bench                          the full run (about 17 minutes), sweep and plots included
-    python -m bench --quick                  every workload briefly (about 3 minutes): a smoke check
+    python -m bench --quick                  every workload briefly (under 2 minutes): a smoke check
     python -m bench --workloads grpc_floor,credit_uniform --duration 10
     python -m bench --sweep-only             only the concurrency sweep and its plot
 
@@ -54,7 +54,7 @@ assert tuple(WORKLOAD_FUNCTIONS) == settings.WORKLOADS
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="every workload briefly (about 3 min), no sweep")
+    parser.add_argument("--quick", action="store_true", help="every workload briefly (< 2 min), no sweep")
     parser.add_argument("--workloads", default=",".join(settings.WORKLOADS), help="comma-separated subset")
     parser.add_argument("--concurrency", type=int, default=settings.CONCURRENCY_DEFAULT, help="callers (64)")
     parser.add_argument("--load-processes", type=int, default=settings.LOAD_PROCESSES_DEFAULT)

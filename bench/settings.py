@@ -1,7 +1,7 @@
 """Every bound and every duration of a benchmark run, declared once.
 
 Two plans: the default run (long enough for figures that repeat within a few per cent on a quiet
-machine) and `--quick` (every workload briefly, the whole run about 3 minutes: a smoke check, not
+machine) and `--quick` (every workload briefly, the whole run under 2 minutes: a smoke check, not
 figures). Individual durations can be overridden on the command line.
 """
 
