@@ -24,6 +24,7 @@ from typing import Any
 from bench import report, settings
 from bench.batch import post_batch, sql_floor_batch
 from bench.stack import BenchDatabase, work_directory
+from bench.webhook_wrk import webhook_open
 from bench.workloads import (
     Context,
     balance,
@@ -47,6 +48,7 @@ WORKLOAD_FUNCTIONS: dict[str, WorkloadFunction] = {
     "post_batch": post_batch,
     "sql_floor_batch": sql_floor_batch,
     "webhook_e2e": webhook_e2e,
+    "webhook_open": webhook_open,
     "reconcile": reconcile,
 }
 assert tuple(WORKLOAD_FUNCTIONS) == settings.WORKLOADS
@@ -80,6 +82,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="NAME:ENV",
         help="side-by-side comparison: 'before:LEDGER_WORKERS=1,LEDGER_GROUP_COMMIT=false'; repeatable. "
         "Each round runs every variant (a fresh ledger each); the last variant fills the top-level figures",
+    )
+    parser.add_argument(
+        "--webhook-sender", choices=settings.WEBHOOK_SENDERS, default="wrk", help="webhook_e2e's load generator"
+    )
+    parser.add_argument(
+        "--webhook-rates",
+        default=",".join(str(rate) for rate in settings.WEBHOOK_OPEN_RATES_DEFAULT),
+        help="events/s of the open-loop webhook_open_<rate> workloads (1000)",
     )
     parser.add_argument("--output", type=Path, help="where the JSON goes")
     parser.add_argument("--plot", type=Path, default=settings.PLOT_PATH, help="where the sweep plot goes")
@@ -124,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench: logs and scratch files in {work_dir}", file=sys.stderr)
         database = BenchDatabase.create(work_dir)
         context = Context(database, work_dir, plan, args.load_processes, sql_driver)
+        context.webhook_sender = args.webhook_sender
+        context.webhook_rates = tuple(int(rate) for rate in args.webhook_rates.split(",") if rate)
         context.postmaster_pid = database.postmaster_pid()
         document: dict[str, Any] = {
             "started_at": report.now_iso(),

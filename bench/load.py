@@ -278,7 +278,7 @@ class _SqlDriver(_Driver):
 
 # --- webhooks ---------------------------------------------------------------------------------------
 
-_PLACEHOLDERS = {
+PLACEHOLDERS = {
     "user": "zzbenchuserzz",
     "session": "cs_zzbenchsessionzz",
     "intent": "pi_zzbenchintentzz",
@@ -286,7 +286,7 @@ _PLACEHOLDERS = {
 }
 
 
-def _event_templates(packages: tuple[tuple[str, int, int, str], ...]) -> list[tuple[str, int, bytes]]:
+def event_templates(packages: tuple[tuple[str, int, int, str], ...]) -> list[tuple[str, int, bytes]]:
     """One encoded `checkout.session.completed` per package, ids replaced by placeholders.
 
     Built once from Stripe's fixtures (tests/fakes/stripe_events); each delivery is then a few byte
@@ -297,16 +297,16 @@ def _event_templates(packages: tuple[tuple[str, int, int, str], ...]) -> list[tu
     templates = []
     for package_id, credits, amount_minor, currency in packages:
         event = stripe_events.checkout_session_completed(
-            _PLACEHOLDERS["user"],
+            PLACEHOLDERS["user"],
             package_id,
             amount_minor,
             currency,
-            session_id=_PLACEHOLDERS["session"],
-            payment_intent_id=_PLACEHOLDERS["intent"],
-            event_id=_PLACEHOLDERS["event"],
+            session_id=PLACEHOLDERS["session"],
+            payment_intent_id=PLACEHOLDERS["intent"],
+            event_id=PLACEHOLDERS["event"],
         )
         body = stripe_events.encode(event)
-        for placeholder in _PLACEHOLDERS.values():
+        for placeholder in PLACEHOLDERS.values():
             assert placeholder.encode() in body, placeholder
         templates.append((package_id, credits, body))
     return templates
@@ -316,7 +316,7 @@ class _WebhookDriver(_Driver):
     def __init__(self, spec: LoadSpec, result: LoadResult) -> None:
         self.spec = spec
         self.result = result
-        self.templates = _event_templates(spec.packages)
+        self.templates = event_templates(spec.packages)
         self.sequence = 0
         self.recent: deque[tuple[str, bytes]] = deque(maxlen=settings.WEBHOOK_RECENT_EVENTS_MAX)
         self.purchases: dict[str, tuple[str, str, int]] = {}  # event id -> (intent id, user id, credits)
@@ -344,10 +344,10 @@ class _WebhookDriver(_Driver):
         event_id = f"evt_bench_{suffix}"
         intent_id = f"pi_bench_{suffix}"
         body = (
-            template.replace(_PLACEHOLDERS["user"].encode(), user_id.encode())
-            .replace(_PLACEHOLDERS["session"].encode(), f"cs_bench_{suffix}".encode())
-            .replace(_PLACEHOLDERS["intent"].encode(), intent_id.encode())
-            .replace(_PLACEHOLDERS["event"].encode(), event_id.encode())
+            template.replace(PLACEHOLDERS["user"].encode(), user_id.encode())
+            .replace(PLACEHOLDERS["session"].encode(), f"cs_bench_{suffix}".encode())
+            .replace(PLACEHOLDERS["intent"].encode(), intent_id.encode())
+            .replace(PLACEHOLDERS["event"].encode(), event_id.encode())
         )
         self.purchases[event_id] = (intent_id, user_id, credits)
         self.bodies[event_id] = body

@@ -42,6 +42,7 @@ WORKLOADS: Final = (
     "post_batch",
     "sql_floor_batch",
     "webhook_e2e",
+    "webhook_open",  # one result per rate: webhook_open_<rate> (bench/webhook_wrk.py)
     "reconcile",
 )
 
@@ -72,6 +73,8 @@ WEBHOOK_RECENT_EVENTS_MAX: Final = 256  # duplicates are drawn from the most rec
 WEBHOOK_DRAIN_ATTEMPTS_MAX: Final = 20
 WEBHOOK_DRAIN_BACKOFF_SECONDS: Final = 0.2
 WEBHOOK_PREBUILT_EVENTS_MAX: Final = 200_000  # per load process
+WEBHOOK_SENDERS: Final = ("wrk", "python")  # webhook_e2e's load generator; wrk's CPU per event is the lower
+WEBHOOK_OPEN_RATES_DEFAULT: Final = (1000,)  # events/s of the webhook_open_<rate> workloads
 
 RECONCILE_DRIFT_FRACTION: Final = 0.01  # charges the ledger has not credited, which the run must repair
 RECONCILE_SECONDS_MAX: Final = 600.0  # the run is killed past this

@@ -6,6 +6,8 @@ balance         GetBalance over 10,000 users
 debit_hot       Debit of 1 on one funded user, from every caller at once
 sql_floor       the ledger's own credit SQL and hot-row SQL (ledger_post), by pgbench (or asyncpg)
 webhook_e2e     signed checkout.session.completed to the gateway, 30 % redeliveries; checked in SQL
+                (sent by wrk, bench/webhook_wrk.py, unless --webhook-sender python)
+webhook_open    the same at fixed arrival rates (open loop), bench/webhook_wrk.py
 reconcile       `python -m services.reconciler --once` over N charges in the Stripe stand-in
 """
 
@@ -41,6 +43,7 @@ from bench.stack import (
     start_ledger,
     with_unaccounted,
 )
+from bench.webhook_wrk import webhook_e2e_wrk
 
 USER_PREFIX = "bench-user-"
 HOT_USER_ID = "bench-hot"
@@ -58,6 +61,8 @@ class Context:
     ledger: Service | None = None
     postmaster_pid: int | None = None
     service_env: dict[str, str] = field(default_factory=dict)  # extra environment of the ledger and gateway
+    webhook_sender: str = "wrk"  # webhook_e2e's load generator: "wrk" (bench/webhook_wrk.py) or "python" (load.py)
+    webhook_rates: tuple[int, ...] = settings.WEBHOOK_OPEN_RATES_DEFAULT  # the webhook_open_<rate> workloads
     _tags: int = 0
 
     def ensure_ledger(self) -> Service:
@@ -334,6 +339,8 @@ def _sql_asyncpg(context: Context, script: str, concurrency: int, warmup: float,
 
 
 def webhook_e2e(context: Context, concurrency: int) -> dict[str, dict]:
+    if context.webhook_sender == "wrk":
+        return webhook_e2e_wrk(context, concurrency)
     ledger = context.ensure_ledger()
     stripe = FakeStripeProcess(STRIPE_API_KEY)
     stripe.start()
@@ -357,7 +364,7 @@ def webhook_e2e(context: Context, concurrency: int) -> dict[str, dict]:
         )
         specs = specs_for(base, concurrency, context.load_processes)
         results, window = run_load(specs, context.cpu_roots(webhook_gateway=gateway.pid, fake_stripe=stripe.pid))
-        figures = summarize("webhook_e2e", specs, results, window, extra=lambda found: _webhook_check(context, found))
+        figures = summarize("webhook_e2e", specs, results, window, extra=lambda found: webhook_check(context, found))
     finally:
         if gateway is not None:
             gateway.stop()
@@ -365,7 +372,7 @@ def webhook_e2e(context: Context, concurrency: int) -> dict[str, dict]:
     return {"webhook_e2e": figures}
 
 
-def _webhook_check(context: Context, results: list[LoadResult]) -> dict[str, Any]:
+def webhook_check(context: Context, results: list[LoadResult]) -> dict[str, Any]:
     """Every purchase sent is CREDITED, by exactly one purchase entry; balances equal their journals."""
     purchases = [purchase for result in results for purchase in result.extra["purchases"]]
     intents = [intent for intent, _, _ in purchases]

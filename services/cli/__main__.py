@@ -9,13 +9,16 @@
     creditsctl settle-payment ID | cs_... | pi_... --reason TEXT [--actor NAME]
     creditsctl reconcile [--since ISO | --window DURATION] [--dry-run] [--no-events]
     creditsctl replay-event EVENT_ID [--dry-run]
+    creditsctl post --file postings.jsonl|- [--batch-size N] [--atomic]
 
 Every command takes `--json` (one JSON document on stdout instead of tables) and `--timeout-seconds`
 (deadline per ledger call, 10). Settings come from the environment: services.cli.settings.
 
 Exit codes (services.cli.errors): 0 done; 1 refused, with the ledger's (or Stripe's) reason on stderr
-(reconcile: drift remains for an operator); 2 usage or configuration, nothing was sent; 3 the ledger or
-Stripe is unavailable: retrying is safe (an adjustment with the same --key is applied at most once).
+(reconcile: drift remains for an operator; post: some postings refused); 2 usage or configuration, nothing was
+sent; 3 the ledger or Stripe is unavailable: retrying is safe (an adjustment with the same --key is applied at
+most once, a re-run of `post` replays what applied); 4 post only: stopped by a call refused as a whole;
+130 interrupted (post: Ctrl-C stops after the batch in flight and prints the summary).
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ import getpass
 import os
 import sys
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, TextIO
 
-from services.cli import ledger_commands
-from services.cli.errors import EXIT_USAGE, CliError, Refused, Unavailable, UsageError
+from services.cli import ledger_commands, post
+from services.cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, CliError, Refused, Unavailable, UsageError
+from services.cli.postings_file import BATCH_POSTINGS_MAX
 from services.cli.render import Output, to_json
 from services.cli.settings import DEADLINE_SECONDS_DEFAULT, LedgerAccess, StripeAccess, log_level
 from services.common.config import ConfigError
@@ -39,7 +43,6 @@ from services.ledger import errors
 from services.ledger.accounts.validation import REASON_CHARS_MAX
 
 PROG: Final = "creditsctl"
-EXIT_INTERRUPTED: Final = 130
 KEY_PREFIX: Final = "creditsctl-"
 ACTOR_PREFIX: Final = "creditsctl:"
 ROLE_HINTS: Final = {
@@ -53,20 +56,30 @@ ROLE_HINTS: Final = {
     "replay-event": "reconciler or payments",
 }
 EPILOG: Final = (
-    "exit codes: 0 done; 1 refused (reason on stderr; reconcile: drift remains); 2 usage or configuration; "
-    "3 ledger or Stripe unavailable (safe to retry). Environment: LEDGER_TARGET, LEDGER_TOKEN; for reconcile "
+    "exit codes: 0 done; 1 refused (reason on stderr; reconcile: drift remains; post: some postings refused); "
+    "2 usage or configuration; 3 ledger or Stripe unavailable (safe to retry); 4 post stopped by a call refused "
+    "as a whole; 130 interrupted. Environment: LEDGER_TARGET, LEDGER_TOKEN; for reconcile "
     "and replay-event also STRIPE_API_KEY (STRIPE_API_BASE, CREDIT_PACKAGES, RECONCILER_*)."
 )
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= ledger_commands.ENTRIES_MAX:
-        raise argparse.ArgumentTypeError(f"expected 1 to {ledger_commands.ENTRIES_MAX}, got {value}")
-    return value
+def _whole_number(maximum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from 1 to `maximum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not 1 <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"expected 1 to {maximum}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _whole_number(ledger_commands.ENTRIES_MAX)
+_batch_size = _whole_number(BATCH_POSTINGS_MAX)
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -126,6 +139,24 @@ def build_parser() -> argparse.ArgumentParser:
     command = commands.add_parser("replay-event", parents=[common], help="apply one Stripe event by id, as a webhook")
     command.add_argument("event_id", metavar="EVENT_ID")
     command.add_argument("--dry-run", action="store_true", help="show what the event would do; apply nothing")
+    command = commands.add_parser(
+        "post",
+        parents=[common],
+        help="credits and debits from a JSON-lines file, in batches (re-running it is safe)",
+        description="Post a file of credits and debits, one JSON object per line: kind (credit|debit), user_id, "
+        "amount, idempotency_key, reason[, reference, metadata]. Every line is checked first; one bad line and "
+        "nothing is sent. Credits need the role payments or admin, debits spender.",
+    )
+    command.add_argument("--file", required=True, metavar="PATH", help="the JSON-lines file; - reads stdin")
+    command.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=BATCH_POSTINGS_MAX,
+        help=f"postings per call, 1 to {BATCH_POSTINGS_MAX} (default; fewer when a call would pass 4 MiB)",
+    )
+    command.add_argument(
+        "--atomic", action="store_true", help="each batch (not the whole file) applies entirely or not at all"
+    )
     return parser
 
 
@@ -194,6 +225,11 @@ async def run(args: argparse.Namespace, environ: Mapping[str, str], stdin: TextI
             return await _reconcile(args, environ, stderr)
         if args.command == "replay-event":
             return await _replay_event(args, environ)
+        if args.command == "post":
+            access = LedgerAccess.from_env(environ, args.timeout_seconds)
+            return await post.post(
+                access, args.file, stdin.buffer, stderr, batch_size=args.batch_size, atomic=args.atomic
+            )
         if not getattr(args, "user", "x").strip():
             raise UsageError("USER: must not be empty")
         access = LedgerAccess.from_env(environ, args.timeout_seconds)

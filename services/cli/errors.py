@@ -1,4 +1,5 @@
-"""Why creditsctl stopped. Each class carries its exit code; every message is one line, safe to print.
+"""Why creditsctl stopped. Each class carries its exit code; every message is one line, safe to print
+(but `post`'s refusal of a bad file: a line per bad line of the file, after the first).
 
     CliError            exit code
     ├── UsageError      2   a bad argument or setting, or a confirmation not given: nothing was sent
@@ -8,6 +9,12 @@
 Foreign exceptions (services.ledger.errors, services.stripe_bridge.errors, ConfigError) are translated
 into these where the command meets them, `raise ... from exc`; services.cli.__main__ prints them.
 tests/cli/test_stripe_boundary.py injects each of Stripe's failures at the seam and requires one of these.
+
+`creditsctl post` answers with a summary and an exit code rather than an exception once batches are sent
+(services.cli.post): 0 every posting applied or replayed; EXIT_REFUSED (1) some postings refused, every batch
+answered; EXIT_UNAVAILABLE (3) stopped, the ledger unavailable; EXIT_STOPPED (4) stopped, a call refused as a
+whole (the token's roles, ...); EXIT_INTERRUPTED (130) stopped by Ctrl-C. Stopped runs are safe to re-run:
+the keys replay.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ EXIT_OK: Final = 0
 EXIT_REFUSED: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_UNAVAILABLE: Final = 3
+EXIT_STOPPED: Final = 4  # post only: a call refused as a whole stopped the run (fix the cause, re-run the file)
+EXIT_INTERRUPTED: Final = 130  # Ctrl-C, as shells report SIGINT
 
 
 class CliError(Exception):

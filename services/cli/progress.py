@@ -1,11 +1,16 @@
-"""A text progress bar for `creditsctl reconcile`, on stderr, one line per pass of the run:
+"""A text progress bar on stderr, one line per pass: for `creditsctl reconcile`
 
     charges   [################--------]  67%  12,345 charges  2,310/s  drift 3 (2 repaired)  0:05
 
+and for `creditsctl post` (a pass with a known total; the caller supplies the text after the rate)
+
+    post     [######------------------]  25%  2,000 postings  9,850/s  applied 1,990  replayed 0  refused 10  0:00
+
 Stripe's lists carry no total, but they come newest first and the pass knows its window: the bar is
-the share of that window covered so far (how far back the oldest `created` seen reaches). The counts
-are exact. On a terminal the line is redrawn in place, at most every REDRAW_SECONDS; anywhere else
-(a pipe, a CI log) a plain line is written every LINE_SECONDS of a long pass and when each pass ends.
+the share of that window covered so far (how far back the oldest `created` seen reaches). A pass
+started with `start_counted` knows its total: the bar is the share counted. The counts are exact. On a
+terminal the line is redrawn in place, at most every REDRAW_SECONDS; anywhere else (a pipe, a CI log)
+a plain line is written every LINE_SECONDS of a long pass and when each pass ends.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Final, TextIO
 BAR_WIDTH: Final = 24
 REDRAW_SECONDS: Final = 0.1
 LINE_SECONDS: Final = 5.0
-STAGE_UNITS: Final = {"events": "events", "charges": "charges", "ledger": "payments"}
+STAGE_UNITS: Final = {"events": "events", "charges": "charges", "ledger": "payments", "post": "postings"}
 
 
 @dataclass
@@ -29,6 +34,7 @@ class _Stage:
     started: float
     count: int = 0
     covered: float = 0.0
+    total: int | None = None  # known for a counted pass: `covered` is then count / total
 
 
 class ProgressBar:
@@ -40,8 +46,11 @@ class ProgressBar:
         *,
         interactive: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
+        detail: Callable[[], str] | None = None,
     ) -> None:
+        """`detail`: the text after the rate (default: reconcile's drift counts)."""
         self.stream = stream
+        self.detail = detail or self._drift_detail
         self.interactive = stream.isatty() if interactive is None else interactive
         self.clock = clock
         self.stage: _Stage | None = None
@@ -61,13 +70,22 @@ class ProgressBar:
         self.last_drawn = self.clock() if not self.interactive else -float("inf")
         self._draw()
 
-    def advance(self, name: str, count: int, oldest_seconds: float | None) -> None:
+    def start_counted(self, name: str, total: int) -> None:
+        """A pass of `total` items begins (the bar shows the share counted by `advance`)."""
+        assert total >= 0, total
+        self.start(name, 0.0, 1.0)
+        assert self.stage is not None
+        self.stage.total = total
+
+    def advance(self, name: str, count: int, oldest_seconds: float | None = None) -> None:
         """`count` more objects of pass `name`, the oldest created at `oldest_seconds` (None: unknown)."""
         stage = self.stage
         if stage is None or stage.name != name:
             return
         stage.count += count
-        if oldest_seconds is not None:
+        if stage.total is not None:
+            stage.covered = min(1.0, stage.count / stage.total) if stage.total else 1.0
+        elif oldest_seconds is not None:
             span = stage.until_seconds - stage.since_seconds
             stage.covered = max(stage.covered, min(1.0, (stage.until_seconds - oldest_seconds) / span))
         self._draw()
@@ -87,10 +105,11 @@ class ProgressBar:
         self._draw()
 
     def close(self) -> None:
-        """Draws the last pass's final line (a run that stopped half-way leaves its last state visible)."""
+        """Draws the last pass's final line (a run that stopped half-way leaves its last state visible); once."""
         if self.stage is not None:
             self._draw(force=True)
         self._end_line()
+        self.stage = None
 
     def render(self) -> str:
         stage = self.stage
@@ -101,9 +120,11 @@ class ProgressBar:
         unit = STAGE_UNITS.get(stage.name, "items")
         return (
             f"{stage.name:<8} [{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {round(stage.covered * 100):3d}%  "
-            f"{stage.count:,} {unit}  {stage.count / elapsed:,.0f}/s  "
-            f"drift {self.drift_found} ({self.drift_repaired} repaired)  {minutes}:{seconds:02d}"
+            f"{stage.count:,} {unit}  {stage.count / elapsed:,.0f}/s  {self.detail()}  {minutes}:{seconds:02d}"
         )
+
+    def _drift_detail(self) -> str:
+        return f"drift {self.drift_found} ({self.drift_repaired} repaired)"
 
     def _draw(self, force: bool = False) -> None:
         if self.stage is None:

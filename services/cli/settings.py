@@ -11,8 +11,9 @@
 | `LOG_LEVEL` | all | JSON log lines on stderr at this level and above (WARNING for reconcile, ERROR otherwise) |
 
 Roles the token needs (services.ledger.rpc.auth): balance, history, payment, payments: `reader` or `admin`;
-adjust, anonymize: `admin`; reconcile: `reconciler`; replay-event: `reconciler` or `payments`.
-An operator caller with roles `["admin", "reader", "reconciler"]` runs every command.
+adjust, anonymize: `admin`; reconcile: `reconciler`; replay-event: `reconciler` or `payments`; post: `payments`
+or `admin` for the credits of a file, `spender` for its debits.
+An operator caller with roles `["admin", "reader", "reconciler"]` runs every command (post: credits only).
 """
 
 from __future__ import annotations

@@ -20,9 +20,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from credits.ledger.v1 import ledger_service_pb2 as pb
 from credits.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from services.ledger import errors
-from services.ledger.rpc.status import error_from_rpc_error
+from services.ledger.rpc.status import error_from_refusal, error_from_rpc_error
 
 Response = TypeVar("Response")
+
+# What callers of the batch RPCs need besides the client: a result's Refusal as its LedgerError.
+__all__ = ["ClientTls", "LedgerClient", "error_from_refusal"]
 
 RETRY_ATTEMPTS_MAX = 5
 RETRY_BACKOFF_SECONDS_BASE = 0.05

@@ -91,6 +91,8 @@ def connect_ledger(settings: GatewaySettings, tracer_provider: TracerProvider | 
         tracer_provider=tracer_provider,
         deadline_seconds=LEDGER_DEADLINE_SECONDS,
         attempts_max=LEDGER_ATTEMPTS_MAX,
+        settle_batch_size_max=settings.settle_batch_size_max,
+        settle_batches_in_flight_max=settings.settle_batches_in_flight_max,
     )
 
 

@@ -48,6 +48,11 @@ WEBHOOK_SECRETS_MAX: Final = 8
 WEBHOOK_SECRET_PREFIX: Final = "whsec_"
 WEBHOOK_SECRET_CHARS_MIN: Final = len(WEBHOOK_SECRET_PREFIX) + 16
 SHUTDOWN_GRACE_SECONDS_DEFAULT: Final = 10.0
+# Concurrent SettlePayment calls coalesced into SettlePaymentBatch calls (settle_batches.py).
+SETTLE_BATCH_SIZE_MAX_DEFAULT: Final = 64
+SETTLE_BATCH_SIZE_MAX_LIMIT: Final = 1000  # SettlePaymentBatchRequest's own limit
+SETTLE_BATCHES_IN_FLIGHT_MAX_DEFAULT: Final = 4
+SETTLE_BATCHES_IN_FLIGHT_MAX_LIMIT: Final = 64
 SHUTDOWN_GRACE_SECONDS_MAX: Final = 120.0
 # The host app (Next.js) on its development port: a local run works without configuration.
 CHECKOUT_SUCCESS_URL_DEFAULT: Final = "http://localhost:3000/credits?checkout=success&session_id={CHECKOUT_SESSION_ID}"
@@ -77,6 +82,10 @@ class GatewaySettings:
     stripe_connect_events_enabled: bool = False  # STRIPE_CONNECT_EVENTS
     # Promotion codes and automatic tax (off); see services.webhook_gateway.checkout_config.
     checkout_options: CheckoutOptions = field(default_factory=CheckoutOptions)
+    # GATEWAY_SETTLE_BATCH_SIZE_MAX (1: every settlement its own SettlePayment call) and
+    # GATEWAY_SETTLE_BATCHES_IN_FLIGHT_MAX: settle_batches.py.
+    settle_batch_size_max: int = SETTLE_BATCH_SIZE_MAX_DEFAULT
+    settle_batches_in_flight_max: int = SETTLE_BATCHES_IN_FLIGHT_MAX_DEFAULT
 
     @property
     def stripe_livemode(self) -> bool:
@@ -113,6 +122,16 @@ class GatewaySettings:
             stripe_account_id=stripe_config.stripe_account_id(environ),
             stripe_connect_events_enabled=config.flag(environ, "STRIPE_CONNECT_EVENTS", False),
             checkout_options=CheckoutOptions.from_env(environ),
+            settle_batch_size_max=config.integer(
+                environ, "GATEWAY_SETTLE_BATCH_SIZE_MAX", SETTLE_BATCH_SIZE_MAX_DEFAULT, 1, SETTLE_BATCH_SIZE_MAX_LIMIT
+            ),
+            settle_batches_in_flight_max=config.integer(
+                environ,
+                "GATEWAY_SETTLE_BATCHES_IN_FLIGHT_MAX",
+                SETTLE_BATCHES_IN_FLIGHT_MAX_DEFAULT,
+                1,
+                SETTLE_BATCHES_IN_FLIGHT_MAX_LIMIT,
+            ),
         )
 
 

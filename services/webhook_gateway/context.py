@@ -6,6 +6,7 @@ no module keeps global clients and tests can build as many gateways as they need
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -15,6 +16,7 @@ from services.ledger.client import LedgerClient
 from services.stripe_bridge.api import StripeApi
 from services.stripe_bridge.catalog import Catalog
 from services.webhook_gateway.config import GatewaySettings
+from services.webhook_gateway.event_scope import EventScope
 
 
 @dataclass
@@ -29,6 +31,11 @@ class GatewayContext:
     @property
     def catalog(self) -> Catalog:
         return self.settings.catalog
+
+    @functools.cached_property
+    def scope(self) -> EventScope:
+        """The account and mode whose events are ours (event_scope.py), from the settings, once."""
+        return EventScope.from_settings(self.settings)
 
 
 GATEWAY_KEY: Final = web.AppKey("webhook_gateway_context", GatewayContext)

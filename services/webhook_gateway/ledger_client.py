@@ -11,6 +11,10 @@ Every ledger call of the gateway (one per webhook) goes through `LedgerClient.ca
   the ledger's server span is the span's child: one webhook, one trace;
 - carries the request id bound for the HTTP request (services.common.request_ids) as `x-request-id`.
 
+SettlePayment calls (one per purchase webhook) are coalesced: concurrent ones leave together as one
+SettlePaymentBatch call, a lone one as itself (services.webhook_gateway.settle_batches); each webhook still
+gets its own answer or refusal. A batch call's span is the first webhook's child and links to the others.
+
 This is what the gateway's channel got from two grpc.aio client interceptors (OpenTelemetry's and
 `RequestIdClientInterceptor`) before; done inline it costs the gateway about 50 µs of CPU less per
 ledger call (grpc.aio runs intercepted calls through a task and a call object per interceptor). The
@@ -34,6 +38,12 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from credits.ledger.v1 import ledger_service_pb2 as pb
 from services.common.request_ids import request_id_metadata
 from services.ledger.client import LedgerClient
+from services.webhook_gateway.settle_batches import (
+    SETTLE_BATCH_SIZE_MAX,
+    SETTLE_BATCHES_IN_FLIGHT_MAX,
+    SettleCoalescer,
+    settle_batch_span_links,
+)
 
 Response = TypeVar("Response")
 
@@ -53,9 +63,22 @@ class GatewayLedgerClient(LedgerClient):
     """A LedgerClient whose calls are traced (`tracer_provider`: the global one when None) and carry the request id."""
 
     def __init__(
-        self, target: str, token: str, *, tracer_provider: trace.TracerProvider | None = None, **options: Any
+        self,
+        target: str,
+        token: str,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
+        settle_batch_size_max: int = SETTLE_BATCH_SIZE_MAX,
+        settle_batches_in_flight_max: int = SETTLE_BATCHES_IN_FLIGHT_MAX,
+        **options: Any,
     ) -> None:
         super().__init__(target, token, **options)
+        self.settles = SettleCoalescer(
+            self._settle_alone,
+            self._settle_batch,
+            size_max=settle_batch_size_max,
+            in_flight_max=settle_batches_in_flight_max,
+        )
         self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
         # Stub method -> (span name, attributes): the stub's methods are made once, with the stub.
         self._rpcs: Mapping[object, tuple[str, dict[str, str | int]]] = {
@@ -72,7 +95,23 @@ class GatewayLedgerClient(LedgerClient):
         }
 
     async def call(self, method: Callable[..., Awaitable[Response]], request: Any) -> Response:
+        if method is self.stub.SettlePayment:
+            settled: Response = await self.settles.settle(request)  # type: ignore[assignment]
+            return settled
+        return await self._call(method, request)
+
+    async def close(self) -> None:
+        await self.settles.close()
+        await super().close()
+
+    async def _call(self, method: Callable[..., Awaitable[Response]], request: Any) -> Response:
         return await super().call(functools.partial(self._attempt, method), request)
+
+    async def _settle_alone(self, request: pb.SettlePaymentRequest) -> pb.SettlePaymentResponse:
+        return await self._call(self.stub.SettlePayment, request)
+
+    async def _settle_batch(self, request: pb.SettlePaymentBatchRequest) -> pb.SettlePaymentBatchResponse:
+        return await self._call(self.stub.SettlePaymentBatch, request)
 
     # `timeout` is the gRPC deadline LedgerClient.call passes to a stub method, under that name.
     async def _attempt(
@@ -92,6 +131,7 @@ class GatewayLedgerClient(LedgerClient):
             name,
             kind=SpanKind.CLIENT,
             attributes=attributes,
+            links=settle_batch_span_links.get(),  # a SettlePaymentBatch's other webhooks (settle_batches.py)
             record_exception=False,  # As the instrumentation: a status, not an exception event.
             set_status_on_exception=False,
         ) as span:

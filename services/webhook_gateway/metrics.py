@@ -8,6 +8,8 @@
                                                                           recorded, refused, never applied (200)
     webhook_thin_events_total                counter    outcome           thin events (`v2.core.event`) answered 200
     checkout_sessions_created_total          counter    package_id        Checkout Sessions created
+    gateway_ledger_settle_batch_size         histogram  -                 SettlePayment requests per ledger call
+                                                                          (1: SettlePayment; more: SettlePaymentBatch)
     gateway_http_requests_total              counter    route, method,    every HTTP answer but /metrics scrapes
                                                         code
     gateway_http_request_duration_seconds    histogram  route             time to answer, by route
@@ -96,6 +98,11 @@ WEBHOOK_THIN_EVENTS = Counter(
     ["outcome"],
 )
 THIN_EVENT_OUTCOMES: Final = ("ignored", "refused", "duplicate")
+SETTLE_BATCH_SIZE = Histogram(
+    "gateway_ledger_settle_batch_size",
+    "SettlePayment requests per ledger call of the gateway (settle_batches.py): 1 alone, more in a batch.",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 CHECKOUT_SESSIONS_CREATED = Counter(
     "checkout_sessions_created_total",
     "Stripe Checkout Sessions created (and opened in the ledger), by package.",

@@ -73,7 +73,7 @@ from services.stripe_bridge.events import (
 from services.webhook_gateway.config import WEBHOOK_BODY_BYTES_MAX
 from services.webhook_gateway.context import GATEWAY_KEY, GatewayContext
 from services.webhook_gateway.errors import HttpError
-from services.webhook_gateway.event_scope import EventScope, MalformedScope, foreign
+from services.webhook_gateway.event_scope import MalformedScope, foreign
 from services.webhook_gateway.metrics import (
     OUTCOME_FAILED,
     OUTCOME_REFUSED,
@@ -218,12 +218,14 @@ async def _handle(gateway: GatewayContext, event: Mapping[str, Any]) -> str:
     """The event's action (foreign, thin, or translated), applied; the outcome answered with 200."""
     thin = event.get("object") == THIN_EVENT_OBJECT
     try:
-        source = _thin_source(gateway, event) if thin else event_source(event)[0]
-        outside = foreign(event, EventScope.from_settings(gateway.settings))
+        # The envelope is checked (and its canonical payload hashed) once: by event_source for a thin or
+        # foreign event, by translate_event (which calls it) for every other.
+        source = _thin_source(gateway, event) if thin else None
+        outside = foreign(event, gateway.scope)
         action: Action
         if outside is not None:
-            action = Refuse(source, outside.code, outside.reason)
-        elif thin:
+            action = Refuse(source or event_source(event)[0], outside.code, outside.reason)
+        elif source is not None:
             action = Ignore(source, THIN_EVENT_IGNORED, f"thin event type {shown(source.event_type)} is not acted on")
         else:
             action = translate_event(event, gateway.catalog)

@@ -62,3 +62,27 @@ def test_pages_of_another_pass_are_ignored() -> None:
     bar.advance("charges", 10, oldest_seconds=1)
     bar.close()
     assert "0 events" in stream.getvalue()
+
+
+def test_a_counted_pass_shows_the_share_counted_and_the_callers_detail() -> None:
+    stream, clock = io.StringIO(), Clock()
+    counts = {"applied": 0}
+    bar = ProgressBar(stream, interactive=False, clock=clock, detail=lambda: f"applied {counts['applied']}")
+    bar.start_counted("post", total=4_000)
+    clock.now += LINE_SECONDS
+    counts["applied"] = 990
+    bar.advance("post", 1_000)
+    (line,) = stream.getvalue().splitlines()
+    assert line == "post     [######------------------]  25%  1,000 postings  200/s  applied 990  0:05"
+    bar.advance("post", 3_000)
+    bar.close()
+    assert stream.getvalue().splitlines()[-1].startswith("post     [########################] 100%  4,000 postings")
+
+
+def test_a_counted_pass_of_nothing_is_complete() -> None:
+    stream = io.StringIO()
+    bar = ProgressBar(stream, interactive=False, clock=Clock())
+    bar.start_counted("post", total=0)
+    bar.advance("post", 0)
+    bar.close()
+    assert " 100%  0 postings" in stream.getvalue()

@@ -85,6 +85,15 @@ CONFIG_ERRORS = [
     pytest.param({"METRICS_PORT": "70000"}, "METRICS_PORT", id="metrics-port-range"),
     pytest.param({"JWT_SECRET": ""}, "JWT_SECRET", id="no-jwt-key-source"),
     pytest.param({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL", id="log-level"),
+    pytest.param({"GATEWAY_SETTLE_BATCH_SIZE_MAX": "0"}, "GATEWAY_SETTLE_BATCH_SIZE_MAX", id="settle-batch-zero"),
+    pytest.param(
+        {"GATEWAY_SETTLE_BATCH_SIZE_MAX": "1001"}, "GATEWAY_SETTLE_BATCH_SIZE_MAX", id="settle-batch-over-the-rpc"
+    ),
+    pytest.param(
+        {"GATEWAY_SETTLE_BATCHES_IN_FLIGHT_MAX": "many"},
+        "GATEWAY_SETTLE_BATCHES_IN_FLIGHT_MAX",
+        id="settle-slots-not-a-number",
+    ),
 ]
 
 

@@ -223,14 +223,12 @@ async def test_redis_down_fails_open_to_local_limits(caplog: pytest.LogCaptureFi
     down = _closed_port_redis()
     try:
         limiter = RedisRateLimiter(down, RateLimit(requests_max=2, window_seconds=60), name=name)
-        started = time.monotonic()
         decisions = [await limiter.check("k") for _ in range(3)]
-        elapsed_seconds = time.monotonic() - started
     finally:
         await down.aclose()
     # Not refused because Redis is down, but not unlimited either: this replica's limits apply.
     assert [d.allowed for d in decisions] == [True, True, False]
-    assert elapsed_seconds < 2  # One failed attempt, then Redis is skipped for a while.
+    # One failed attempt, then Redis is skipped for a while (no time asserted: the count says it).
     assert REGISTRY.get_sample_value("gateway_rate_limit_store_errors_total", {"limiter": name}) == 1
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "rate-limit store" in r.message]
     assert len(warnings) == 1

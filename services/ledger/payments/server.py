@@ -22,6 +22,7 @@ from services.ledger.accounts.server import transaction_proto
 from services.ledger.database import Database
 from services.ledger.metrics import record_entry
 from services.ledger.payments import validation as check
+from services.ledger.payments.batch import settle_each
 from services.ledger.payments.domain import (
     DisputeStatus,
     EventOutcome,
@@ -36,7 +37,7 @@ from services.ledger.payments.domain import (
     Settled,
 )
 from services.ledger.payments.store import PaymentsStore
-from services.ledger.rpc.status import rpc
+from services.ledger.rpc.status import rpc, to_refusal
 from services.ledger.rpc.timestamps import timestamp
 
 PAYMENT_STATUS_TO_PROTO: dict[PaymentStatus, pb.PaymentStatus] = {
@@ -225,6 +226,32 @@ def payment_lookup(request: pb.GetPaymentRequest) -> PaymentLookup:
     return lookup
 
 
+def settle_request(request: pb.SettlePaymentRequest) -> tuple[PaymentDetails, EventSource | None]:
+    """A SettlePaymentRequest validated: what SettlePayment (alone or in a batch) settles."""
+    details = details_from_proto(request.details, price_required=True)
+    check.require_one_id(details)
+    return details, source_from_proto(request.source)
+
+
+def settled_proto(settled: Settled) -> pb.SettlePaymentResponse:
+    """SettlePayment's answer (its entry counted in the metrics, as every answered entry is)."""
+    if settled.entry is not None:
+        record_entry(settled.entry.kind, settled.entry.delta, replayed=not settled.credited)
+    return pb.SettlePaymentResponse(
+        payment=optional_payment_proto(settled.payment),
+        credited=settled.credited,
+        transaction=transaction_proto(settled.entry) if settled.entry is not None else None,
+        duplicate_event=settled.duplicate_event,
+    )
+
+
+def batch_item_error(error: errors.LedgerError, index: int) -> errors.LedgerError:
+    """An item's refusal with its field named from the batch request (`requests[3].details.user_id`)."""
+    if isinstance(error, errors.InvalidArgument):
+        return errors.InvalidArgument(f"requests[{index}].{error.field}", error.description)
+    return error
+
+
 class Settler(Protocol):
     """What SettlePayment goes through: the PaymentsStore itself (one by one) or a SettleBatcher (group_commit.py)."""
 
@@ -258,17 +285,36 @@ class PaymentsServicer(pb_grpc.LedgerServiceServicer):
     async def SettlePayment(
         self, request: pb.SettlePaymentRequest, context: grpc.aio.ServicerContext
     ) -> pb.SettlePaymentResponse:
-        details = details_from_proto(request.details, price_required=True)
-        check.require_one_id(details)
-        settled = await self.settler.settle(details, source_from_proto(request.source))
-        if settled.entry is not None:
-            record_entry(settled.entry.kind, settled.entry.delta, replayed=not settled.credited)
-        return pb.SettlePaymentResponse(
-            payment=optional_payment_proto(settled.payment),
-            credited=settled.credited,
-            transaction=transaction_proto(settled.entry) if settled.entry is not None else None,
-            duplicate_event=settled.duplicate_event,
-        )
+        settled = await self.settler.settle(*settle_request(request))
+        return settled_proto(settled)
+
+    @rpc
+    async def SettlePaymentBatch(
+        self, request: pb.SettlePaymentBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SettlePaymentBatchResponse:
+        """Each request validated on its own (a bad one is its own refusal), the valid ones settled in one
+        statement (payments/batch.py); one result per request, in order, each durable when this answers."""
+        check.settle_batch_size(len(request.requests))
+        results: list[pb.SettlePaymentResult | None] = [None] * len(request.requests)
+        indexes: list[int] = []
+        valid: list[tuple[PaymentDetails, EventSource | None]] = []
+        for index, item in enumerate(request.requests):
+            try:
+                valid.append(settle_request(item))
+            except errors.LedgerError as refusal:
+                results[index] = pb.SettlePaymentResult(refusal=to_refusal(batch_item_error(refusal, index)))
+                continue
+            indexes.append(index)
+        if valid:
+            answers = await settle_each(self.payments, valid)
+            for index, answer in zip(indexes, answers, strict=True):
+                if isinstance(answer, errors.LedgerError):
+                    results[index] = pb.SettlePaymentResult(refusal=to_refusal(answer))
+                else:
+                    results[index] = pb.SettlePaymentResult(settled=settled_proto(answer))
+        answered = [result for result in results if result is not None]
+        assert len(answered) == len(results), "every request has its result"
+        return pb.SettlePaymentBatchResponse(results=answered)
 
     @rpc
     async def ExpirePayment(

@@ -34,6 +34,8 @@ PAYMENT_INTENT_IDS_MAX = 500
 # ApplyRefund: refunds in one call (a charge's embedded refunds list holds at most 10 per page; the
 # reconciler sends one page of Stripe's refund list, at most 100).
 REFUNDS_PER_CALL_MAX = 100
+# SettlePaymentBatch: settlements in one call (the proto's contract).
+SETTLE_BATCH_REQUESTS_MAX = 1000
 
 _CURRENCY_PATTERN = re.compile(r"[a-z]{3}")
 
@@ -146,6 +148,12 @@ def require_one_id(details: PaymentDetails, prefix: str = "details.") -> None:
     """Settle and fail need a payment id to key the payment by: the session, the intent, or both."""
     if details.checkout_session_id is None and details.payment_intent_id is None:
         raise InvalidArgument(f"{prefix}payment_intent_id", "or checkout_session_id is required")
+
+
+def settle_batch_size(count: int) -> None:
+    """SettlePaymentBatch carries 1 to SETTLE_BATCH_REQUESTS_MAX settlements; anything else refuses the call."""
+    if not 1 <= count <= SETTLE_BATCH_REQUESTS_MAX:
+        raise InvalidArgument("requests", f"must hold 1 to {SETTLE_BATCH_REQUESTS_MAX} settlements, not {count}")
 
 
 def event_source(event_id: str, event_type: str, payload_sha256: bytes, *, required: bool) -> EventSource | None:
