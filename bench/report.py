@@ -165,7 +165,9 @@ def targets(workloads: Mapping[str, Mapping[str, Any]], found_ratios: Mapping[st
         )
     lines.extend(_webhook_issue_20_targets(workloads))
     reconcile = workloads.get("reconcile")
-    if reconcile:
+    if reconcile and reconcile.get("failed"):
+        lines.append("reconcile FAILED (see its detail): NOT met")
+    elif reconcile:
         seconds, memory = reconcile.get("seconds", 0.0), reconcile.get("peak_memory_mb", 0.0)
         charges = reconcile.get("charges", 0)
         scaled = "" if charges == RECONCILE_TARGET_CHARGES else f" (measured on {charges} charges, not 100,000)"
