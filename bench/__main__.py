@@ -1,7 +1,7 @@
 """`python -m bench`: every workload against real processes on this machine; see bench/README.md.
 
-    python -m bench                          the full run (about 6 minutes), sweep and plot included
-    python -m bench --quick                  every workload briefly (under 90 s): a smoke check
+    python -m bench                          the full run (about 17 minutes), sweep and plots included
+    python -m bench --quick                  every workload briefly (under 2 minutes): a smoke check
     python -m bench --workloads grpc_floor,credit_uniform --duration 10
     python -m bench --sweep-only             only the concurrency sweep and its plot
 
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report, settings
+from bench.batch import post_batch, sql_floor_batch
 from bench.stack import BenchDatabase, work_directory
 from bench.webhook_wrk import webhook_open
 from bench.workloads import (
@@ -44,6 +45,8 @@ WORKLOAD_FUNCTIONS: dict[str, WorkloadFunction] = {
     "balance": balance,
     "debit_hot": lambda context, concurrency: {"debit_hot": debit_hot(context, concurrency)},
     "sql_floor": sql_floor,
+    "post_batch": post_batch,
+    "sql_floor_batch": sql_floor_batch,
     "webhook_e2e": webhook_e2e,
     "webhook_open": webhook_open,
     "reconcile": reconcile,
@@ -53,7 +56,7 @@ assert tuple(WORKLOAD_FUNCTIONS) == settings.WORKLOADS
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="every workload briefly (< 90 s), no sweep")
+    parser.add_argument("--quick", action="store_true", help="every workload briefly (< 2 min), no sweep")
     parser.add_argument("--workloads", default=",".join(settings.WORKLOADS), help="comma-separated subset")
     parser.add_argument("--concurrency", type=int, default=settings.CONCURRENCY_DEFAULT, help="callers (64)")
     parser.add_argument("--load-processes", type=int, default=settings.LOAD_PROCESSES_DEFAULT)
@@ -90,6 +93,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--output", type=Path, help="where the JSON goes")
     parser.add_argument("--plot", type=Path, default=settings.PLOT_PATH, help="where the sweep plot goes")
+    parser.add_argument("--batch-plot", type=Path, default=settings.BATCH_PLOT_PATH, help="where the batch plot goes")
     parser.add_argument("--keep-database", action="store_true")
     args = parser.parse_args(argv)
     unknown = set(args.workloads.split(",")) - set(settings.WORKLOADS)
@@ -141,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "workloads": {},
             "ratios": {},
         }
+        if args.keep_database:
+            document["database"] = database.name  # kept: where to look at what the run wrote
         failures = 0
         try:
             failures += _run_variants(context, selected, args.concurrency, variants, document)
@@ -158,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 database.drop()
     document["total_seconds"] = round(time.monotonic() - started, 1)
     report.write_json(output, document)
+    if any(name.startswith("post_batch_") for name in document["workloads"]) and not args.quick:
+        _plot_batches(document, args.batch_plot)
     _print_summary(document, output)
     return 1 if failures else 0
 
@@ -241,6 +249,17 @@ def _sweep_point(context: Context, name: str, concurrency: int, warmup: float, d
     return sql_floor_one(context, "hot", concurrency, warmup, duration)
 
 
+def _plot_batches(document: dict[str, Any], path: Path) -> None:
+    """Batch size on the x axis (docs/performance-batch.png); the JSON is written already, whatever happens."""
+    try:
+        from bench.plot import plot_batches
+
+        if plot_batches(document["workloads"], path, _plot_title(document)):
+            print(f"bench: batch plot written to {path}", file=sys.stderr)
+    except ImportError as exc:  # matplotlib is the bench extra's
+        print(f"bench: no batch plot ({exc}; pip install -e '.[bench]')", file=sys.stderr)
+
+
 def _plot_title(document: dict[str, Any]) -> str:
     machine = document["machine"]
     env = " ".join(f"{key}={value}" for key, value in document.get("service_env", {}).items())
@@ -257,7 +276,7 @@ def _print_summary(document: dict[str, Any], output: Path) -> None:
         print(f"== {variant}: {env}")
         print(report.table(found["workloads"]))
         for name, ratio in found["ratios"].items():
-            print(f"  {name} = {ratio['value']:.2f}  rounds {ratio.get('rounds', [])}")
+            print(f"  {name} = {report.value_text(ratio['value'])}  rounds {ratio.get('rounds', [])}")
         print()
     print(report.table(document["workloads"]))
     print()

@@ -51,6 +51,7 @@ class LoadSpec:
     webhook_secret: str = ""
     duplicate_fraction: float = 0.0
     packages: tuple[tuple[str, int, int, str], ...] = ()  # (package id, credits, amount_minor, currency)
+    batch_size: int = 1  # postings per call (bench/batch.py)
 
 
 @dataclass
@@ -101,8 +102,12 @@ def process_main(spec: LoadSpec, ready_queue: Any, start_queue: Any, result_queu
 
 async def _main(spec: LoadSpec, ready_queue: Any, start_queue: Any) -> LoadResult:
     result = LoadResult(process_index=spec.process_index)
-    if spec.kind == "webhook":
-        driver: _Driver = _WebhookDriver(spec, result)
+    if spec.kind.startswith("batch_"):
+        from bench.batch import driver_for
+
+        driver: _Driver = driver_for(spec)
+    elif spec.kind == "webhook":
+        driver = _WebhookDriver(spec, result)
     elif spec.kind.startswith("sql_"):
         driver = _SqlDriver(spec)
     else:

@@ -16,6 +16,16 @@ RATIOS: tuple[tuple[str, str, str, float], ...] = (
     ("credit_uniform / grpc_floor", "credit_uniform", "grpc_floor", 0.8),
     ("debit_hot / sql_floor(hot)", "debit_hot", "sql_floor_hot", 1.0),
     ("balance / grpc_floor", "balance", "grpc_floor", 0.9),
+    ("post_batch_256 / sql_floor_batch_256", "post_batch_256", "sql_floor_batch_256", 0.6),
+    ("post_batch_256_hot / sql_floor(hot)", "post_batch_256_hot", "sql_floor_hot", 5.0),
+)
+# Upper bounds (issue 19), each a figure of one run: (name, workload, figure, workload it is divided by or
+# None, target maximum). Figures: "latency_ms_p99", or "cpu:<process>" (CPU ms per operation of a process).
+LIMITS: tuple[tuple[str, str, str, str | None, float], ...] = (
+    ("ledger cpu per op: credit_uniform / grpc_floor", "credit_uniform", "cpu:ledger", "grpc_floor", 1.6),
+    ("ledger cpu per op: balance / grpc_floor", "balance", "cpu:ledger", "grpc_floor", 1.6),
+    ("post_batch_256 ledger cpu ms per posting", "post_batch_256", "cpu:ledger", None, 0.06),
+    ("post_batch_256 p99 ms (8 callers)", "post_batch_256", "latency_ms_p99", None, 60.0),
 )
 CREDIT_P99_MS_MAX = 20.0
 WEBHOOK_EVENTS_PER_SECOND_MIN = 1500.0
@@ -55,7 +65,25 @@ def ratios(workloads: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, An
             continue
         value = round(top / bottom, 3)
         found[name] = {"value": value, "target_min": target, "met": value >= target}
+    for name, workload, figure, divisor, target_max in LIMITS:
+        value = _figure(workloads.get(workload, {}), figure)
+        if value is not None and divisor is not None:
+            bottom = _figure(workloads.get(divisor, {}), figure)
+            value = round(value / bottom, 3) if bottom else None
+        if value is not None:
+            found[name] = {"value": value, "target_max": target_max, "met": value <= target_max}
     return found
+
+
+def _figure(figures: Mapping[str, Any], figure: str) -> float | None:
+    """A figure of a workload that did its work (a failed one's latencies are of its errors)."""
+    if figures.get("failed") or not figures.get("ops_per_second"):
+        return None
+    if figure.startswith("cpu:"):
+        value = figures.get("cpu_ms_per_op", {}).get(figure.removeprefix("cpu:"))
+    else:
+        value = figures.get(figure)
+    return float(value) if value else None
 
 
 def median_round(rounds: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -79,12 +107,16 @@ def median_ratios(rounds: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str
     """Each ratio computed inside each round (its two sides ran minutes apart at most), then the median."""
     per_round = [ratios(found) for found in rounds]
     merged: dict[str, dict[str, Any]] = {}
-    for name, _, _, target in RATIOS:
+    for name in [*(ratio[0] for ratio in RATIOS), *(limit[0] for limit in LIMITS)]:
         values = sorted(found[name]["value"] for found in per_round if name in found)
         if not values:
             continue
         value = values[(len(values) - 1) // 2]
-        merged[name] = {"value": value, "target_min": target, "met": value >= target}
+        bound = next(found[name] for found in per_round if name in found)
+        if "target_min" in bound:
+            merged[name] = {"value": value, "target_min": bound["target_min"], "met": value >= bound["target_min"]}
+        else:
+            merged[name] = {"value": value, "target_max": bound["target_max"], "met": value <= bound["target_max"]}
         if len(values) > 1:
             merged[name]["rounds"] = [found[name]["value"] for found in per_round if name in found]
     return merged
@@ -113,7 +145,8 @@ def targets(workloads: Mapping[str, Mapping[str, Any]], found_ratios: Mapping[st
     """One line per target of issue 8: the figure, the bound, met or not."""
     lines = []
     for name, ratio in found_ratios.items():
-        lines.append(f"{name} = {ratio['value']:.2f} (target >= {ratio['target_min']}): {_met(ratio['met'])}")
+        bound = f">= {ratio['target_min']}" if "target_min" in ratio else f"<= {ratio['target_max']}"
+        lines.append(f"{name} = {value_text(ratio['value'])} (target {bound}): {_met(ratio['met'])}")
     credit = workloads.get("credit_uniform")
     if credit and credit.get("latency_ms_p99") is not None:
         p99 = credit["latency_ms_p99"]
@@ -132,13 +165,19 @@ def targets(workloads: Mapping[str, Mapping[str, Any]], found_ratios: Mapping[st
         )
     lines.extend(_webhook_issue_20_targets(workloads))
     reconcile = workloads.get("reconcile")
-    if reconcile:
+    if reconcile and reconcile.get("failed"):
+        lines.append("reconcile FAILED (see its detail): NOT met")
+    elif reconcile:
         seconds, memory = reconcile.get("seconds", 0.0), reconcile.get("peak_memory_mb", 0.0)
         charges = reconcile.get("charges", 0)
         scaled = "" if charges == RECONCILE_TARGET_CHARGES else f" (measured on {charges} charges, not 100,000)"
         lines.append(f"reconcile = {seconds:.1f} s (target <= 60){scaled}: {_met(seconds <= RECONCILE_SECONDS_MAX)}")
         lines.append(f"reconcile peak memory = {memory:.0f} MB (target <= 200): {_met(memory <= 200.0)}")
     return lines
+
+
+def value_text(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def _met(met: bool) -> str:

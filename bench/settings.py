@@ -1,7 +1,7 @@
 """Every bound and every duration of a benchmark run, declared once.
 
 Two plans: the default run (long enough for figures that repeat within a few per cent on a quiet
-machine) and `--quick` (every workload briefly, the whole run well under 90 s: a smoke check, not
+machine) and `--quick` (every workload briefly, the whole run under 2 minutes: a smoke check, not
 figures). Individual durations can be overridden on the command line.
 """
 
@@ -17,19 +17,30 @@ RESULTS_DIR: Final = ROOT / "bench" / "results"
 LATEST_PATH: Final = RESULTS_DIR / "latest.json"
 QUICK_PATH: Final = RESULTS_DIR / "quick.json"
 PLOT_PATH: Final = ROOT / "docs" / "performance-concurrency.png"
+BATCH_PLOT_PATH: Final = ROOT / "docs" / "performance-batch.png"
 
 ADMIN_URL_DEFAULT: Final = "postgresql://postgres@127.0.0.1:5432/postgres"
 ADMIN_URL_ENV: Final = "BENCH_DATABASE_ADMIN_URL"
 
 # Workloads, in the order a full run executes them (the ratios' pairs run close together in time).
 # Repeatable workloads run `Plan.rounds` times; webhook_e2e and reconcile (long, and checked) run once.
-REPEATED_WORKLOADS: Final = ("grpc_floor", "credit_uniform", "balance", "debit_hot", "sql_floor")
+REPEATED_WORKLOADS: Final = (
+    "grpc_floor",
+    "credit_uniform",
+    "balance",
+    "debit_hot",
+    "sql_floor",
+    "post_batch",
+    "sql_floor_batch",
+)
 WORKLOADS: Final = (
     "grpc_floor",
     "credit_uniform",
     "balance",
     "debit_hot",
     "sql_floor",
+    "post_batch",
+    "sql_floor_batch",
     "webhook_e2e",
     "webhook_open",  # one result per rate: webhook_open_<rate> (bench/webhook_wrk.py)
     "reconcile",
@@ -41,6 +52,12 @@ LOAD_PROCESSES_DEFAULT: Final = 2  # one per core of the 2-core reference machin
 CHANNELS_PER_PROCESS_MAX: Final = 8  # each on its own TCP connection (local subchannel pool)
 SWEEP_CONCURRENCY: Final = (1, 4, 16, 64, 128)
 SWEEP_WORKLOADS: Final = ("credit_uniform", "debit_hot")
+
+# Batch posting (bench/batch.py): postings per call, and the callers (the issue's p99 is at 8).
+BATCH_SIZES: Final = (1, 64, 256, 1000)
+BATCH_HOT_SIZES: Final = (256,)  # the same on the one funded account
+BATCH_CONCURRENCY: Final = 8
+BATCH_MESSAGE_BYTES_MAX: Final = 1024 * 1024  # the ledger's own limit: 1,000 postings fit in about 100 KB
 
 RPC_DEADLINE_SECONDS: Final = 10.0
 SQL_CONNECTIONS_MARGIN: Final = 8  # pgbench leaves this many of the server's free connections unused

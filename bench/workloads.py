@@ -489,7 +489,8 @@ def _settle_in_ledger(context: Context, seed: ChargeSeed, drift_every: int) -> i
             if not rows:
                 continue
             conn.execute(
-                "SELECT count(ledger_payment_settle(u, NULL, pi, ch, pkg, cr, amt, cur, NULL, NULL, NULL, NULL, NULL)) "
+                "SELECT count(ledger_payment_settle(u, NULL, pi, ch, pkg, cr, amt, cur, NULL, NULL, NULL, NULL, NULL, "
+                "NULL, NULL, NULL)) "  # the last three: amounts paid, tax, discount (unknown: NULL)
                 "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[]) "
                 "AS t(u, pi, ch, pkg, cr, amt, cur)",
                 (

@@ -31,7 +31,8 @@ RETRY_ATTEMPTS_MAX = 5
 RETRY_BACKOFF_SECONDS_BASE = 0.05
 RETRY_BACKOFF_SECONDS_MAX = 1.0
 DEADLINE_SECONDS_DEFAULT = 5.0
-_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# CANCELLED reaches a caller only from the other side (a ledger shutting down cancels the calls in flight).
+_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 # gRPC's default grows the wait between reconnection attempts to 120 s: a ledger back after a few minutes'
 # outage would stay unused (and the gateway not ready) for up to two more. Attempting every 2 s at most
 # costs a TCP connect per attempt and brings the channel back within seconds.

@@ -42,6 +42,9 @@ async def abort(context: grpc.aio.ServicerContext, error: errors.LedgerError) ->
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
+_NO_ANSWER_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+
+
 def error_from_rpc_error(exc: grpc.aio.AioRpcError) -> errors.LedgerError:
     """Rebuilds the most specific LedgerError from a failed call."""
     code = exc.code()
@@ -56,7 +59,10 @@ def error_from_rpc_error(exc: grpc.aio.AioRpcError) -> errors.LedgerError:
             info = error_details_pb2.ErrorInfo()
             if detail.Unpack(info):
                 reason, metadata = info.reason, dict(info.metadata)
-    if not reason and code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+    # No answer from the ledger's handler: the call may or may not have applied, and a retry with the same key is
+    # safe. CANCELLED here is the other side's doing (a ledger shutting down cancels the calls in flight; a caller
+    # that cancels its own call gets asyncio.CancelledError, not a status).
+    if not reason and code in _NO_ANSWER_CODES:
         reason = "UNAVAILABLE"
         code = grpc.StatusCode.UNAVAILABLE
     return errors.error_from_status(code, reason, exc.details() or code.name, metadata)
