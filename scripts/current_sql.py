@@ -39,6 +39,8 @@ FOLDER_BY_PREFIX = (
     ("ledger_expire_holds", "holds"),
     ("hold_", "holds"),
     ("ledger_post", "accounts"),
+    ("grant_", "accounts"),
+    ("ledger_expire_grants", "accounts"),
     ("ledger_anonymize", "accounts"),
 )
 FOLDER_DEFAULT = "common"  # used by every capability: the clock, the append-only guard

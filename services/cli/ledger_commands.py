@@ -20,6 +20,7 @@ from services.ledger.payments.validation import PAYMENTS_PAGE_SIZE_MAX
 HISTORY_LIMIT_DEFAULT: Final = 20
 PAYMENTS_LIMIT_DEFAULT: Final = 50
 ENTRIES_MAX: Final = 100_000  # `--all` stops here and prints the page token to continue from.
+GRANT_COLUMNS: Final = ("GRANT", "CATEGORY", "PRIORITY", "REMAINING/AMOUNT", "RESERVED", "EXPIRES")
 PAYMENT_ID_PREFIXES: Final = {"cs_": "checkout_session_id", "pi_": "payment_intent_id", "ch_": "charge_id"}
 
 Item = TypeVar("Item")
@@ -46,6 +47,7 @@ async def collect_pages(
 
 async def balance(client: LedgerClient, user_id: str) -> Output:
     response = await client.get_balance(user_id)
+    grants = [grant_document(grant) for grant in response.grants]
     document = {
         "user_id": response.user_id or user_id,
         "balance": response.balance,
@@ -53,6 +55,10 @@ async def balance(client: LedgerClient, user_id: str) -> Output:
         "available": response.available,
         "status": enum_name(pb.AccountStatus.Name(response.status), "ACCOUNT_STATUS_"),
         "update_time": timestamp(response.update_time),
+        "debt": response.debt,
+        "next_expire_time": timestamp(response.next_expire_time),
+        "next_expiring_amount": response.next_expiring_amount,
+        "grants": grants,
     }
     lines = fields(
         [
@@ -62,9 +68,57 @@ async def balance(client: LedgerClient, user_id: str) -> Output:
             ("available", response.available),
             ("status", document["status"]),
             ("updated", document["update_time"]),
+            ("debt", response.debt),
+            ("next expiry", _next_expiry(document)),
         ]
     )
-    return Output(document, lines)
+    return Output(document, lines + _grants_table(grants))
+
+
+def grant_document(grant: pb.Grant) -> dict[str, Any]:
+    return {
+        "id": grant.id,
+        "category": enum_name(_enum_value_name(pb.GrantCategory, grant.category), "GRANT_CATEGORY_"),
+        "priority": grant.priority,
+        "amount": grant.amount,
+        "remaining": grant.remaining,
+        "reserved": grant.reserved,
+        "expire_time": timestamp(grant.expire_time),
+        "create_time": timestamp(grant.create_time),
+        "transaction_id": grant.transaction_id,
+        "payment_id": grant.payment_id or None,
+    }
+
+
+def _enum_value_name(enum: Any, value: int) -> str:
+    """The value's name; a value newer than this build shows as its number rather than failing the command."""
+    try:
+        return str(enum.Name(value))
+    except ValueError:
+        return str(value)
+
+
+def _next_expiry(document: dict[str, Any]) -> str | None:
+    if document["next_expire_time"] is None:
+        return None
+    return f"{document['next_expiring_amount']} credits at {document['next_expire_time']}"
+
+
+def _grants_table(grants: Sequence[dict[str, Any]]) -> list[str]:
+    if not grants:
+        return ["", "no grants with credits left"]
+    rows = [
+        (
+            grant["id"],
+            grant["category"],
+            grant["priority"],
+            f"{grant['remaining']}/{grant['amount']}",
+            grant["reserved"],
+            grant["expire_time"] or "never",
+        )
+        for grant in grants
+    ]
+    return ["", *table(GRANT_COLUMNS, rows, right=(0, 2, 3, 4))]
 
 
 def transaction_document(entry: pb.Transaction) -> dict[str, Any]:

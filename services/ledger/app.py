@@ -20,6 +20,7 @@ from services.common.tracing import grpc_server_interceptors
 from services.ledger import errors
 from services.ledger import metrics as ledger_metrics
 from services.ledger.accounts.server import AccountsServicer
+from services.ledger.accounts.store import AccountsStore
 from services.ledger.config import LedgerSettings
 from services.ledger.database import Database, PoolSettings
 from services.ledger.group_commit import GroupCommits
@@ -43,6 +44,10 @@ GRPC_CONCURRENT_RPCS_MAX = 2048
 # every path that reads or spends); it makes holds release by themselves and keeps accounts.held current.
 HOLD_SWEEP_INTERVAL_SECONDS = 1.0
 HOLD_SWEEP_BATCH_MAX = 500
+# The grant sweeper (docs/grants.md): the same pattern for the expiry entries of grants past their expire_time,
+# so each is written within a minute of it. Reads and spends never count expired credits, swept or not.
+GRANT_SWEEP_INTERVAL_SECONDS = 10.0
+GRANT_SWEEP_BATCH_MAX = 500
 # A new database connection gives up after this long (or the command timeout, when shorter): a call waiting
 # for a connection to a database that does not answer fails as UNAVAILABLE instead of hanging.
 DATABASE_CONNECT_TIMEOUT_SECONDS_MAX = 5.0
@@ -73,6 +78,7 @@ class LedgerServer:
     batchers: GroupCommits | None = None
     _probe: asyncio.Task[None] | None = field(default=None, repr=False)
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
+    _grant_sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def stop(self, grace_seconds: float | None = None) -> None:
         """Stops accepting calls, lets in-flight ones finish within the grace period, closes the pool."""
@@ -80,10 +86,11 @@ class LedgerServer:
         await self._set_serving(False)
         if self._probe is not None:
             self._probe.cancel()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper  # no sweep left running on the pool about to close
+        for sweeper in (self._sweeper, self._grant_sweeper):
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper  # no sweep left running on the pool about to close
         await self.server.stop(grace)
         if self.batchers is not None:
             await self.batchers.close()
@@ -120,6 +127,25 @@ class LedgerServer:
             if expired:
                 log.info("holds expired", extra={"count": expired})
             await asyncio.sleep(0 if expired >= HOLD_SWEEP_BATCH_MAX else HOLD_SWEEP_INTERVAL_SECONDS)
+
+    async def sweep_grants_forever(self) -> None:
+        """Writes the expiry of due grants, one bounded batch per interval (at once again after a full batch)."""
+        accounts = AccountsStore(self.database)
+        while True:
+            swept = None
+            try:
+                swept = await accounts.expire_grants(GRANT_SWEEP_BATCH_MAX)
+            except errors.LedgerError:
+                ledger_metrics.record_grant_sweep(None, None, failed=True)  # the database is away; retried
+            except Exception:
+                log.exception("grant sweep failed")
+                ledger_metrics.record_grant_sweep(None, None, failed=True)
+            else:
+                ledger_metrics.record_grant_sweep(swept.expired_paid, swept.expired - swept.expired_paid)
+                if swept.grants:
+                    log.info("grants expired", extra={"count": swept.grants, "credits": swept.expired})
+            full = swept is not None and swept.grants >= GRANT_SWEEP_BATCH_MAX
+            await asyncio.sleep(0 if full else GRANT_SWEEP_INTERVAL_SECONDS)
 
     async def _set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -176,6 +202,7 @@ async def start(
     await ledger._set_serving(False)
     ledger._probe = asyncio.create_task(ledger.probe_forever())
     ledger._sweeper = asyncio.create_task(ledger.sweep_holds_forever())
+    ledger._grant_sweeper = asyncio.create_task(ledger.sweep_grants_forever())
     log.info("ledger listening", extra={"listen": settings.listen_address, "port": port})
     return ledger
 

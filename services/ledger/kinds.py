@@ -21,3 +21,4 @@ class Kind(StrEnum):
     ADMIN_ADJUSTMENT = "admin_adjustment"
     HOLD_CAPTURE = "hold_capture"
     REFUND_REVERSAL = "refund_reversal"
+    EXPIRY = "expiry"

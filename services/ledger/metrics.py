@@ -6,6 +6,11 @@
     ledger_db_pool_connections    gauge    state (in_use | idle)   open connections of the asyncpg pool
     ledger_db_pool_size_max       gauge    -                       the pool's max_size
     ledger_db_pool_waiting        gauge    -                       calls waiting for a free connection
+    ledger_grant_credits_total    counter  category, movement      credits granted / spent / expired, paid apart
+                                                                   from promotional (docs/grants.md)
+    ledger_grant_sweeps_total     counter  outcome (ok | failed)   runs of the grant expiry sweeper
+    ledger_grant_sweep_last_success_timestamp_seconds
+                                  gauge    -                       when a sweep last succeeded (max of workers)
 
 RPC counts and latencies (`ledger_rpc_*`) live in services.common.metrics, next to their interceptor.
 
@@ -31,6 +36,14 @@ went, `kind` why (the journal's kind; anything unknown is `other`, so the label 
     clawed_back   refund, chargeback, admin_adjustment (negative)
     reinstated    chargeback_reversal (a won dispute gives back what its chargeback took),
                   refund_reversal (a failed or canceled refund gives back what its refund took)
+    expired       expiry (the unspent rest of a grant past its expire_time)
+
+`ledger_grant_credits_total` follows the same entries by what they did to grants: `granted` (Credit,
+PostBatch credits and positive AdminAdjust by the category asked, purchases as paid), `spent` (Debit,
+PostBatch debits, negative AdminAdjust, captures: how many of the burnt credits were paid, how many
+promotional) and `expired` (the sweeper's expiry entries). Clawbacks (refunds, chargebacks) and reversals
+are not split by category here (`ledger_credits_total` counts them); the paid credits outstanding are read
+from credit_grants (docs/grants.md).
 
 The pool gauges are set by the health probe (about once a second, `record_pool`), not on the hot path:
 a scrape in the supervisor cannot read the workers' pools, so they report their own. Waiting callers come
@@ -54,7 +67,7 @@ log = logging.getLogger(__name__)
 
 OTHER_KIND: Final = "other"
 KNOWN_KINDS: Final = frozenset(kind.value for kind in Kind)
-DIRECTIONS: Final = ("issued", "spent", "clawed_back", "reinstated")
+DIRECTIONS: Final = ("issued", "spent", "clawed_back", "reinstated", "expired")
 CLAWBACK_KINDS: Final = frozenset({Kind.REFUND.value, Kind.CHARGEBACK.value, Kind.ADMIN_ADJUSTMENT.value})
 REINSTATEMENT_KINDS: Final = frozenset({Kind.CHARGEBACK_REVERSAL.value, Kind.REFUND_REVERSAL.value})
 # The (direction, kind) pairs the ledger writes; created at zero so that rate() works from the first entry.
@@ -69,7 +82,10 @@ EXPECTED_SERIES: Final = (
     ("clawed_back", Kind.ADMIN_ADJUSTMENT.value),
     ("reinstated", Kind.CHARGEBACK_REVERSAL.value),
     ("reinstated", Kind.REFUND_REVERSAL.value),
+    ("expired", Kind.EXPIRY.value),
 )
+GRANT_CATEGORIES: Final = ("paid", "promotional")
+GRANT_MOVEMENTS: Final = ("granted", "spent", "expired")
 
 CREDITS = Counter(
     "ledger_credits_total",
@@ -97,6 +113,24 @@ POOL_WAITING = Gauge(
     "Calls waiting for a free connection of the ledger's database pool (NaN: the pool does not tell).",
     multiprocess_mode="livesum",
 )
+GRANT_CREDITS = Counter(
+    "ledger_grant_credits_total",
+    "Credits granted, spent and expired, by grant category (paid or promotional).",
+    ["category", "movement"],
+)
+GRANT_SWEEPS = Counter("ledger_grant_sweeps_total", "Runs of the grant expiry sweeper, by outcome.", ["outcome"])
+GRANT_SWEEP_LAST_SUCCESS = Gauge(
+    "ledger_grant_sweep_last_success_timestamp_seconds",
+    "Unix time of the grant expiry sweeper's last successful run (the newest of the workers).",
+    multiprocess_mode="livemax",
+)
+_GRANT_SERIES: dict[tuple[str, str], Any] = {
+    (_category, _movement): GRANT_CREDITS.labels(category=_category, movement=_movement)
+    for _category in GRANT_CATEGORIES
+    for _movement in GRANT_MOVEMENTS
+}
+_SWEEPS_OK = GRANT_SWEEPS.labels(outcome="ok")
+_SWEEPS_FAILED = GRANT_SWEEPS.labels(outcome="failed")
 _POOL_IN_USE = POOL_CONNECTIONS.labels(state="in_use")
 _POOL_IDLE = POOL_CONNECTIONS.labels(state="idle")
 _CREDITS_SERIES: dict[tuple[str, str], Any] = {
@@ -109,6 +143,8 @@ def credit_direction(kind: str, delta: int) -> str:
     assert delta != 0, "a journal entry moves credits"
     if delta > 0:
         return "reinstated" if kind in REINSTATEMENT_KINDS else "issued"
+    if kind == Kind.EXPIRY.value:
+        return "expired"
     return "clawed_back" if kind in CLAWBACK_KINDS else "spent"
 
 
@@ -122,6 +158,8 @@ def record_entry(kind: str, delta: int, replayed: bool) -> None:
     if counter is None:  # a bounded set: four directions by the known kinds and OTHER_KIND
         counter = _CREDITS_SERIES[series] = CREDITS.labels(direction=series[0], kind=series[1])
     counter.inc(abs(delta))
+    if label == Kind.PURCHASE.value and delta > 0:  # every purchase is a paid grant (migration 0011)
+        _GRANT_SERIES[("paid", "granted")].inc(delta)
 
 
 def record_database_reachable(reachable: bool) -> None:
@@ -174,3 +212,28 @@ def record_pool(pool: Any) -> None:
     _POOL_IDLE.set(stats.idle)
     POOL_SIZE_MAX.set(stats.size_max)
     POOL_WAITING.set(math.nan if stats.waiting is None else stats.waiting)
+
+
+def record_grant_given(category: str, credits: int) -> None:
+    _GRANT_SERIES[(category, "granted")].inc(credits)
+
+
+def record_grant_spent(paid: int, promotional: int) -> None:
+    """A debit's burnt credits by category (what debt covered counts in neither)."""
+    if paid:
+        _GRANT_SERIES[("paid", "spent")].inc(paid)
+    if promotional > 0:
+        _GRANT_SERIES[("promotional", "spent")].inc(promotional)
+
+
+def record_grant_sweep(expired_paid: int | None, expired_promotional: int | None, *, failed: bool = False) -> None:
+    """One sweep: its outcome and, when it ran, the credits it expired."""
+    if failed:
+        _SWEEPS_FAILED.inc()
+        return
+    _SWEEPS_OK.inc()
+    GRANT_SWEEP_LAST_SUCCESS.set_to_current_time()
+    if expired_paid:
+        _GRANT_SERIES[("paid", "expired")].inc(expired_paid)
+    if expired_promotional:
+        _GRANT_SERIES[("promotional", "expired")].inc(expired_promotional)

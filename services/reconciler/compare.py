@@ -57,7 +57,7 @@ from services.ledger.payments.domain import (
     refunded_amount_minor,
 )
 from services.reconciler.stripe_source import ChargeFacts
-from services.stripe_bridge.catalog import Catalog
+from services.stripe_bridge.catalog import NEVER_EXPIRES, Catalog
 from services.stripe_bridge.events import (
     NO_EVENT,
     Action,
@@ -325,6 +325,9 @@ def priced_details(facts: ChargeFacts, payment: LedgerPayment | None, catalog: C
         return details
     if payment is None or not _same_price(facts, payment):
         return details
+    # The ledger's payment records no validity: the pack's, while the catalog still has it; else never expiring
+    # (a customer loses nothing because the catalog changed).
+    package = catalog.get(payment.package_id)
     return PaymentDetails(
         user_id=payment.user_id,
         package_id=payment.package_id,
@@ -333,6 +336,7 @@ def priced_details(facts: ChargeFacts, payment: LedgerPayment | None, catalog: C
         currency=payment.currency,
         payment_intent_id=facts.payment_intent_id,
         charge_id=facts.charge_id,
+        grant_valid_days=NEVER_EXPIRES if package is None else package.valid_days,
     )
 
 

@@ -369,4 +369,5 @@ def details_proto(details: PaymentDetails) -> pb.PaymentDetails:
         amount_paid_minor=details.amount_paid_minor,
         amount_tax_minor=details.amount_tax_minor,
         amount_discount_minor=details.amount_discount_minor,
+        grant_valid_days=details.grant_valid_days,
     )

@@ -8,11 +8,14 @@ against it (`Catalog.match`): a payment whose package, amount or currency disagr
 
     {"small":  {"credits": 100,  "amount_minor": 500,  "currency": "eur"},
      "medium": {"credits": 550,  "amount_minor": 2500, "currency": "eur"},
-     "large":  {"credits": 1200, "amount_minor": 5000, "currency": "eur", "name": "1200 credits"}}
+     "large":  {"credits": 1200, "amount_minor": 5000, "currency": "eur", "name": "1200 credits",
+                "valid_days": 365}}
 
 Amounts are integer minor units; currencies are ISO-4217 codes, stored lower case as Stripe
 writes them (upper case input is accepted and lowered). `name` (optional) is what the customer
-sees on the Stripe checkout page; it defaults to "<credits> credits".
+sees on the Stripe checkout page; it defaults to "<credits> credits". `valid_days` (optional,
+1 to 3,650) is how long a pack's credits stay valid once credited: the ledger grants them as paid
+credits expiring that many days after the purchase is credited. Absent, they never expire.
 """
 
 from __future__ import annotations
@@ -31,19 +34,22 @@ CURRENCY_PATTERN: Final = re.compile(r"^[a-z]{3}$")
 CREDITS_MAX: Final = 1_000_000_000  # The ledger's per-entry limit.
 AMOUNT_MINOR_MAX: Final = 99_999_999  # Stripe's largest amount (eight digits).
 NAME_CHARS_MAX: Final = 100
-PACKAGE_KEYS: Final = frozenset({"credits", "amount_minor", "currency", "name"})
+VALID_DAYS_MAX: Final = 3_650  # Ten years: the ledger's furthest expire_time.
+NEVER_EXPIRES: Final = 0  # A pack without valid_days (PaymentDetails.grant_valid_days 0).
+PACKAGE_KEYS: Final = frozenset({"credits", "amount_minor", "currency", "name", "valid_days"})
 CATALOG_EXPECTED: Final = 'a JSON object {"<package id>": {"credits": 100, "amount_minor": 500, "currency": "eur"}}'
 
 
 @dataclass(frozen=True, slots=True)
 class Package:
-    """One pack: `credits` for `amount_minor` minor units of `currency`."""
+    """One pack: `credits` for `amount_minor` minor units of `currency`, valid `valid_days` (0: forever)."""
 
     package_id: str
     credits: int
     amount_minor: int
     currency: str
     name: str
+    valid_days: int = NEVER_EXPIRES
 
     def __post_init__(self) -> None:
         assert PACKAGE_ID_PATTERN.match(self.package_id), self.package_id
@@ -51,6 +57,7 @@ class Package:
         assert 1 <= self.amount_minor <= AMOUNT_MINOR_MAX, self.amount_minor
         assert CURRENCY_PATTERN.match(self.currency), self.currency
         assert 1 <= len(self.name) <= NAME_CHARS_MAX, self.name
+        assert self.valid_days == NEVER_EXPIRES or 1 <= self.valid_days <= VALID_DAYS_MAX, self.valid_days
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +148,19 @@ def _package(package_id: str, entry: Any) -> Package:
     name = entry.get("name", f"{credits} credits")
     if not isinstance(name, str) or not 1 <= len(name.strip()) <= NAME_CHARS_MAX:
         raise ConfigError(f"{where}: name must be a string of 1 to {NAME_CHARS_MAX} characters")
-    return Package(package_id, credits, amount_minor, currency.lower(), name.strip())
+    return Package(package_id, credits, amount_minor, currency.lower(), name.strip(), _valid_days(entry, where))
+
+
+def _valid_days(entry: Mapping[str, Any], where: str) -> int:
+    if "valid_days" not in entry:
+        return NEVER_EXPIRES
+    value = entry["valid_days"]
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= VALID_DAYS_MAX:
+        raise ConfigError(
+            f"{where}: valid_days must be an integer from 1 to {VALID_DAYS_MAX} (days); "
+            "leave it out for credits that never expire"
+        )
+    return value
 
 
 def _positive_int(value: object, maximum: int, where: str) -> int:

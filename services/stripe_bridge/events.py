@@ -177,6 +177,8 @@ class PaymentDetails:
     amount_paid_minor: int | None = None
     amount_tax_minor: int | None = None
     amount_discount_minor: int | None = None
+    # How long the pack's credits stay valid once credited (the catalog's valid_days); 0: never expire.
+    grant_valid_days: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -653,6 +655,7 @@ def _priced(
         charge_id=identity.charge_id,
         customer_email=identity.customer_email,
         customer_id=identity.customer_id,
+        grant_valid_days=matched.valid_days,
     )
 
 

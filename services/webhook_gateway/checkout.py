@@ -93,6 +93,7 @@ async def create_checkout(request: web.Request) -> web.Response:
         currency=package.currency,
         checkout_session_id=session.session_id,
         payment_intent_id=session.payment_intent_id,
+        grant_valid_days=package.valid_days,
     )
     opened = await _open_payment(gateway.ledger, details)
     if not opened.replayed:

@@ -2,6 +2,7 @@
 
     route                  auth                        ledger RPCs
     GET /me/credits        user JWT                    GetBalance + ListTransactions + ListPayments
+                           (the grants left, the debt and the next expiry come from GetBalance)
     POST /admin/adjust     admin JWT                   AdminAdjust (actor = the admin's `sub`)
     POST /gdpr/delete      the user's own JWT, or an   Anonymize
                            admin JWT for any user
@@ -65,6 +66,9 @@ GDPR_DELETE_PATH: Final = "/gdpr/delete"
 TRANSACTIONS_LIMIT_DEFAULT: Final = 20
 TRANSACTIONS_LIMIT_MAX: Final = validation.PAGE_SIZE_MAX  # The ledger's page bound: one RPC per request.
 PAYMENTS_SHOWN_MAX: Final = 10
+# Grants listed in burn order (those spent first); a page is no ledger of every grant. The balance, the debt and
+# the next expiry always count them all.
+GRANTS_SHOWN_MAX: Final = 100
 CURSOR_CHARS_MAX: Final = 128
 QUERY_VALUE_CHARS_MAX: Final = 256
 ADMIN_ADJUST_BODY_BYTES_MAX: Final = 4 * 1024  # 500 characters of reason are at most 2,000 UTF-8 bytes.
@@ -135,7 +139,7 @@ def add_edge_routes(app: web.Application) -> None:
 
 
 async def get_my_credits(request: web.Request) -> web.Response:
-    """GET /me/credits?limit=&cursor=: balance, latest transactions (newest first) and recent payments."""
+    """GET /me/credits?limit=&cursor=: balance, grants left, next expiry, latest transactions and recent payments."""
     principal = await require_user(request)
     user_id = _subject_user_id(principal)
     limit, cursor = _me_credits_query(request.query)
@@ -164,6 +168,9 @@ async def get_my_credits(request: web.Request) -> web.Response:
         "transactions": [transaction_json(entry) for entry in page.transactions],
         "next_cursor": page.next_page_token or None,
         "payments": [payment_json(payment) for payment in payments.payments],
+        "grants": [grant_json(grant) for grant in balance.grants[:GRANTS_SHOWN_MAX]],
+        "debt": balance.debt,
+        "next_expiry": next_expiry_json(balance),
     }
     return web.json_response(body, headers=NO_STORE)
 
@@ -377,6 +384,7 @@ def _enum_names(enum: EnumTypeWrapper, prefix: str) -> tuple[str, ...]:
 TRANSACTION_KINDS: Final = (*_enum_names(pb.TransactionKind, "TRANSACTION_KIND_"), _UNKNOWN_NAME)
 PAYMENT_STATUSES: Final = (*_enum_names(pb.PaymentStatus, "PAYMENT_STATUS_"), _UNKNOWN_NAME)
 ACCOUNT_STATUSES: Final = (*_enum_names(pb.AccountStatus, "ACCOUNT_STATUS_"), _UNKNOWN_NAME)
+GRANT_CATEGORIES: Final = (*_enum_names(pb.GrantCategory, "GRANT_CATEGORY_"), _UNKNOWN_NAME)
 
 
 def _enum_name(enum: EnumTypeWrapper, prefix: str, value: int) -> str:
@@ -409,6 +417,38 @@ def transaction_json(entry: pb.Transaction) -> dict[str, Any]:
         "kind": _enum_name(pb.TransactionKind, "TRANSACTION_KIND_", entry.kind),
         "reason": entry.reason,
         "created_at": _time_or_none(entry, "create_time"),
+    }
+
+
+def grant_json(grant: pb.Grant) -> dict[str, Any]:
+    return {
+        "id": grant.id,
+        "category": _enum_name(pb.GrantCategory, "GRANT_CATEGORY_", grant.category),
+        "priority": grant.priority,
+        "amount": grant.amount,
+        "remaining": grant.remaining,
+        "reserved": grant.reserved,
+        "expires_at": _time_or_none(grant, "expire_time"),
+        "created_at": _time_or_none(grant, "create_time"),
+        "payment_id": grant.payment_id or None,
+    }
+
+
+def expiry_sentence(credits: int, expire_time: Timestamp) -> str:
+    """`100 credits expire on 2027-01-31` (the UTC date); one credit `expires`."""
+    day = expire_time.ToDatetime(tzinfo=UTC).date().isoformat()
+    return f"1 credit expires on {day}" if credits == 1 else f"{credits} credits expire on {day}"
+
+
+def next_expiry_json(balance: pb.GetBalanceResponse) -> dict[str, Any] | None:
+    """The soonest expiry of the credits left, as data and as the sentence a page shows; None: nothing expires."""
+    if not balance.HasField("next_expire_time") or balance.next_expiring_amount <= 0:
+        return None
+    return {
+        "credits": balance.next_expiring_amount,
+        "expires_at": rfc3339(balance.next_expire_time),
+        "date": balance.next_expire_time.ToDatetime(tzinfo=UTC).date().isoformat(),
+        "text": expiry_sentence(balance.next_expiring_amount, balance.next_expire_time),
     }
 
 

@@ -85,6 +85,21 @@ _INT64_MAX: Final = 2**63 - 1
 _AMOUNT_LIMIT: Final = edge.AMOUNT_CREDITS_MAX
 
 
+def _next_expiry() -> JsonObject:
+    return _closed_object(
+        {
+            "credits": _integer(1, _INT64_MAX, "How many credits expire then (reserved ones included)."),
+            "expires_at": {"type": "string", "format": "date-time", "description": "RFC 3339, UTC."},
+            "date": {"type": "string", "format": "date", "description": "The UTC date of expires_at."},
+            "text": {
+                "type": "string",
+                "pattern": "^(1 credit expires|[0-9]+ credits expire) on [0-9]{4}-[0-9]{2}-[0-9]{2}$",
+                "description": "For the page: `100 credits expire on 2027-01-31` (`1 credit expires on ...`).",
+            },
+        }
+    )
+
+
 def _schemas(catalog: Catalog) -> JsonObject:
     signed = {"minimum": -_INT64_MAX, "maximum": _INT64_MAX}
     transaction = {
@@ -126,6 +141,34 @@ def _schemas(catalog: Catalog) -> JsonObject:
             ),
             "description": "One Stripe Checkout purchase.",
         },
+        "Grant": {
+            **_closed_object(
+                {
+                    "id": {"type": "integer", "minimum": 1, "description": "The grant's id."},
+                    "category": {
+                        "type": "string",
+                        "enum": list(edge.GRANT_CATEGORIES),
+                        "description": "`paid` (bought through Stripe) or `promotional` (given).",
+                    },
+                    "priority": _integer(0, 100, "Burn priority: lower burns first."),
+                    "amount": _integer(1, _INT64_MAX, "The credits granted."),
+                    "remaining": _integer(1, _INT64_MAX, "What is left of them (reserved included)."),
+                    "reserved": _integer(0, _INT64_MAX, "The part of remaining reserved by active holds."),
+                    "expires_at": _timestamp("When the rest expires (RFC 3339, UTC); null: never."),
+                    "created_at": _timestamp("When it was granted (RFC 3339, UTC)."),
+                    "payment_id": {
+                        "type": "integer",
+                        "nullable": True,
+                        "minimum": 1,
+                        "description": "The payment it was bought with; null for a given grant.",
+                    },
+                }
+            ),
+            "description": (
+                "Credits given by one journal entry and what is left of them. Debits burn grants lowest priority "
+                "first, then soonest expiry (none last), then oldest."
+            ),
+        },
         "MyCredits": _closed_object(
             {
                 "user_id": _identifier("The token's subject.", validation.USER_ID_CHARS_MAX),
@@ -145,6 +188,21 @@ def _schemas(catalog: Catalog) -> JsonObject:
                     "description": "Pass as `cursor` for older transactions; null on the last page.",
                 },
                 "payments": {"type": "array", "maxItems": edge.PAYMENTS_SHOWN_MAX, "items": _ref("Payment")},
+                "grants": {
+                    "type": "array",
+                    "maxItems": edge.GRANTS_SHOWN_MAX,
+                    "items": _ref("Grant"),
+                    "description": (
+                        f"The grants with something left, in burn order (the first {edge.GRANTS_SHOWN_MAX}). "
+                        "balance is their remaining minus debt."
+                    ),
+                },
+                "debt": _integer(0, _INT64_MAX, "Credits clawed back beyond what was left; new credits repay it."),
+                "next_expiry": {
+                    **_next_expiry(),
+                    "nullable": True,
+                    "description": "The soonest expiry of the credits left; null when none expire.",
+                },
             }
         ),
         "AdminAdjustRequest": _closed_object(
@@ -327,9 +385,10 @@ def _me_credits() -> JsonObject:
         "get": {
             "operationId": "getMyCredits",
             "tags": ["credits"],
-            "summary": "The caller's balance, latest transactions (newest first) and recent payments.",
+            "summary": "The caller's balance, grants left, next expiry, latest transactions and recent payments.",
             "description": (
                 "Server-side-render friendly: one request gives the whole credits page. "
+                "`next_expiry.text` is the sentence to show (`100 credits expire on 2027-01-31`, a UTC date). "
                 f"Up to {edge.PAYMENTS_SHOWN_MAX} most recent payments are listed, whatever the cursor."
             ),
             "security": _JWT,

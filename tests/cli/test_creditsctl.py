@@ -18,7 +18,18 @@ from tests.conftest import ALL_ROLES_TOKEN, ROLE_TOKENS
 from tests.fakes import stripe_events as se
 from tests.fakes.stripe_api import RunningFakeStripe
 
-BALANCE_KEYS = {"user_id", "balance", "held", "available", "status", "update_time"}
+BALANCE_KEYS = {
+    "user_id",
+    "balance",
+    "held",
+    "available",
+    "status",
+    "update_time",
+    "debt",
+    "next_expire_time",
+    "next_expiring_amount",
+    "grants",
+}
 TRANSACTION_KEYS = {
     "id",
     "create_time",

@@ -348,7 +348,7 @@ async def test_the_local_check_says_what_the_ledger_would(ledger: LedgerClient) 
     }
     local = {
         "amount": "amount: must be greater than 0",
-        "idempotency_key": "idempotency_key: must not start with payment: or hold: (reserved)",
+        "idempotency_key": "idempotency_key: must not start with payment:, hold: or grant: (reserved)",
         "reason": "reason: must not be empty",
     }
     response = await ledger.post_batch([pb.BatchPosting(credit=request) for request in cases.values()])

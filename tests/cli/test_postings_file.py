@@ -91,7 +91,7 @@ def test_a_credit_and_a_debit_become_the_rpcs_own_requests() -> None:
         (line(user_id="u" * 129), "user_id: must be at most 128 characters"),
         (
             line(idempotency_key="payment:1:purchase"),
-            "idempotency_key: must not start with payment: or hold: (reserved)",
+            "idempotency_key: must not start with payment:, hold: or grant: (reserved)",
         ),
         (line(reason="   "), "reason: must not be empty"),
         (line(reason="r" * 501), "reason: must be at most 500 characters"),

@@ -308,6 +308,8 @@ def test_the_dashboard_has_the_panels_on_call_needs() -> None:
         "error budget remaining",
         "slo burn rate",
         "credits flow by direction and kind",
+        "credits granted / spent / expired by category",
+        "last grant expiry sweep",
         "drift found and repaired by kind",
         "last successful run",
         "rpc error ratio by method and code",
@@ -315,6 +317,32 @@ def test_the_dashboard_has_the_panels_on_call_needs() -> None:
         "database pool",
     ):
         assert wanted in titles, wanted
+
+
+def test_the_grant_panel_shows_every_category_and_movement() -> None:
+    panels = _panels(dashboard()["panels"])
+    (panel,) = [panel for panel in panels if panel["title"].lower().startswith("credits granted")]
+    grants, purchases = panel["targets"]
+    assert "ledger_grant_credits_total" in grants["expr"]
+    assert "by (category, movement)" in grants["expr"], "no category or movement may be summed away or filtered"
+    assert selectors(grants["expr"]) == [], "no matcher filters a category or movement out"
+    assert "{{category}}" in grants["legendFormat"] and "{{movement}}" in grants["legendFormat"]
+    # Purchases are paid grants the grant counter leaves to ledger_credits_total (services/ledger/metrics.py).
+    (selector,) = selectors(purchases["expr"])
+    assert selector == Selector("ledger_credits_total", (("direction", "=", "issued"), ("kind", "=", "purchase")))
+
+
+def test_a_failing_grant_sweep_alerts() -> None:
+    """Both ways a sweeper fails have an alert: no success for 5 minutes while a ledger is up, failures rising."""
+    by_name = {rule["alert"]: rule for rule in rules() if "alert" in rule}
+    stale = by_name["LedgerGrantSweepStale"]
+    assert "ledger_grant_sweep_last_success_timestamp_seconds" in stale["expr"]
+    assert "> 300" in stale["expr"], "five minutes"
+    assert 'up{job="ledger"}' in stale["expr"], "only while a ledger is up (LedgerDown covers the rest)"
+    failing = by_name["LedgerGrantSweepFailures"]
+    assert 'ledger_grant_sweeps_total{outcome="failed"}' in failing["expr"]
+    for rule in (stale, failing):
+        assert rule["annotations"]["runbook"] == "docs/operations.md#grant-sweep-failing"
 
 
 def test_the_dashboard_uses_its_prometheus_data_source_variable() -> None:

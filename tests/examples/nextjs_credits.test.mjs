@@ -55,6 +55,12 @@ const secrets = {
   session: randomBytes(32).toString("hex"),
 };
 const runId = randomBytes(4).toString("hex");
+// The seed's packs, the small one valid for a year: its purchase shows "100 credits expire on <date>".
+const CREDIT_PACKAGES = JSON.stringify({
+  small: { credits: 100, amount_minor: 500, currency: "eur", valid_days: 365 },
+  medium: { credits: 550, amount_minor: 2500, currency: "eur" },
+  large: { credits: 1200, amount_minor: 5000, currency: "eur" },
+});
 const children = [];
 let ports;
 let suite;
@@ -126,6 +132,7 @@ function startSuite() {
     RATE_LIMIT_PER_USER_PER_MINUTE: String(RATE_LIMIT_PER_USER_PER_MINUTE),
     RATE_LIMIT_PER_IP_PER_MINUTE: "100000", // Every request comes from the app's one address.
     LEDGER_WORKERS: "1",
+    CREDIT_PACKAGES,
     CREDITS_RUN_DIR: runDir,
   };
   return startProcess("suite", PYTHON, ["scripts/suite.py", "--stripe-stand-in"], { cwd: ROOT, env });
@@ -140,6 +147,7 @@ async function startApp(name, extraEnv) {
     DEV_JWT_SECRET: secrets.jwt,
     DEV_JWT_AUDIENCE: "credits",
     DEV_SESSION_SECRET: secrets.session,
+    CREDIT_PACKAGES,
     ...extraEnv,
   };
   if (!("DEV_SIGN_IN" in extraEnv)) delete env.DEV_SIGN_IN;
@@ -302,6 +310,7 @@ test("sign in, see 0, buy a pack through Checkout, see it pending, credited, the
   assert.equal(await page.getByTestId("user").textContent(), userId);
   assert.equal(await balance(page), "0");
   assert.equal(await page.getByTestId("payment").count(), 0);
+  assert.equal(await page.getByTestId("next-expiry").count(), 0, "nothing expires: no sentence");
   await screenshot(page, "signed-in-zero-balance");
 
   // Hold the webhooks back, so that the return page is seen before they land.
@@ -324,6 +333,11 @@ test("sign in, see 0, buy a pack through Checkout, see it pending, credited, the
   assert.equal(await balance(page), "100");
   assert.equal(await page.getByTestId("payment-status").first().textContent(), "credited");
   assert.equal(await page.getByTestId("transaction").count(), 1);
+  // The pack is valid 365 days from its credit (a UTC date: today's or tomorrow's, a year on).
+  const expiry = (await page.getByTestId("next-expiry").textContent()).match(/^100 credits expire on (\d{4}-\d{2}-\d{2})$/);
+  assert.ok(expiry, "the balance shows when the pack's credits expire");
+  const days = (Date.parse(`${expiry[1]}T00:00:00Z`) - Date.now()) / 86_400_000;
+  assert.ok(days > 363 && days <= 366, `expires in ${days} days`);
   await screenshot(page, "purchase-credited");
 
   // A refund of the whole payment through the stand-in's refund API (as an operator would in Stripe).
@@ -340,6 +354,7 @@ test("sign in, see 0, buy a pack through Checkout, see it pending, credited, the
     await page.reload();
   }
   assert.equal(await balance(page), "0");
+  assert.equal(await page.getByTestId("next-expiry").count(), 0, "the refund took the expiring credits back");
   assert.equal(await page.getByTestId("transaction").count(), 2);
   assert.match(await page.getByTestId("transaction").first().textContent(), /Refund.*-100/);
   await screenshot(page, "refunded");

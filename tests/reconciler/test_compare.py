@@ -246,6 +246,37 @@ def test_a_charge_without_metadata_is_priced_by_the_ledgers_payment_of_its_inten
     assert _kinds(_charge(metadata={}, amount=700), _payment()) == [DriftKind.UNUSABLE_CHARGE]
 
 
+def test_a_missing_credit_is_granted_for_the_packs_validity() -> None:
+    expiring = Catalog.from_json_value(
+        {"small": {"credits": 100, "amount_minor": 500, "currency": "eur", "valid_days": 30}}
+    )
+    [finding] = check_charge(charge_facts(_charge()), [], expiring).findings
+    assert isinstance(finding.repair, Settle)
+    assert finding.repair.details.grant_valid_days == 30
+    [forever] = check_charge(charge_facts(_charge()), [], CATALOG).findings
+    assert isinstance(forever.repair, Settle)
+    assert forever.repair.details.grant_valid_days == 0
+
+
+def test_a_credit_priced_by_the_ledgers_payment_takes_the_packs_validity_or_none() -> None:
+    """A charge without metadata, of a payment the ledger opened: the pack's validity while the catalog has it."""
+    bare = _charge(metadata={})
+    opened = _payment(status="INIT")
+    expiring = Catalog.from_json_value(
+        {"small": {"credits": 120, "amount_minor": 600, "currency": "eur", "valid_days": 7}}
+    )
+    [finding] = check_charge(charge_facts(bare), [opened], expiring).findings
+    assert finding.kind is DriftKind.MISSING_CREDIT
+    assert isinstance(finding.repair, Settle)
+    assert (finding.repair.details.credits, finding.repair.details.grant_valid_days) == (100, 7)
+    gone = Catalog.from_json_value(
+        {"large": {"credits": 1200, "amount_minor": 5000, "currency": "eur", "valid_days": 7}}
+    )
+    [without_pack] = check_charge(charge_facts(bare), [opened], gone).findings
+    assert isinstance(without_pack.repair, Settle)
+    assert without_pack.repair.details.grant_valid_days == 0, "a pack the catalog dropped: credits never expire"
+
+
 def test_invalid_user_id_is_unusable() -> None:
     charge = _charge(metadata={"user_id": "has spaces", "package_id": "small"})
     assert _kinds(charge) == [DriftKind.UNUSABLE_CHARGE]

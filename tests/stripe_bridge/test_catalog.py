@@ -7,10 +7,13 @@ import json
 import pytest
 
 from services.common.config import ConfigError
+from services.ledger.payments.server import GRANT_VALID_DAYS_MAX
 from services.stripe_bridge.catalog import (
     AMOUNT_MINOR_MAX,
     CREDITS_MAX,
+    NEVER_EXPIRES,
     PACKAGES_MAX,
+    VALID_DAYS_MAX,
     Catalog,
     Mismatch,
     Package,
@@ -43,6 +46,59 @@ def test_configured_catalog_is_parsed_and_normalized() -> None:
     assert catalog.get("pro_pack-2") == Package("pro_pack-2", CREDITS_MAX, AMOUNT_MINOR_MAX, "gbp", "Pro")
     assert catalog.get("small") is None
     assert len(catalog) == 2
+
+
+def test_valid_days_is_read_and_absent_means_never() -> None:
+    value = {
+        "year": {"credits": 10, "amount_minor": 99, "currency": "eur", "valid_days": 365},
+        "shortest": {"credits": 10, "amount_minor": 99, "currency": "eur", "valid_days": 1},
+        "longest": {"credits": 10, "amount_minor": 99, "currency": "eur", "valid_days": VALID_DAYS_MAX},
+        "forever": {"credits": 10, "amount_minor": 99, "currency": "eur"},
+    }
+    catalog = Catalog.from_env({"CREDIT_PACKAGES": json.dumps(value)})
+    assert [(package.package_id, package.valid_days) for package in catalog] == [
+        ("year", 365),
+        ("shortest", 1),
+        ("longest", VALID_DAYS_MAX),
+        ("forever", NEVER_EXPIRES),
+    ]
+    assert NEVER_EXPIRES == 0, "PaymentDetails.grant_valid_days: 0 is never"
+    assert all(package.valid_days == NEVER_EXPIRES for package in Catalog.default())
+
+
+def test_the_longest_validity_is_the_ledgers() -> None:
+    """A pack the catalog accepts is one the ledger's SettlePayment accepts (PaymentDetails.grant_valid_days)."""
+    assert VALID_DAYS_MAX == GRANT_VALID_DAYS_MAX
+
+
+@pytest.mark.parametrize(
+    "valid_days",
+    [
+        pytest.param(0, id="zero"),
+        pytest.param(-30, id="negative"),
+        pytest.param(VALID_DAYS_MAX + 1, id="over-ten-years"),
+        pytest.param(30.5, id="fractional"),
+        pytest.param(30.0, id="float"),
+        pytest.param("30", id="string"),
+        pytest.param(True, id="boolean"),
+        pytest.param(None, id="null"),
+        pytest.param([30], id="list"),
+    ],
+)
+def test_invalid_valid_days_stops_start_up_with_its_rule(valid_days: object) -> None:
+    raw = json.dumps({"small": {"credits": 100, "amount_minor": 500, "currency": "eur", "valid_days": valid_days}})
+    with pytest.raises(ConfigError) as raised:
+        Catalog.from_env({"CREDIT_PACKAGES": raw})
+    assert str(raised.value) == (
+        "CREDIT_PACKAGES: package 'small': valid_days must be an integer from 1 to 3650 (days); "
+        "leave it out for credits that never expire"
+    )
+
+
+def test_valid_days_is_an_allowed_key_named_in_the_unknown_key_message() -> None:
+    raw = json.dumps({"small": {"credits": 100, "amount_minor": 500, "currency": "eur", "validity": 30}})
+    with pytest.raises(ConfigError, match="'valid_days'"):
+        Catalog.from_env({"CREDIT_PACKAGES": raw})
 
 
 def _pack(**overrides: object) -> dict[str, object]:

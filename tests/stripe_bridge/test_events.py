@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from services.stripe_bridge.apply import details_proto
 from services.stripe_bridge.catalog import Catalog
 from services.stripe_bridge.events import (
     NO_EVENT,
@@ -413,6 +414,40 @@ def test_details_from_a_charge_use_its_copied_metadata() -> None:
     details = details_from_charge(charge, CATALOG)
     assert isinstance(details, PaymentDetails)
     assert (details.user_id, details.credits, details.charge_id) == (USER, 1200, "ch_c")
+
+
+GRANT_CATALOG = Catalog.from_json_value(
+    {
+        "small": {"credits": 100, "amount_minor": 500, "currency": "eur"},
+        "medium": {"credits": 550, "amount_minor": 2500, "currency": "eur", "valid_days": 90},
+        "large": {"credits": 1200, "amount_minor": 5000, "currency": "eur", "valid_days": 365},
+    }
+)
+
+
+def test_every_priced_object_carries_its_packs_validity() -> None:
+    """Session, payment intent and charge: the grant's validity is the catalog's, never Stripe's metadata."""
+    session = _object(_completed())
+    session["metadata"] = {**session["metadata"], "valid_days": "3650", "grant_valid_days": "3650"}
+    charge = _object(se.charge_refunded(USER, "small", 500, "eur", amount_refunded_minor=500, charge_id="ch_v"))
+    settled = session_action(session, GRANT_CATALOG)
+    assert isinstance(settled, Settle)
+    assert settled.details.grant_valid_days == 90
+    by_intent = translate_event(se.payment_intent_succeeded(USER, "large", 5000, "eur"), GRANT_CATALOG)
+    assert isinstance(by_intent, Settle)
+    assert by_intent.details.grant_valid_days == 365
+    from_charge = details_from_charge(charge, GRANT_CATALOG)
+    assert isinstance(from_charge, PaymentDetails)
+    assert from_charge.grant_valid_days == 0, "a pack without valid_days never expires"
+
+
+def test_the_ledgers_payment_details_carry_the_validity() -> None:
+    action = session_action(_object(_completed()), GRANT_CATALOG)
+    assert isinstance(action, Settle)
+    assert details_proto(action.details).grant_valid_days == 90
+    forever = session_action(_object(_completed()), CATALOG)
+    assert isinstance(forever, Settle)
+    assert details_proto(forever.details).grant_valid_days == 0
 
 
 def test_action_names() -> None:

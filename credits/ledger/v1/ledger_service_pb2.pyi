@@ -28,6 +28,13 @@ class TransactionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRANSACTION_KIND_ADMIN_ADJUSTMENT: _ClassVar[TransactionKind]
     TRANSACTION_KIND_HOLD_CAPTURE: _ClassVar[TransactionKind]
     TRANSACTION_KIND_REFUND_REVERSAL: _ClassVar[TransactionKind]
+    TRANSACTION_KIND_EXPIRY: _ClassVar[TransactionKind]
+
+class GrantCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GRANT_CATEGORY_UNSPECIFIED: _ClassVar[GrantCategory]
+    GRANT_CATEGORY_PAID: _ClassVar[GrantCategory]
+    GRANT_CATEGORY_PROMOTIONAL: _ClassVar[GrantCategory]
 
 class PaymentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -95,6 +102,10 @@ TRANSACTION_KIND_CHARGEBACK_REVERSAL: TransactionKind
 TRANSACTION_KIND_ADMIN_ADJUSTMENT: TransactionKind
 TRANSACTION_KIND_HOLD_CAPTURE: TransactionKind
 TRANSACTION_KIND_REFUND_REVERSAL: TransactionKind
+TRANSACTION_KIND_EXPIRY: TransactionKind
+GRANT_CATEGORY_UNSPECIFIED: GrantCategory
+GRANT_CATEGORY_PAID: GrantCategory
+GRANT_CATEGORY_PROMOTIONAL: GrantCategory
 PAYMENT_STATUS_UNSPECIFIED: PaymentStatus
 PAYMENT_STATUS_INIT: PaymentStatus
 PAYMENT_STATUS_PAID: PaymentStatus
@@ -132,6 +143,30 @@ POSTING_OUTCOME_REPLAYED: PostingOutcome
 POSTING_OUTCOME_REFUSED: PostingOutcome
 POSTING_OUTCOME_NOT_APPLIED: PostingOutcome
 
+class Grant(_message.Message):
+    __slots__ = ("id", "category", "priority", "expire_time", "amount", "remaining", "reserved", "transaction_id", "payment_id", "create_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    category: GrantCategory
+    priority: int
+    expire_time: _timestamp_pb2.Timestamp
+    amount: int
+    remaining: int
+    reserved: int
+    transaction_id: int
+    payment_id: int
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[int] = ..., category: _Optional[_Union[GrantCategory, str]] = ..., priority: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., amount: _Optional[int] = ..., remaining: _Optional[int] = ..., reserved: _Optional[int] = ..., transaction_id: _Optional[int] = ..., payment_id: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class Transaction(_message.Message):
     __slots__ = ("id", "user_id", "delta", "balance_after", "kind", "idempotency_key", "reason", "reference", "payment_id", "admin_action_id", "hold_id", "create_time")
     ID_FIELD_NUMBER: _ClassVar[int]
@@ -167,23 +202,31 @@ class GetBalanceRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ...) -> None: ...
 
 class GetBalanceResponse(_message.Message):
-    __slots__ = ("user_id", "balance", "status", "update_time", "held", "available")
+    __slots__ = ("user_id", "balance", "status", "update_time", "held", "available", "grants", "debt", "next_expire_time", "next_expiring_amount")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     HELD_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    DEBT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    NEXT_EXPIRING_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     balance: int
     status: AccountStatus
     update_time: _timestamp_pb2.Timestamp
     held: int
     available: int
-    def __init__(self, user_id: _Optional[str] = ..., balance: _Optional[int] = ..., status: _Optional[_Union[AccountStatus, str]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., held: _Optional[int] = ..., available: _Optional[int] = ...) -> None: ...
+    grants: _containers.RepeatedCompositeFieldContainer[Grant]
+    debt: int
+    next_expire_time: _timestamp_pb2.Timestamp
+    next_expiring_amount: int
+    def __init__(self, user_id: _Optional[str] = ..., balance: _Optional[int] = ..., status: _Optional[_Union[AccountStatus, str]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., held: _Optional[int] = ..., available: _Optional[int] = ..., grants: _Optional[_Iterable[_Union[Grant, _Mapping]]] = ..., debt: _Optional[int] = ..., next_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_expiring_amount: _Optional[int] = ...) -> None: ...
 
 class CreditRequest(_message.Message):
-    __slots__ = ("user_id", "amount", "idempotency_key", "reason", "reference", "metadata")
+    __slots__ = ("user_id", "amount", "idempotency_key", "reason", "reference", "metadata", "expire_time", "priority", "category")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -197,13 +240,19 @@ class CreditRequest(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     amount: int
     idempotency_key: str
     reason: str
     reference: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, user_id: _Optional[str] = ..., amount: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., reason: _Optional[str] = ..., reference: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    expire_time: _timestamp_pb2.Timestamp
+    priority: int
+    category: GrantCategory
+    def __init__(self, user_id: _Optional[str] = ..., amount: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., reason: _Optional[str] = ..., reference: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., priority: _Optional[int] = ..., category: _Optional[_Union[GrantCategory, str]] = ...) -> None: ...
 
 class CreditResponse(_message.Message):
     __slots__ = ("transaction", "replayed")
@@ -263,18 +312,24 @@ class ListTransactionsResponse(_message.Message):
     def __init__(self, transactions: _Optional[_Iterable[_Union[Transaction, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class AdminAdjustRequest(_message.Message):
-    __slots__ = ("user_id", "amount", "idempotency_key", "actor", "reason")
+    __slots__ = ("user_id", "amount", "idempotency_key", "actor", "reason", "category", "expire_time", "priority")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     amount: int
     idempotency_key: str
     actor: str
     reason: str
-    def __init__(self, user_id: _Optional[str] = ..., amount: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    category: GrantCategory
+    expire_time: _timestamp_pb2.Timestamp
+    priority: int
+    def __init__(self, user_id: _Optional[str] = ..., amount: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ..., category: _Optional[_Union[GrantCategory, str]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class AdminAdjustResponse(_message.Message):
     __slots__ = ("transaction", "replayed", "admin_action_id")
@@ -381,7 +436,7 @@ class EventSource(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., payload_sha256: _Optional[bytes] = ...) -> None: ...
 
 class PaymentDetails(_message.Message):
-    __slots__ = ("user_id", "checkout_session_id", "payment_intent_id", "charge_id", "package_id", "credits", "amount_minor", "currency_code", "customer_email", "customer_id", "amount_paid_minor", "amount_tax_minor", "amount_discount_minor")
+    __slots__ = ("user_id", "checkout_session_id", "payment_intent_id", "charge_id", "package_id", "credits", "amount_minor", "currency_code", "customer_email", "customer_id", "amount_paid_minor", "amount_tax_minor", "amount_discount_minor", "grant_valid_days")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     CHECKOUT_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_INTENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -395,6 +450,7 @@ class PaymentDetails(_message.Message):
     AMOUNT_PAID_MINOR_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_TAX_MINOR_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_DISCOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    GRANT_VALID_DAYS_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     checkout_session_id: str
     payment_intent_id: str
@@ -408,7 +464,8 @@ class PaymentDetails(_message.Message):
     amount_paid_minor: int
     amount_tax_minor: int
     amount_discount_minor: int
-    def __init__(self, user_id: _Optional[str] = ..., checkout_session_id: _Optional[str] = ..., payment_intent_id: _Optional[str] = ..., charge_id: _Optional[str] = ..., package_id: _Optional[str] = ..., credits: _Optional[int] = ..., amount_minor: _Optional[int] = ..., currency_code: _Optional[str] = ..., customer_email: _Optional[str] = ..., customer_id: _Optional[str] = ..., amount_paid_minor: _Optional[int] = ..., amount_tax_minor: _Optional[int] = ..., amount_discount_minor: _Optional[int] = ...) -> None: ...
+    grant_valid_days: int
+    def __init__(self, user_id: _Optional[str] = ..., checkout_session_id: _Optional[str] = ..., payment_intent_id: _Optional[str] = ..., charge_id: _Optional[str] = ..., package_id: _Optional[str] = ..., credits: _Optional[int] = ..., amount_minor: _Optional[int] = ..., currency_code: _Optional[str] = ..., customer_email: _Optional[str] = ..., customer_id: _Optional[str] = ..., amount_paid_minor: _Optional[int] = ..., amount_tax_minor: _Optional[int] = ..., amount_discount_minor: _Optional[int] = ..., grant_valid_days: _Optional[int] = ...) -> None: ...
 
 class OpenPaymentRequest(_message.Message):
     __slots__ = ("details",)

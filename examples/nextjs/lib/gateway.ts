@@ -31,6 +31,21 @@ export type Payment = {
   created_at: string | null;
 };
 
+export type Grant = {
+  id: number;
+  category: string; // "paid" | "promotional"
+  priority: number;
+  amount: number;
+  remaining: number;
+  reserved: number;
+  expires_at: string | null;
+  created_at: string | null;
+  payment_id: number | null;
+};
+
+// The soonest expiry of the credits left; `text` is the sentence to show ("100 credits expire on 2027-01-31").
+export type NextExpiry = { credits: number; expires_at: string; date: string; text: string };
+
 export type MyCredits = {
   user_id: string;
   balance: number;
@@ -40,6 +55,9 @@ export type MyCredits = {
   transactions: Transaction[];
   next_cursor: string | null;
   payments: Payment[];
+  grants: Grant[];
+  debt: number;
+  next_expiry: NextExpiry | null;
 };
 
 export type Checkout = { checkout_session_id: string; url: string; payment_id: number };

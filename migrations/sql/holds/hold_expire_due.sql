@@ -6,6 +6,7 @@ AS $function$
 DECLARE
     v_count     integer;
     v_released  bigint;
+    v_ids       bigint[];
 BEGIN
     WITH due AS (
         SELECT h.id FROM holds h
@@ -20,11 +21,13 @@ BEGIN
     ), events AS (
         INSERT INTO hold_events AS e (user_id, hold_id, kind, held_delta, created_at)
         SELECT p_user_id, x.id, 'expired', -x.amount, p_now FROM expired x
-        RETURNING e.held_delta
+        RETURNING e.held_delta, e.hold_id
     )
-    SELECT count(*), COALESCE(-sum(events.held_delta), 0) INTO v_count, v_released FROM events;
+    SELECT count(*), COALESCE(-sum(events.held_delta), 0), array_agg(events.hold_id)
+      INTO v_count, v_released, v_ids FROM events;
     IF v_count > 0 THEN
         UPDATE accounts a SET held = a.held - v_released WHERE a.user_id = p_user_id;
+        PERFORM grant_unreserve(p_user_id, v_ids);
     END IF;
     RETURN v_count;
 END

@@ -11,6 +11,7 @@ DECLARE
     v_entry    credit_transactions;
     v_amount   bigint;
     v_balance  bigint;
+    v_expired  bigint;
 BEGIN
     SELECT * INTO v_account FROM accounts a WHERE a.user_id = p_user_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -40,7 +41,8 @@ BEGIN
         RETURN r;
     END IF;
     r.hold := v_hold;
-    r.balance := v_account.balance;
+    v_expired := grant_expired_rest(p_user_id, v_now);
+    r.balance := v_account.balance - v_expired;
     r.held := v_account.held;
     IF v_hold.status <> 'active' THEN
         r.outcome := 'hold_not_active';
@@ -57,7 +59,7 @@ BEGIN
     END IF;
     -- A capture is a spend: it never takes the balance below zero (SPEC invariant 2). Reachable only when a
     -- refund or chargeback took back credits that were held.
-    IF v_account.balance < v_amount THEN
+    IF v_account.balance - v_expired < v_amount THEN
         r.outcome := 'insufficient_credits';
         RETURN r;
     END IF;
@@ -72,6 +74,8 @@ BEGIN
             sha256(convert_to(concat_ws('|', 'hold', v_hold.id, 'capture', -v_amount, v_hold.reason), 'UTF8')),
             v_hold.reason, v_hold.id)
     RETURNING t.* INTO v_entry;
+    r.spent_paid := grant_burn(v_entry, v_now);
+    PERFORM grant_unreserve(p_user_id, ARRAY[v_hold.id]);
     UPDATE holds h SET status = 'captured', captured_amount = v_amount, ended_at = v_now,
                        capture_idempotency_key = p_idempotency_key, capture_fingerprint = p_fingerprint,
                        capture_transaction_id = v_entry.id

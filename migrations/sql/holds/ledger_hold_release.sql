@@ -31,6 +31,7 @@ BEGIN
         RETURN r;
     END IF;
     UPDATE accounts a SET held = a.held - v_hold.amount WHERE a.user_id = p_user_id;
+    PERFORM grant_unreserve(p_user_id, ARRAY[v_hold.id]);
     UPDATE holds h SET status = 'released', ended_at = v_now
      WHERE h.user_id = p_user_id AND h.id = v_hold.id
     RETURNING h.* INTO v_hold;

@@ -8,6 +8,7 @@ DECLARE
     v_account  accounts;
     v_now      timestamptz;
     v_hold     holds;
+    v_expired  bigint;
 BEGIN
     SELECT * INTO v_account FROM accounts a WHERE a.user_id = p_user_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -28,13 +29,14 @@ BEGIN
         r.hold := v_hold;
         RETURN r;
     END IF;
-    r.balance := v_account.balance;
+    v_expired := grant_expired_rest(p_user_id, v_now);
+    r.balance := v_account.balance - v_expired;
     r.held := v_account.held;
     IF v_account.status = 'anonymized' THEN
         r.outcome := 'account_anonymized';
         RETURN r;
     END IF;
-    IF v_account.balance - v_account.held < p_amount THEN
+    IF v_account.balance - v_expired - v_account.held < p_amount THEN
         r.outcome := 'insufficient_credits';
         RETURN r;
     END IF;
@@ -47,6 +49,7 @@ BEGIN
             v_now + make_interval(secs => p_ttl_seconds))
     RETURNING h.* INTO v_hold;
     UPDATE accounts a SET held = a.held + p_amount WHERE a.user_id = p_user_id;
+    PERFORM grant_reserve(p_user_id, v_hold.id, p_amount, v_now);
     INSERT INTO hold_events (user_id, hold_id, kind, held_delta, created_at)
     VALUES (p_user_id, v_hold.id, 'reserved', p_amount, v_now);
     r.outcome := 'applied';

@@ -1,5 +1,5 @@
--- ledger_payment_settle: current definition (last changed by migrations/versions/0006_checkout_outcomes.py).
-CREATE OR REPLACE FUNCTION public.ledger_payment_settle(p_user_id text, p_session_id text, p_intent_id text, p_charge_id text, p_package_id text, p_credits bigint, p_amount_minor bigint, p_currency_code text, p_customer_email text, p_customer_id text, p_event_id text, p_event_type text, p_payload_sha256 bytea, p_amount_paid_minor bigint, p_amount_tax_minor bigint, p_amount_discount_minor bigint)
+-- ledger_payment_settle: current definition (last changed by migrations/versions/0011_credit_grants.py).
+CREATE OR REPLACE FUNCTION public.ledger_payment_settle(p_user_id text, p_session_id text, p_intent_id text, p_charge_id text, p_package_id text, p_credits bigint, p_amount_minor bigint, p_currency_code text, p_customer_email text, p_customer_id text, p_event_id text, p_event_type text, p_payload_sha256 bytea, p_amount_paid_minor bigint, p_amount_tax_minor bigint, p_amount_discount_minor bigint, p_grant_valid_days integer DEFAULT 0)
  RETURNS payment_result
  LANGUAGE plpgsql
 AS $function$
@@ -26,6 +26,13 @@ BEGIN
         v_payment := payment_insert(p_user_id, p_session_id, p_intent_id, p_charge_id, p_package_id, p_credits,
                                     p_amount_minor, p_currency_code, p_customer_email, p_customer_id,
                                     v_account.status = 'active', 'INIT');
+    END IF;
+    IF p_grant_valid_days > 0 AND v_payment.grant_valid_days <> p_grant_valid_days
+       AND NOT payment_is_paid(v_payment) THEN
+        -- How long the pack's credits stay valid (the catalog's valid_days), known by the time it is paid.
+        UPDATE payments p SET grant_valid_days = p_grant_valid_days
+         WHERE p.user_id = v_payment.user_id AND p.id = v_payment.id;
+        v_payment.grant_valid_days := p_grant_valid_days;
     END IF;
     IF v_payment.status = 'EXPIRED' THEN
         v_payment.status := 'INIT';  -- A late proof of payment: the expired session was paid after all.

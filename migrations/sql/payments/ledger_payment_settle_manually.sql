@@ -53,6 +53,9 @@ BEGIN
             v_reason, v_payment.id, v_admin_id)
     RETURNING t.* INTO v_entry;
     ASSERT v_entry.balance_after = v_account.balance + v_payment.credits, 'balance_after does not follow from delta';
+    PERFORM grant_give(v_entry, 'paid', 50,
+                       CASE WHEN v_payment.grant_valid_days > 0
+                            THEN v_entry.created_at + make_interval(days => v_payment.grant_valid_days) END);
     INSERT INTO admin_actions (id, user_id, actor, delta, reason, transaction_id)
     VALUES (v_admin_id, v_user_id, p_actor, v_payment.credits, p_reason, v_entry.id);
     IF v_payment.status IN ('INIT', 'FAILED', 'EXPIRED') THEN

@@ -7,6 +7,8 @@ DECLARE
     v_before  bigint;
     v_balance bigint;
     v_entry   credit_transactions;
+    v_grant   credit_grants;
+    v_days    integer;
 BEGIN
     SELECT a.balance INTO STRICT v_before FROM accounts a WHERE a.user_id = p_user_id;
     UPDATE accounts a SET balance = a.balance + p_delta, updated_at = now()
@@ -19,6 +21,21 @@ BEGIN
             sha256(convert_to(concat_ws('|', 'payment', p_payment_id, p_kind, p_delta, p_key, p_reason), 'UTF8')),
             p_reason, p_payment_id)
     RETURNING t.* INTO v_entry;
+    IF p_delta > 0 AND p_kind = 'purchase' THEN
+        SELECT p.grant_valid_days INTO STRICT v_days FROM payments p
+         WHERE p.user_id = p_user_id AND p.id = p_payment_id;
+        -- Valid for the pack's days from the purchase entry (payments.credited_at).
+        PERFORM grant_give(v_entry, 'paid', 50,
+                           CASE WHEN v_days > 0 THEN v_entry.created_at + make_interval(days => v_days) END);
+    ELSIF p_delta > 0 THEN
+        -- A reversal reinstates credits as the purchase gave them: its category, priority and expiry.
+        SELECT * INTO v_grant FROM credit_grants g
+         WHERE g.user_id = p_user_id AND g.payment_id = p_payment_id ORDER BY g.id LIMIT 1;
+        PERFORM grant_give(v_entry, COALESCE(v_grant.category, 'paid'), COALESCE(v_grant.priority, 50),
+                           v_grant.expires_at);
+    ELSE
+        PERFORM grant_burn(v_entry, ledger_now());
+    END IF;
     RETURN v_entry;
 END
 $function$;

@@ -22,6 +22,7 @@ BEGIN
         anonymized            = p.anonymized,
         created_at            = p.created_at,
         credited_at           = p.credited_at,
+        grant_valid_days      = p.grant_valid_days,
         updated_at            = clock_timestamp()
      WHERE t.user_id = p.user_id AND t.id = p.id AND t IS DISTINCT FROM p
     RETURNING t.* INTO v_saved;

@@ -15,12 +15,24 @@ from typing import Any
 import asyncpg
 
 from services.ledger import errors
-from services.ledger.accounts.domain import ENTRY_ID_MAX, Balance, Entry, EntryPage, Erasure, Kind, Posted, Posting
+from services.ledger.accounts.domain import (
+    ENTRY_ID_MAX,
+    Balance,
+    Entry,
+    EntryPage,
+    Erasure,
+    Grant,
+    GrantSweep,
+    Kind,
+    Posted,
+    Posting,
+)
 from services.ledger.database import Database
 
-POST_SQL = "SELECT * FROM ledger_post($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-POST_BATCH_SQL = "SELECT * FROM ledger_post_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-POST_BATCH_ATOMIC_SQL = "SELECT * FROM ledger_post_batch_atomic($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+_POST_PARAMS = ", ".join(f"${n}" for n in range(1, 14))
+POST_SQL = f"SELECT * FROM ledger_post({_POST_PARAMS})"
+POST_BATCH_SQL = f"SELECT * FROM ledger_post_batch({_POST_PARAMS})"
+POST_BATCH_ATOMIC_SQL = f"SELECT * FROM ledger_post_batch_atomic({_POST_PARAMS})"
 # ledger_post_batch_atomic's "a posting was refused, nothing applied" (migrations/versions/0010_post_batch_atomic.py)
 BATCH_REFUSED_SQLSTATE = "LD001"
 ENTRY_COLUMNS = (
@@ -28,16 +40,33 @@ ENTRY_COLUMNS = (
     "admin_action_id, hold_id, created_at"
 )
 # held: the active holds not yet past their expiry at the ledger's clock (accounts.held may still count
-# holds that expired and that nothing has expired yet: migrations/versions/0003_holds.py).
-BALANCE_SQL = """
-SELECT a.balance, a.status, a.updated_at,
+# holds that expired and that nothing has expired yet: migrations/versions/0003_holds.py). balance and the
+# grants never count credits past their grant's expiry, whether the sweeper wrote that yet or not (their
+# reserved part stays the holds': migrations/versions/0011_credit_grants.py).
+GRANTS_SHOWN_MAX = 100  # GetBalance lists the first grants in burn order (the totals count every grant)
+BALANCE_SQL = f"""
+SELECT a.balance - g.expired AS balance, a.status, a.updated_at, a.debt,
        (SELECT COALESCE(sum(h.amount), 0)::bigint FROM holds h
-         WHERE h.user_id = a.user_id AND h.status = 'active' AND h.expires_at > (SELECT ledger_now())) AS held
+         WHERE h.user_id = a.user_id AND h.status = 'active' AND h.expires_at > n.now) AS held,
+       g.grants[1:{GRANTS_SHOWN_MAX}] AS grants, g.next_expires_at,
+       (SELECT COALESCE(sum(c.remaining), 0)::bigint FROM credit_grants c
+         WHERE c.user_id = a.user_id AND c.remaining > 0 AND c.expires_at = g.next_expires_at) AS next_expiring
   FROM accounts a
+ CROSS JOIN (SELECT ledger_now() AS now) n
+ CROSS JOIN LATERAL (
+       SELECT COALESCE(sum(c.remaining - c.reserved) FILTER (WHERE c.expires_at <= n.now), 0)::bigint AS expired,
+              min(c.expires_at) FILTER (WHERE c.expires_at > n.now) AS next_expires_at,
+              array_agg(ROW(c.id, c.category, c.priority, c.expires_at, c.amount, c.live, c.reserved,
+                            c.transaction_id, c.payment_id, c.created_at)
+                        ORDER BY c.priority, c.expires_at, c.id) FILTER (WHERE c.live > 0) AS grants
+         FROM (SELECT c.*, CASE WHEN c.expires_at <= n.now THEN c.reserved ELSE c.remaining END AS live
+                 FROM credit_grants c WHERE c.user_id = a.user_id AND c.remaining > 0) c
+       ) g
  WHERE a.user_id = $1
 """
 PAGE_SQL = f"SELECT {ENTRY_COLUMNS} FROM credit_transactions WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
 ANONYMIZE_SQL = "SELECT * FROM ledger_anonymize($1)"
+EXPIRE_GRANTS_SQL = "SELECT * FROM ledger_expire_grants(NULL, $1)"
 
 
 def entry_from_row(row: asyncpg.Record) -> Entry:
@@ -82,7 +111,7 @@ class AccountsStore:
         `posting_index` is that request's index in `requests`.
         """
         assert requests
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [], [])
+        columns: tuple[list[Any], ...] = tuple([] for _ in range(13))
         for posting, allow_negative in requests:
             for column, value in zip(columns, _post_arguments(posting, allow_negative), strict=True):
                 column.append(value)
@@ -113,6 +142,11 @@ class AccountsStore:
         page = [entry_from_row(row) for row in rows[:limit]]
         return EntryPage(entries=page, next_before_id=page[-1].id if len(rows) > limit else None)
 
+    async def expire_grants(self, limit: int) -> GrantSweep:
+        """One sweep: writes the expiry of the due grants of at most `limit` grants' accounts."""
+        row = await self.database.call(EXPIRE_GRANTS_SQL, limit)
+        return GrantSweep(expired=row["expired"], expired_paid=row["expired_paid"], grants=row["grants"])
+
     async def anonymize(self, user_id: str) -> Erasure:
         row = await self.database.call(ANONYMIZE_SQL, user_id)
         return Erasure(
@@ -142,12 +176,17 @@ def balance_from_row(user_id: str, row: Any) -> Balance:
     """A balance row; none (or a row of NULLs: no account) is an account that never moved."""
     if row is None or row["balance"] is None:
         return Balance(user_id=user_id, balance=0, anonymized=False, updated_at=None)
+    grants = tuple(Grant(*fields) for fields in row["grants"] or ())
     return Balance(
         user_id=user_id,
         balance=row["balance"],
         anonymized=row["status"] == "anonymized",
         updated_at=row["updated_at"],
         held=row["held"],
+        debt=row["debt"],
+        grants=grants,
+        next_expires_at=row["next_expires_at"],
+        next_expiring=row["next_expiring"],
     )
 
 
@@ -164,6 +203,9 @@ def _post_arguments(posting: Posting, allow_negative: bool) -> tuple[Any, ...]:
         json.dumps(posting.metadata) if posting.metadata else None,
         posting.actor,
         allow_negative,
+        posting.category if posting.delta > 0 else None,
+        posting.priority if posting.delta > 0 else None,
+        posting.expires_at if posting.delta > 0 else None,
     )
 
 
@@ -172,7 +214,7 @@ def posted_or_refusal(posting: Posting, row: Any) -> Posted | errors.LedgerError
     outcome = row["outcome"]
     if outcome not in ("applied", "replayed"):
         return _refusal(outcome, posting, row)
-    return Posted(entry=entry_from_row(row), replayed=outcome == "replayed")
+    return Posted(entry=entry_from_row(row), replayed=outcome == "replayed", spent_paid=row["spent_paid"])
 
 
 def _refusal(outcome: str, posting: Posting, row: Any) -> errors.LedgerError:

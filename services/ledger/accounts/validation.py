@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 
 from services.ledger.errors import InvalidArgument
 
@@ -21,6 +22,9 @@ METADATA_VALUE_CHARS_MAX = 500
 AMOUNT_CREDITS_MAX = 1_000_000_000
 PAGE_SIZE_DEFAULT = 50
 BATCH_POSTINGS_MAX = 1_000  # PostBatch
+GRANT_PRIORITY_MIN = 0
+GRANT_PRIORITY_MAX = 100
+GRANT_LIFETIME_MAX = timedelta(days=3650)  # how far ahead a grant's expire_time may be
 PAGE_SIZE_MAX = 100
 STRIPE_ID_CHARS_MAX = 255
 
@@ -45,13 +49,14 @@ def user_id(value: str, field: str = "user_id") -> str:
 
 # Keys the ledger derives itself for payment entries (payment:{id}:purchase, ...); a caller's key
 # in that namespace could collide with them.
-RESERVED_KEY_PREFIXES = ("payment:", "hold:")
+RESERVED_KEY_PREFIXES = ("payment:", "hold:", "grant:")
+RESERVED_KEY_PREFIXES_TEXT = ", ".join(RESERVED_KEY_PREFIXES[:-1]) + f" or {RESERVED_KEY_PREFIXES[-1]}"
 
 
 def idempotency_key(value: str, field: str = "idempotency_key") -> str:
     identifier(field, value, IDEMPOTENCY_KEY_CHARS_MAX)
     if value.startswith(RESERVED_KEY_PREFIXES):
-        raise InvalidArgument(field, f"must not start with {' or '.join(RESERVED_KEY_PREFIXES)} (reserved)")
+        raise InvalidArgument(field, f"must not start with {RESERVED_KEY_PREFIXES_TEXT} (reserved)")
     return value
 
 
@@ -119,3 +124,22 @@ def batch_size(count: int, field: str = "postings") -> int:
     if count > BATCH_POSTINGS_MAX:
         raise InvalidArgument(field, f"must be at most {BATCH_POSTINGS_MAX} (got {count}); split the batch")
     return count
+
+
+def grant_priority(value: int | None, field: str = "priority") -> int | None:
+    """0 to 100 (lower burns first); None: unset."""
+    if value is not None and not GRANT_PRIORITY_MIN <= value <= GRANT_PRIORITY_MAX:
+        raise InvalidArgument(field, f"must be between {GRANT_PRIORITY_MIN} and {GRANT_PRIORITY_MAX}")
+    return value
+
+
+def grant_expiry(value: datetime | None, field: str = "expire_time", *, now: datetime | None = None) -> datetime | None:
+    """After now and at most GRANT_LIFETIME_MAX ahead; None: never expires."""
+    if value is None:
+        return None
+    now = now or datetime.now(UTC)
+    if value <= now:
+        raise InvalidArgument(field, "must be in the future")
+    if value > now + GRANT_LIFETIME_MAX:
+        raise InvalidArgument(field, f"must be at most {GRANT_LIFETIME_MAX.days} days ahead")
+    return value

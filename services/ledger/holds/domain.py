@@ -90,6 +90,7 @@ class Captured:
     hold: Hold
     entry: Entry
     replayed: bool
+    spent_paid: int | None = None  # of a capture applied now: how many of its credits were paid ones
 
 
 @dataclass(frozen=True, slots=True)

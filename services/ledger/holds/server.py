@@ -18,7 +18,7 @@ from services.ledger.database import Database
 from services.ledger.holds import validation as holds_validation
 from services.ledger.holds.domain import Capture, Hold, HoldQuery, HoldStatus, Reservation
 from services.ledger.holds.store import HoldsStore
-from services.ledger.metrics import record_entry
+from services.ledger.metrics import record_entry, record_grant_spent
 from services.ledger.rpc.paging import decode_page_token, encode_page_token
 from services.ledger.rpc.status import rpc
 from services.ledger.rpc.timestamps import timestamp
@@ -101,6 +101,8 @@ class HoldsServicer(pb_grpc.LedgerServiceServicer):
     ) -> pb.CaptureHoldResponse:
         captured = await self.holds.capture(capture_from_proto(request))
         record_entry(captured.entry.kind, captured.entry.delta, captured.replayed)
+        if not captured.replayed and captured.spent_paid is not None:
+            record_grant_spent(captured.spent_paid, -captured.entry.delta - captured.spent_paid)
         return pb.CaptureHoldResponse(
             hold=hold_proto(captured.hold), transaction=transaction_proto(captured.entry), replayed=captured.replayed
         )

@@ -133,7 +133,10 @@ class HoldsStore:
         spent = capture.amount or (hold["amount"] if hold is not None else 0)
         _check(row, hold_id=capture.hold_id, idempotency_key=capture.idempotency_key, amount=spent)
         return Captured(
-            hold=hold_from_row(row["hold"]), entry=entry_from_row(row["entry"]), replayed=row["outcome"] == "replayed"
+            hold=hold_from_row(row["hold"]),
+            entry=entry_from_row(row["entry"]),
+            replayed=row["outcome"] == "replayed",
+            spent_paid=row["spent_paid"],
         )
 
     async def release(self, user_id: str, hold_id: int) -> Released:

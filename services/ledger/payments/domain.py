@@ -150,6 +150,7 @@ class PaymentDetails:
     customer_email: str | None = None
     customer_id: str | None = None
     paid: PaidAmounts | None = None
+    grant_valid_days: int = 0  # how long the purchase's credits stay valid once credited; 0: forever
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ rules themselves in the database functions, read as they run today in migrations
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -138,7 +139,10 @@ def details_from_proto(
         details.currency_code,
         required=price_required,
     )
-    return check.payment_details(
+    valid_days = details.grant_valid_days
+    if not 0 <= valid_days <= GRANT_VALID_DAYS_MAX:
+        raise errors.InvalidArgument("details.grant_valid_days", f"must be between 0 and {GRANT_VALID_DAYS_MAX}")
+    checked = check.payment_details(
         user_id=details.user_id,
         checkout_session_id=details.checkout_session_id,
         payment_intent_id=details.payment_intent_id,
@@ -149,9 +153,11 @@ def details_from_proto(
         user_required=user_required,
         paid=check.paid_amounts("details.", *(_optional(details, name) for name in PAID_FIELDS)),
     )
+    return dataclasses.replace(checked, grant_valid_days=valid_days) if valid_days else checked
 
 
 PAID_FIELDS = ("amount_paid_minor", "amount_tax_minor", "amount_discount_minor")
+GRANT_VALID_DAYS_MAX = 3650  # a pack's credits stay valid at most ten years (payments.grant_valid_days)
 
 
 def _optional(message: pb.PaymentDetails, field: str) -> int | None:

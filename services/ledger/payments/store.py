@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 _DETAILS_PARAMS = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10"
 OPEN_SQL = f"SELECT * FROM ledger_payment_open({_DETAILS_PARAMS})"
-SETTLE_SQL = f"SELECT * FROM ledger_payment_settle({_DETAILS_PARAMS}, $11, $12, $13, $14, $15, $16)"
+SETTLE_SQL = f"SELECT * FROM ledger_payment_settle({_DETAILS_PARAMS}, $11, $12, $13, $14, $15, $16, $17)"
 FAIL_SQL = f"SELECT * FROM ledger_payment_fail({_DETAILS_PARAMS}, $11, $12, $13)"
 # ledger_payment_apply_refunds (migration 0005): the charge's cumulative amount, then the refunds as three
 # parallel arrays (id, amount, status), then the event source.
@@ -49,18 +49,19 @@ REFUND_SQL = f"SELECT * FROM ledger_payment_apply_refunds({_DETAILS_PARAMS}, $11
 DISPUTE_SQL = f"SELECT * FROM ledger_payment_dispute({_DETAILS_PARAMS}, $11, $12, $13, $14, $15)"
 # SettlePayment for a batch (services/ledger/group_commit.py, SettleBatcher): ledger_payment_settle once per
 # element of the arrays, in array order (a nested loop over the unnest), all in the statement's transaction.
-SETTLE_ARGUMENTS = 16
+SETTLE_ARGUMENTS = 17
 SETTLE_BATCH_SQL = """
 SELECT r.* FROM unnest(
     $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::text[],
-    $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::bigint[], $15::bigint[], $16::bigint[]
+    $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::bigint[], $15::bigint[], $16::bigint[],
+    $17::integer[]
 ) WITH ORDINALITY AS a(user_id, session_id, intent_id, charge_id, package_id, credits, amount_minor, currency_code,
                        customer_email, customer_id, event_id, event_type, payload_sha256, amount_paid_minor,
-                       amount_tax_minor, amount_discount_minor, ordinal)
+                       amount_tax_minor, amount_discount_minor, grant_valid_days, ordinal)
 CROSS JOIN LATERAL ledger_payment_settle(
     a.user_id, a.session_id, a.intent_id, a.charge_id, a.package_id, a.credits, a.amount_minor, a.currency_code,
     a.customer_email, a.customer_id, a.event_id, a.event_type, a.payload_sha256, a.amount_paid_minor,
-    a.amount_tax_minor, a.amount_discount_minor
+    a.amount_tax_minor, a.amount_discount_minor, a.grant_valid_days
 ) AS r
 ORDER BY a.ordinal
 """
@@ -220,7 +221,9 @@ class PaymentsStore:
         return Opened(payment=payment_from_row(row["payment"]), replayed=bool(row["replayed"]))
 
     async def settle(self, details: PaymentDetails, source: EventSource | None) -> Settled:
-        row = await self.database.call(SETTLE_SQL, *_details_args(details), *_source_args(source), *_paid_args(details))
+        row = await self.database.call(
+            SETTLE_SQL, *_details_args(details), *_source_args(source), *_paid_args(details), details.grant_valid_days
+        )
         return _settled(row, source)
 
     async def settle_batch(
@@ -236,7 +239,7 @@ class PaymentsStore:
         columns: tuple[list[Any], ...] = tuple([] for _ in range(SETTLE_ARGUMENTS))
         for index in order:
             details, source = requests[index]
-            arguments = (*_details_args(details), *_source_args(source), *_paid_args(details))
+            arguments = (*_details_args(details), *_source_args(source), *_paid_args(details), details.grant_valid_days)
             for column, value in zip(columns, arguments, strict=True):
                 column.append(value)
         rows = await self.database.fetch_all(SETTLE_BATCH_SQL, *columns)

@@ -32,6 +32,9 @@ async def test_unknown_user_gets_an_empty_active_account(edge: Edge) -> None:
         "transactions": [],
         "next_cursor": None,
         "payments": [],
+        "grants": [],
+        "debt": 0,
+        "next_expiry": None,
     }
     assert answer.headers["Cache-Control"] == "no-store"
 

@@ -144,6 +144,7 @@ function Balance({ credits }: { credits: MyCredits }) {
         <span data-testid="balance">{formatCredits(credits.balance)}</span> credits
       </p>
       {credits.held > 0 && <p>{formatCredits(credits.available)} available ({formatCredits(credits.held)} reserved for work in progress)</p>}
+      {credits.next_expiry && <p data-testid="next-expiry">{credits.next_expiry.text}</p>}
       {credits.balance < 0 && <p className="notice warning">Credits were taken back after a refund or dispute: buy a pack to settle the balance.</p>}
       {credits.status === "anonymized" && <p className="notice warning">This account was erased.</p>}
     </section>
