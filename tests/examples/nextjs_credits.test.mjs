@@ -348,7 +348,9 @@ test("sign in, see 0, buy a pack through Checkout, see it pending, credited, the
   await page.goto(`${appUrl()}/credits`);
   const refunded = page.locator('[data-testid="payment-status"]', { hasText: "refunded" });
   const deadline = Date.now() + STATE_WAIT_MS_MAX;
-  while (!(await refunded.count())) {
+  // /me/credits reads the payments, the balance and the journal in three concurrent calls, each current when
+  // read: a page rendered while the refund lands may show one part before the others. Wait for all of it.
+  while (!(await refunded.count()) || (await page.getByTestId("transaction").count()) !== 2) {
     assert.ok(Date.now() < deadline, "the refund never showed");
     await sleep(POLL_INTERVAL_MS * 2);
     await page.reload();
