@@ -3,6 +3,7 @@ the service (migrations/versions/0011_credit_grants.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from datetime import datetime
 
@@ -40,9 +41,24 @@ def grant_request(
     return request
 
 
-async def sweep(db: asyncpg.Pool, now: datetime, limit: int = 500) -> asyncpg.Record:
-    """One run of the grant sweeper at `now` (as a ledger worker runs it)."""
-    return await db.fetchrow(SWEEP_SQL, now, limit)
+DUE_SQL = "SELECT count(*) FROM credit_grants WHERE remaining > reserved AND expires_at <= $1"
+SWEEP_WAIT_POLLS_MAX = 200
+SWEEP_WAIT_POLL_SECONDS = 0.05
+
+
+async def sweep(db: asyncpg.Pool, now: datetime, limit: int = 500) -> None:
+    """The grant sweeper at `now` (as a ledger worker runs it), until nothing due at `now` is left unwritten.
+
+    A sweep skips accounts another transaction holds (SKIP LOCKED), such as the test ledger's own sweeper
+    writing the same expiry at that moment: sweeping until none is due waits for that write to commit, so what
+    the test reads next is the state after the expiry, whoever wrote it.
+    """
+    for _ in range(SWEEP_WAIT_POLLS_MAX):
+        await db.fetchrow(SWEEP_SQL, now, limit)
+        if not await db.fetchval(DUE_SQL, now):
+            return
+        await asyncio.sleep(SWEEP_WAIT_POLL_SECONDS)
+    raise AssertionError("grants due at the sweep's time were never written")
 
 
 async def remainders(db: asyncpg.Pool, user_id: str) -> list[tuple[int, int]]:
