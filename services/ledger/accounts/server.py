@@ -130,9 +130,10 @@ class AccountsServicer(pb_grpc.LedgerServiceServicer):
     ) -> pb.AdminAdjustResponse:
         delta = validation.signed_amount(request.amount)
         if delta < 0:
-            given = [field for field in ("expire_time", "priority") if request.HasField(field)]
-            for field in ["category"] * bool(request.category) + given:
-                raise errors.InvalidArgument(field, "must be unset for a negative adjustment (it grants nothing)")
+            given = ["category"] * bool(request.category)
+            given += [field for field in ("expire_time", "priority") if request.HasField(field)]
+            if given:
+                raise errors.InvalidArgument(given[0], "must be unset for a negative adjustment (it grants nothing)")
         posting = Posting(
             user_id=validation.user_id(request.user_id),
             delta=delta,
