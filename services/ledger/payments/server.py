@@ -157,7 +157,8 @@ def details_from_proto(
 
 
 PAID_FIELDS = ("amount_paid_minor", "amount_tax_minor", "amount_discount_minor")
-GRANT_VALID_DAYS_MAX = 3650  # a pack's credits stay valid at most ten years (payments.grant_valid_days)
+# A pack's credits stay valid at most as long as any grant may (payments.grant_valid_days).
+GRANT_VALID_DAYS_MAX = validation.GRANT_LIFETIME_MAX.days
 
 
 def _optional(message: pb.PaymentDetails, field: str) -> int | None:
