@@ -18,6 +18,7 @@ import pytest
 from alembic import command
 from alembic.config import Config
 
+from scripts import citus
 from services.ledger import app
 from services.ledger.client import LedgerClient
 from services.ledger.config import LedgerSettings
@@ -58,25 +59,36 @@ def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 
 
 class DatabaseFactory:
-    """Creates fresh databases on the test server and drops them at the end of the run."""
+    """Creates fresh databases on the test server and drops them at the end of the run.
+
+    On a Citus coordinator (TEST_DATABASE_ADMIN_URL pointing at one, scripts/citus.py), each database is made on
+    every node and joined (scripts/citus.py's create_database), and `alembic upgrade head` distributes its tables.
+    """
 
     def __init__(self, admin_url: str) -> None:
         self.admin_url = admin_url
         self.created: list[str] = []
+        self.citus = citus.worker_ports(admin_url) is not None
 
     def create(self, migrate: bool = True) -> str:
         name = f"credits_test_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
         self.created.append(name)
-        url = database_url_for(self.admin_url, name)
+        if self.citus:
+            url = citus.create_database(self.admin_url, name)
+        else:
+            with psycopg.connect(self.admin_url, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            url = database_url_for(self.admin_url, name)
         if migrate:
             command.upgrade(alembic_config(url), "head")
         return url
 
     def drop_all(self) -> None:
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            for name in self.created:
+        for name in self.created:
+            if self.citus:
+                citus.drop_database(self.admin_url, name)
+                continue
+            with psycopg.connect(self.admin_url, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -1,4 +1,4 @@
--- ledger_payment_apply_refunds: current definition (last changed by migrations/versions/0008_payment_change_opening.py).
+-- ledger_payment_apply_refunds: current definition (last changed by migrations/versions/0012_citus_distribution.py).
 CREATE OR REPLACE FUNCTION public.ledger_payment_apply_refunds(p_user_id text, p_session_id text, p_intent_id text, p_charge_id text, p_package_id text, p_credits bigint, p_amount_minor bigint, p_currency_code text, p_customer_email text, p_customer_id text, p_charge_amount_refunded_minor bigint, p_refund_ids text[], p_refund_amounts_minor bigint[], p_refund_statuses text[], p_event_id text, p_event_type text, p_payload_sha256 bytea)
  RETURNS payment_result
  LANGUAGE plpgsql
@@ -8,6 +8,7 @@ DECLARE
     v_payment  payments;
     v_open     record;
     v_merged   record;
+    v_now      timestamptz := clock_timestamp();
 BEGIN
     ASSERT cardinality(p_refund_ids) = cardinality(p_refund_amounts_minor)
        AND cardinality(p_refund_ids) = cardinality(p_refund_statuses), 'refund arrays of different lengths';
@@ -41,7 +42,7 @@ BEGIN
     PERFORM payment_refunds_save(v_payment, p_refund_ids, p_refund_amounts_minor, p_refund_statuses);
     IF p_charge_amount_refunded_minor > v_payment.charge_amount_refunded_minor THEN
         UPDATE payments t SET charge_amount_refunded_minor = p_charge_amount_refunded_minor,
-                              updated_at = clock_timestamp()
+                              updated_at = v_now
          WHERE t.user_id = v_payment.user_id AND t.id = v_payment.id
         RETURNING t.* INTO STRICT v_payment;
     END IF;

@@ -1,10 +1,11 @@
--- payment_save: current definition (last changed by migrations/versions/0002_payment_lifecycle.py).
+-- payment_save: current definition (last changed by migrations/versions/0012_citus_distribution.py).
 CREATE OR REPLACE FUNCTION public.payment_save(p payments)
  RETURNS payments
  LANGUAGE plpgsql
 AS $function$
 DECLARE
     v_saved payments;
+    v_now   timestamptz := clock_timestamp();
 BEGIN
     UPDATE payments t SET
         checkout_session_id   = p.checkout_session_id,
@@ -23,7 +24,7 @@ BEGIN
         created_at            = p.created_at,
         credited_at           = p.credited_at,
         grant_valid_days      = p.grant_valid_days,
-        updated_at            = clock_timestamp()
+        updated_at            = v_now
      WHERE t.user_id = p.user_id AND t.id = p.id AND t IS DISTINCT FROM p
     RETURNING t.* INTO v_saved;
     IF v_saved.id IS NULL THEN
