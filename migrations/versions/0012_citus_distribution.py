@@ -10,10 +10,12 @@ row only (it refuses an UPDATE or DELETE of that row), so firing on the shard th
 
 **Functions.** Citus refuses a VOLATILE function inside an UPDATE of a distributed table: `updated_at =
 clock_timestamp()` becomes the clock read into a variable first (payment_save, payment_record_paid,
-payment_refunds_save, ledger_payment_apply_refunds, ledger_anonymize: the same instant, one statement's worth
-earlier). Citus refuses FOR UPDATE over rows of several shards: the sweepers (ledger_expire_holds,
-ledger_expire_grants) now lock one account at a time, still SKIP LOCKED, in ascending user id, still bounded by
-p_limit. On plain PostgreSQL all of it behaves as before.
+ledger_payment_apply_refunds, ledger_anonymize: the same instant, one statement's worth earlier);
+payment_refunds_save's ON CONFLICT takes the inserted row's updated_at (its default, the clock, read on the
+coordinator), since Citus sends a variable there to the shard as a parameter of unknown type, and it is PL/pgSQL:
+Citus cannot plan a SQL function's INSERT with parameters. Citus refuses FOR
+UPDATE over rows of several shards: the sweepers (ledger_expire_holds, ledger_expire_grants) now lock one account at
+a time, still SKIP LOCKED, in ascending user id, still bounded by p_limit. On plain PostgreSQL all of it behaves as before.
 
 Downgrade restores the functions as 0011 left them and drops ledger_distribute; tables stay where they are
 (distribution is placement, not schema: `undistribute_table` brings them back to the coordinator).
@@ -247,13 +249,11 @@ CREATE OR REPLACE FUNCTION payment_refunds_save(p payments, p_refund_ids text[],
  RETURNS void
  LANGUAGE plpgsql
 AS $$
-DECLARE
-    v_now timestamptz := clock_timestamp();
 BEGIN
     INSERT INTO payment_refunds AS t (user_id, refund_id, payment_id, amount_minor, status)
     SELECT p.user_id, g.refund_id, p.id, g.amount_minor, g.status
       FROM unnest(p_refund_ids, p_amounts_minor, p_statuses) AS g(refund_id, amount_minor, status)
-    ON CONFLICT (user_id, refund_id) DO UPDATE SET status = excluded.status, updated_at = v_now
+    ON CONFLICT (user_id, refund_id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at
      WHERE payment_refund_rank(excluded.status) > payment_refund_rank(t.status);
 END
 $$;
@@ -362,7 +362,6 @@ CREATE TRIGGER holds_no_delete BEFORE DELETE ON holds FOR EACH ROW EXECUTE FUNCT
 
 def downgrade() -> None:
     op.execute(DOWNGRADE_SQL)
-    # payment_refunds_save changes language (plpgsql back to sql): CREATE OR REPLACE allows that.
     for name, revision_file in RESTORED_FROM.items():
         text = Path(__file__).with_name(revision_file).read_text(encoding="utf-8")
         op.execute(_as_replacement(text, name))
