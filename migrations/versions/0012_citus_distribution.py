@@ -13,9 +13,9 @@ clock_timestamp()` becomes the clock read into a variable first (payment_save, p
 ledger_payment_apply_refunds, ledger_anonymize: the same instant, one statement's worth earlier);
 payment_refunds_save's ON CONFLICT takes the inserted row's updated_at (its default, the clock, read on the
 coordinator), since Citus sends a variable there to the shard as a parameter of unknown type, and it is PL/pgSQL:
-Citus cannot plan a SQL function's INSERT with parameters. Citus refuses FOR
-UPDATE over rows of several shards: the sweepers (ledger_expire_holds, ledger_expire_grants) now lock one account at
-a time, still SKIP LOCKED, in ascending user id, still bounded by p_limit. On plain PostgreSQL all of it behaves as before.
+Citus cannot plan a SQL function's INSERT with parameters. Citus refuses FOR UPDATE over rows of several shards:
+the sweepers (ledger_expire_holds, ledger_expire_grants) now lock one account at a time, still SKIP LOCKED, in
+ascending user id, still bounded by p_limit. On plain PostgreSQL all of it behaves as before.
 
 Downgrade restores the functions as 0011 left them and drops ledger_distribute; tables stay where they are
 (distribution is placement, not schema: `undistribute_table` brings them back to the coordinator).
@@ -85,8 +85,8 @@ BEGIN
         'accounts', 'credit_transactions', 'transaction_metadata', 'admin_actions', 'payments', 'payment_refunds',
         'holds', 'hold_events', 'credit_grants', 'grant_movements', 'hold_grants'] LOOP
         CONTINUE WHEN EXISTS (SELECT 1 FROM pg_dist_partition d WHERE d.logicalrelid = v_table::regclass);
-        PERFORM create_distributed_table(v_table, 'user_id',
-                                         colocate_with => CASE v_table WHEN 'accounts' THEN 'default' ELSE 'accounts' END);
+        PERFORM create_distributed_table(
+            v_table, 'user_id', colocate_with => CASE v_table WHEN 'accounts' THEN 'default' ELSE 'accounts' END);
         v_done := v_done + 1;
     END LOOP;
     IF NOT EXISTS (SELECT 1 FROM pg_dist_partition d WHERE d.logicalrelid = 'processed_events'::regclass) THEN
@@ -98,7 +98,8 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION payment_record_paid(p payments, p_amount_paid_minor bigint, p_amount_tax_minor bigint, p_amount_discount_minor bigint, p_settle_refusal text)
+CREATE OR REPLACE FUNCTION payment_record_paid(p payments, p_amount_paid_minor bigint, p_amount_tax_minor bigint,
+    p_amount_discount_minor bigint, p_settle_refusal text)
  RETURNS payments
  LANGUAGE plpgsql
 AS $$
@@ -159,7 +160,11 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION ledger_payment_apply_refunds(p_user_id text, p_session_id text, p_intent_id text, p_charge_id text, p_package_id text, p_credits bigint, p_amount_minor bigint, p_currency_code text, p_customer_email text, p_customer_id text, p_charge_amount_refunded_minor bigint, p_refund_ids text[], p_refund_amounts_minor bigint[], p_refund_statuses text[], p_event_id text, p_event_type text, p_payload_sha256 bytea)
+CREATE OR REPLACE FUNCTION ledger_payment_apply_refunds(p_user_id text, p_session_id text, p_intent_id text,
+    p_charge_id text, p_package_id text, p_credits bigint, p_amount_minor bigint, p_currency_code text,
+    p_customer_email text, p_customer_id text, p_charge_amount_refunded_minor bigint, p_refund_ids text[],
+    p_refund_amounts_minor bigint[], p_refund_statuses text[], p_event_id text, p_event_type text,
+    p_payload_sha256 bytea)
  RETURNS payment_result
  LANGUAGE plpgsql
 AS $$
@@ -220,7 +225,8 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION ledger_anonymize(p_user_id text)
- RETURNS TABLE(already_anonymized boolean, payments_scrubbed_count integer, metadata_erased_count integer, balance bigint)
+ RETURNS TABLE(already_anonymized boolean, payments_scrubbed_count integer, metadata_erased_count integer,
+    balance bigint)
  LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -245,7 +251,8 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION payment_refunds_save(p payments, p_refund_ids text[], p_amounts_minor bigint[], p_statuses text[])
+CREATE OR REPLACE FUNCTION payment_refunds_save(p payments, p_refund_ids text[], p_amounts_minor bigint[],
+    p_statuses text[])
  RETURNS void
  LANGUAGE plpgsql
 AS $$
@@ -355,7 +362,8 @@ CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}
     )
     + """
 DROP TRIGGER holds_no_delete ON holds;
-CREATE TRIGGER holds_no_delete BEFORE DELETE ON holds FOR EACH ROW EXECUTE FUNCTION refuse_change_to_append_only_table();
+CREATE TRIGGER holds_no_delete BEFORE DELETE ON holds
+    FOR EACH ROW EXECUTE FUNCTION refuse_change_to_append_only_table();
 """
 )
 

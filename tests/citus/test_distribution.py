@@ -208,4 +208,3 @@ def test_distribute_is_a_no_op_on_plain_postgresql(database_url: str) -> None:
             pytest.skip("the run's own database is on Citus (TEST_DATABASE_ADMIN_URL is a coordinator)")
         assert conn.execute("SELECT ledger_distribute()").fetchone() == (0,)
         assert conn.execute("SELECT to_regclass('pg_dist_partition')").fetchone() == (None,)
-
