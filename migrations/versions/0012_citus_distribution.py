@@ -15,7 +15,9 @@ payment_refunds_save's ON CONFLICT takes the inserted row's updated_at (its defa
 coordinator), since Citus sends a variable there to the shard as a parameter of unknown type, and it is PL/pgSQL:
 Citus cannot plan a SQL function's INSERT with parameters. Citus refuses FOR UPDATE over rows of several shards:
 the sweepers (ledger_expire_holds, ledger_expire_grants) now lock one account at a time, still SKIP LOCKED, in
-ascending user id, still bounded by p_limit. On plain PostgreSQL all of it behaves as before.
+ascending user id, still bounded by p_limit. hold_expire_due (every debit, reserve, capture and release) first
+reads whether anything is due: its data-modifying statement is one Citus runs in steps, with a transaction on every
+worker, and most calls have nothing to expire. On plain PostgreSQL all of it behaves as before.
 
 Downgrade restores the functions as 0011 left them and drops ledger_distribute; tables stay where they are
 (distribution is placement, not schema: `undistribute_table` brings them back to the coordinator).
@@ -265,6 +267,46 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION hold_expire_due(p_user_id text, p_now timestamp with time zone, p_limit integer)
+ RETURNS integer
+ LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_count     integer;
+    v_released  bigint;
+    v_ids       bigint[];
+BEGIN
+    -- Most calls find nothing due: a plain read says so on the user's shard. The statement below is one Citus
+    -- plans in steps, sending its intermediate results to every worker (a transaction on each).
+    IF NOT EXISTS (SELECT 1 FROM holds h
+                    WHERE h.user_id = p_user_id AND h.status = 'active' AND h.expires_at <= p_now) THEN
+        RETURN 0;
+    END IF;
+    WITH due AS (
+        SELECT h.id FROM holds h
+         WHERE h.user_id = p_user_id AND h.status = 'active' AND h.expires_at <= p_now
+         ORDER BY h.expires_at, h.id
+         LIMIT p_limit
+    ), expired AS (
+        UPDATE holds h SET status = 'expired', ended_at = h.expires_at
+          FROM due
+         WHERE h.user_id = p_user_id AND h.id = due.id AND h.status = 'active'
+        RETURNING h.id, h.amount
+    ), events AS (
+        INSERT INTO hold_events AS e (user_id, hold_id, kind, held_delta, created_at)
+        SELECT p_user_id, x.id, 'expired', -x.amount, p_now FROM expired x
+        RETURNING e.held_delta, e.hold_id
+    )
+    SELECT count(*), COALESCE(-sum(events.held_delta), 0), array_agg(events.hold_id)
+      INTO v_count, v_released, v_ids FROM events;
+    IF v_count > 0 THEN
+        UPDATE accounts a SET held = a.held - v_released WHERE a.user_id = p_user_id;
+        PERFORM grant_unreserve(p_user_id, v_ids);
+    END IF;
+    RETURN v_count;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION ledger_expire_holds(p_now timestamptz, p_limit integer) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -341,6 +383,7 @@ RESTORED_FROM = {
     "ledger_anonymize": "0001_ledger_schema.py",
     "payment_refunds_save": "0005_refunds.py",
     "ledger_expire_holds": "0003_holds.py",
+    "hold_expire_due": "0011_credit_grants.py",
     "ledger_expire_grants": "0011_credit_grants.py",
     "refuse_change_to_append_only_table": "0001_ledger_schema.py",
 }
