@@ -139,8 +139,9 @@ class Cluster:
     def start_node(self, node: Node) -> None:
         bindir, _ = installed()
         log = self.folder / f"{node.name}.log"
-        self._run([str(bindir / "pg_ctl"), "-D", str(node.data), "-w", "-t", str(PG_CTL_SECONDS_MAX), "-l", str(log),
-                   "start"])
+        self._run(
+            [str(bindir / "pg_ctl"), "-D", str(node.data), "-w", "-t", str(PG_CTL_SECONDS_MAX), "-l", str(log), "start"]
+        )
 
     def running(self, node: Node) -> bool:
         return self.postmaster_pid(node) is not None
@@ -179,8 +180,9 @@ class Cluster:
         if self.system_user is not None:
             command = ["runuser", "-u", self.system_user, "--", *command]
         with tempfile.TemporaryFile() as output:
-            result = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, timeout=PG_CTL_SECONDS_MAX + 5,
-                                    check=False, cwd="/")
+            result = subprocess.run(
+                command, stdout=output, stderr=subprocess.STDOUT, timeout=PG_CTL_SECONDS_MAX + 5, check=False, cwd="/"
+            )
             if result.returncode != 0:
                 output.seek(0)
                 text = output.read().decode(errors="replace")[-2000:]
