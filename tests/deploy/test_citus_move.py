@@ -73,6 +73,7 @@ TARGET_DATABASE = "credits"  # the name the page's blocks use
 SOURCE_DATABASE = "credits_single"
 USERS = 4
 CREDIT_AMOUNT = 1000
+REFUND_MINOR = 500
 BLOCK_SECONDS_MAX = 120
 PORT_FIRST, PORT_LAST = 20_000, 60_000
 PORT_TRIES_MAX = 50
@@ -275,13 +276,19 @@ async def ledger_on() -> AsyncIterator[Any]:
         await server.stop(grace_seconds=1.0)
 
 
-async def give_rows(ledger: LedgerClient) -> list[str]:
+def refund_of(amount_minor: int) -> pb.PaymentRefund:
+    return pb.PaymentRefund(
+        refund_id=f"re_{uuid.uuid4().hex}", amount_minor=amount_minor, status=pb.REFUND_STATUS_SUCCEEDED
+    )
+
+
+async def give_rows(ledger: LedgerClient) -> dict[str, Ids]:
     """Users with a row in every table: grants with metadata, a debit, an adjustment, a captured and an open hold,
-    a paid checkout refunded in part by refund id (its events recorded)."""
-    users = [f"user-{uuid.uuid4().hex}" for _ in range(USERS)]
+    a paid checkout refunded in part by refund id (its events recorded). Each user's checkout ids."""
+    users = {f"user-{uuid.uuid4().hex}": Ids.new() for _ in range(USERS)}
     expire = timestamp_pb2.Timestamp()
     expire.FromDatetime(datetime.now(UTC) + timedelta(days=30))
-    for user in users:
+    for user, ids in users.items():
         await ledger.credit(
             user, CREDIT_AMOUNT, new_key(), "welcome", metadata={"campaign": "spring"}, expire_time=expire
         )
@@ -291,15 +298,10 @@ async def give_rows(ledger: LedgerClient) -> list[str]:
         hold = await ledger.reserve_credits(user, 200, new_key(), "job", 600)
         await ledger.capture_hold(user, hold.hold.id, new_key(), 150)
         await ledger.reserve_credits(user, 30, new_key(), "open job", 3600)
-        ids = Ids.new()
         await ledger.open_payment(details(user, session=ids.session))
         await ledger.settle_payment(details(user, session=ids.session, intent=ids.intent, charge=ids.charge), source())
-        refund = pb.PaymentRefund(
-            refund_id=f"re_{uuid.uuid4().hex}", amount_minor=500, status=pb.REFUND_STATUS_SUCCEEDED
-        )
-        await ledger.apply_refund(
-            details(user, intent=ids.intent, priced=False), 0, source("charge.refunded"), [refund]
-        )
+        refunded = details(user, intent=ids.intent, priced=False)
+        await ledger.apply_refund(refunded, 0, source("charge.refunded"), [refund_of(REFUND_MINOR)])
     return users
 
 
@@ -372,9 +374,14 @@ async def test_the_documented_move_distributes_every_table_and_keeps_every_row(
     moved = await ledger_on(target_url)
     for user in users:
         assert await moved.get_balance(user) == balances[user]
+    user, ids = next(iter(users.items()))
     last_id = max(row[0] for row in before["credit_transactions"])
-    credited = await moved.credit(users[0], CREDIT_AMOUNT, new_key(), "after the move")
+    credited = await moved.credit(user, CREDIT_AMOUNT, new_key(), "after the move")
     assert credited.transaction.id == last_id + 1, "the restored identity sequence goes on"
+    refunded = details(user, intent=ids.intent, priced=False)
+    second = await moved.apply_refund(refunded, 0, source("charge.refunded"), [refund_of(REFUND_MINOR)])
+    assert second.payment.amount_refunded_minor == 2 * REFUND_MINOR, "a payment moved over takes its next refund"
+    assert second.credits_clawed_back > 0
     await moved.close()
 
 
