@@ -130,7 +130,18 @@ class Cluster:
     def _init(self, bindir: Path, node: Node) -> None:
         node.data.mkdir(parents=True, exist_ok=True)
         self._own(node.data)
-        self._run([str(bindir / "initdb"), "-D", str(node.data), "-U", SUPERUSER, "--auth=trust", "--encoding=utf8"])
+        self._run(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(node.data),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=utf8",
+                "--no-sync",
+            ]
+        )
         with (node.data / "postgresql.conf").open("a") as conf:
             conf.write("\n# scripts/citus.py\n")
             for name, value in {**NODE_SETTINGS, "port": str(node.port)}.items():
