@@ -389,30 +389,29 @@ RESTORED_FROM = {
 }
 
 
-DOWNGRADE_SQL = (
-    """
-DROP FUNCTION ledger_distribute();
-DROP TYPE grant_shown;
-SET LOCAL citus.enable_unsafe_triggers = on;
-"""
-    + "".join(
-        f"""
-DROP TRIGGER {table}_append_only ON {table};
-CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}
-    FOR EACH ROW EXECUTE FUNCTION refuse_change_to_append_only_table();
-"""
+# One statement per execute: Citus refuses a SET among several commands sent at once.
+DOWNGRADE_STATEMENTS = (
+    "DROP FUNCTION ledger_distribute()",
+    "DROP TYPE grant_shown",
+    "SET LOCAL citus.enable_unsafe_triggers = on",  # a placeholder setting on plain PostgreSQL, harmless
+    *(
+        statement
         for table in APPEND_ONLY_TABLES
-    )
-    + """
-DROP TRIGGER holds_no_delete ON holds;
-CREATE TRIGGER holds_no_delete BEFORE DELETE ON holds
-    FOR EACH ROW EXECUTE FUNCTION refuse_change_to_append_only_table();
-"""
+        for statement in (
+            f"DROP TRIGGER {table}_append_only ON {table}",
+            f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}"
+            " FOR EACH ROW EXECUTE FUNCTION refuse_change_to_append_only_table()",
+        )
+    ),
+    "DROP TRIGGER holds_no_delete ON holds",
+    "CREATE TRIGGER holds_no_delete BEFORE DELETE ON holds"
+    " FOR EACH ROW EXECUTE FUNCTION refuse_change_to_append_only_table()",
 )
 
 
 def downgrade() -> None:
-    op.execute(DOWNGRADE_SQL)
+    for statement in DOWNGRADE_STATEMENTS:
+        op.execute(statement)
     for name, revision_file in RESTORED_FROM.items():
         text = Path(__file__).with_name(revision_file).read_text(encoding="utf-8")
         op.execute(_as_replacement(text, name))

@@ -25,6 +25,7 @@ def two_databases_at_head(databases: DatabaseFactory) -> tuple[str, str]:
     return databases.create(), databases.create()
 
 
+@pytest.mark.not_on_citus("loads the SQL files into a second database; Citus propagates that DDL to the workers")
 async def test_the_migrated_functions_and_triggers_are_exactly_the_files(two_databases_at_head):
     migrated, scratch = two_databases_at_head
     assert await differences(migrated, scratch) == []
@@ -37,6 +38,7 @@ def test_each_file_defines_the_function_it_is_named_after_in_its_capabilitys_fol
         assert path.parent == SQL_ROOT / folder_of(name), path
 
 
+@pytest.mark.not_on_citus("loads the SQL files into a second database; Citus propagates that DDL to the workers")
 @pytest.mark.parametrize(
     ("change", "expected"),
     [

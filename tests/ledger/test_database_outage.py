@@ -130,6 +130,7 @@ async def test_client_maps_outage_to_unavailable(proxied_ledger, user_id):
         assert (await client.credit(user_id, 1, new_key(), "grant")).transaction.balance_after == 1
 
 
+@pytest.mark.not_on_citus("waits for the call to block in the coordinator's pg_locks; on Citus it blocks on the worker")
 async def test_call_in_flight_when_the_database_goes_away_is_unavailable_and_retry_applies_once(
     proxied_ledger, db, user_id
 ):
@@ -160,6 +161,7 @@ async def test_call_in_flight_when_the_database_goes_away_is_unavailable_and_ret
     assert await assert_journal_consistent(db, user_id) == 107
 
 
+@pytest.mark.not_on_citus("waits for the call to block in the coordinator's pg_locks; on Citus it blocks on the worker")
 async def test_a_batch_in_flight_when_the_database_goes_away_is_unavailable_and_its_retry_applies_once(
     proxied_ledger, db, user_id
 ):

@@ -144,6 +144,7 @@ async def ledger_process(database_url, tmp_path) -> AsyncIterator[tuple[asyncio.
             await process.wait()
 
 
+@pytest.mark.not_on_citus("waits for the call to block in the coordinator's pg_locks; on Citus it blocks on the worker")
 async def test_serves_and_finishes_in_flight_calls_on_sigterm(ledger_process, db, user_id):
     process, target, stderr_path = ledger_process
     async with grpc.aio.insecure_channel(target) as channel:

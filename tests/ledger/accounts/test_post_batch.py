@@ -291,6 +291,7 @@ async def test_the_batch_size_is_refused_before_anything_applies(stub, db):
     assert await journal(db, alice) == []
 
 
+@pytest.mark.not_on_citus("1,000 postings on 1,000 accounts outlast the 10 s timeout on a one-machine Citus cluster")
 async def test_a_full_batch_of_the_longest_postings_fits_both_ways_and_a_larger_request_is_refused(stub, db):
     alice, bob, _ = users()
     # 500 four-byte characters of reason and 128 of reference: the longest answer a posting can carry.
@@ -324,6 +325,7 @@ BATCH_ACCOUNTS = 6
 POSTINGS_PER_BATCH = 40
 
 
+@pytest.mark.not_on_citus("batches on shared accounts outlast the 10 s timeout on a one-machine Citus cluster")
 async def test_concurrent_batches_unary_calls_and_holds_on_overlapping_accounts_never_deadlock(stub, stubs, db):
     accounts = [f"user-{uuid.uuid4().hex}" for _ in range(BATCH_ACCOUNTS)]
     for account in accounts:

@@ -616,6 +616,7 @@ async def test_a_second_terminal_event_is_refused_by_the_database(stub, db, user
 # --- expiry under the test's clock -----------------------------------------------------------
 
 
+@pytest.mark.not_on_citus("the test clock is set on coordinator sessions; Citus reads the clock on the worker")
 async def test_expired_hold_is_released_and_can_never_be_captured(clocked_ledger, db, user_id):
     stub, clock = clocked_ledger.stub, clocked_ledger.clock
     start = clock.now
@@ -803,6 +804,7 @@ async def race_endings(
     return endings
 
 
+@pytest.mark.not_on_citus("the test clock is set on coordinator sessions; Citus reads the clock on the worker")
 async def test_capture_racing_expiry_ends_each_hold_exactly_once(clocked_ledger, stub, db):
     endings: Counter[str] = Counter()
     for round_number in range(RACE_ROUNDS_MAX):

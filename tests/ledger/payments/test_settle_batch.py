@@ -295,6 +295,7 @@ async def test_an_outage_is_unavailable_for_the_call_and_its_retry_settles_each_
         assert await assert_journal_consistent(db, user) == MEDIUM_CREDITS
 
 
+@pytest.mark.not_on_citus("waits for the call to block in the coordinator's pg_locks; on Citus it blocks on the worker")
 async def test_a_batch_in_flight_when_the_database_goes_away_is_unavailable_and_its_retry_applies_once(proxied, db):
     users = sorted(new_user() for _ in range(4))  # the batch locks them in this order: the last one waits
     await call(proxied.stub.Credit, credit_request(users[-1], 1))
