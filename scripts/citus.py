@@ -53,6 +53,9 @@ NODE_SETTINGS: Final = {
     "unix_socket_directories": "",
     "max_connections": str(CONNECTIONS_MAX),
     "max_prepared_transactions": str(CONNECTIONS_MAX),
+    # Citus runs a maintenance daemon per database on every node (2PC recovery, distributed deadlock detection):
+    # PostgreSQL's default of 8 background workers runs out after a few databases.
+    "max_worker_processes": "128",
     "shared_buffers": "128MB",
     "wal_level": "logical",  # shard moves without blocking writes (citus_rebalance_start)
     "log_min_messages": "warning",

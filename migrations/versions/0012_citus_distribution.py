@@ -33,6 +33,41 @@ down_revision = "0011_credit_grants"
 branch_labels = None
 depends_on = None
 
+TYPES_SQL = r"""
+-- One grant as GetBalance lists it (services/ledger/accounts/store.py): a worker cannot send back an anonymous record.
+CREATE TYPE grant_shown AS (
+    id bigint, category text, priority integer, expires_at timestamptz, amount bigint, live bigint, reserved bigint,
+    transaction_id bigint, payment_id bigint, created_at timestamptz);
+"""
+
+# The append-only guards name their table in their argument: on Citus a row trigger fires on the shard, whose
+# TG_TABLE_NAME is the shard's (credit_transactions_102040), and the refusal must name the table.
+APPEND_ONLY_TABLES = ("admin_actions", "credit_transactions", "grant_movements", "hold_events")
+TRIGGERS_SQL = (
+    r"""
+CREATE OR REPLACE FUNCTION refuse_change_to_append_only_table() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% is append-only: % refused', COALESCE(TG_ARGV[0], TG_TABLE_NAME), TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+"""
+    + "".join(
+        f"""
+DROP TRIGGER {table}_append_only ON {table};
+CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}
+    FOR EACH ROW EXECUTE FUNCTION refuse_change_to_append_only_table('{table}');
+"""
+        for table in APPEND_ONLY_TABLES
+    )
+    + """
+DROP TRIGGER holds_no_delete ON holds;
+CREATE TRIGGER holds_no_delete BEFORE DELETE ON holds
+    FOR EACH ROW EXECUTE FUNCTION refuse_change_to_append_only_table('holds');
+"""
+)
+
 FUNCTIONS_SQL = r"""
 CREATE FUNCTION ledger_distribute() RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -285,6 +320,8 @@ $$;
 
 
 def upgrade() -> None:
+    op.execute(TYPES_SQL)
+    op.execute(TRIGGERS_SQL)
     op.execute(FUNCTIONS_SQL)
     op.execute("SELECT ledger_distribute()")
 
@@ -298,11 +335,33 @@ RESTORED_FROM = {
     "payment_refunds_save": "0005_refunds.py",
     "ledger_expire_holds": "0003_holds.py",
     "ledger_expire_grants": "0011_credit_grants.py",
+    "refuse_change_to_append_only_table": "0001_ledger_schema.py",
 }
 
 
+DOWNGRADE_SQL = (
+    """
+DROP FUNCTION ledger_distribute();
+DROP TYPE grant_shown;
+SET LOCAL citus.enable_unsafe_triggers = on;
+"""
+    + "".join(
+        f"""
+DROP TRIGGER {table}_append_only ON {table};
+CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}
+    FOR EACH ROW EXECUTE FUNCTION refuse_change_to_append_only_table();
+"""
+        for table in APPEND_ONLY_TABLES
+    )
+    + """
+DROP TRIGGER holds_no_delete ON holds;
+CREATE TRIGGER holds_no_delete BEFORE DELETE ON holds FOR EACH ROW EXECUTE FUNCTION refuse_change_to_append_only_table();
+"""
+)
+
+
 def downgrade() -> None:
-    op.execute("DROP FUNCTION ledger_distribute()")
+    op.execute(DOWNGRADE_SQL)
     # payment_refunds_save changes language (plpgsql back to sql): CREATE OR REPLACE allows that.
     for name, revision_file in RESTORED_FROM.items():
         text = Path(__file__).with_name(revision_file).read_text(encoding="utf-8")

@@ -42,10 +42,13 @@ ENTRY_COLUMNS = (
 # held: the active holds not yet past their expiry at the ledger's clock (accounts.held may still count
 # holds that expired and that nothing has expired yet: migrations/versions/0003_holds.py). balance and the
 # grants never count credits past their grant's expiry, whether the sweeper wrote that yet or not (their
-# reserved part stays the holds': migrations/versions/0011_credit_grants.py).
+# reserved part stays the holds': migrations/versions/0011_credit_grants.py). Written so that Citus runs it on the
+# user's shard in one statement: the clock is read on the coordinator (n), the grants are aggregated per user
+# (GROUP BY, LEFT JOIN: an account with no grant left has no row g), and each grant is a named type (grant_shown,
+# migration 0012): a worker cannot send back an anonymous record.
 GRANTS_SHOWN_MAX = 100  # GetBalance lists the first grants in burn order (the totals count every grant)
 BALANCE_SQL = f"""
-SELECT a.balance - g.expired AS balance, a.status, a.updated_at, a.debt,
+SELECT a.balance - COALESCE(g.expired, 0) AS balance, a.status, a.updated_at, a.debt,
        (SELECT COALESCE(sum(h.amount), 0)::bigint FROM holds h
          WHERE h.user_id = a.user_id AND h.status = 'active' AND h.expires_at > n.now) AS held,
        g.grants[1:{GRANTS_SHOWN_MAX}] AS grants, g.next_expires_at,
@@ -53,15 +56,16 @@ SELECT a.balance - g.expired AS balance, a.status, a.updated_at, a.debt,
          WHERE c.user_id = a.user_id AND c.remaining > 0 AND c.expires_at = g.next_expires_at) AS next_expiring
   FROM accounts a
  CROSS JOIN (SELECT ledger_now() AS now) n
- CROSS JOIN LATERAL (
-       SELECT COALESCE(sum(c.remaining - c.reserved) FILTER (WHERE c.expires_at <= n.now), 0)::bigint AS expired,
+  LEFT JOIN LATERAL (
+       SELECT sum(c.remaining - c.reserved) FILTER (WHERE c.expires_at <= n.now)::bigint AS expired,
               min(c.expires_at) FILTER (WHERE c.expires_at > n.now) AS next_expires_at,
               array_agg(ROW(c.id, c.category, c.priority, c.expires_at, c.amount, c.live, c.reserved,
-                            c.transaction_id, c.payment_id, c.created_at)
+                            c.transaction_id, c.payment_id, c.created_at)::grant_shown
                         ORDER BY c.priority, c.expires_at, c.id) FILTER (WHERE c.live > 0) AS grants
          FROM (SELECT c.*, CASE WHEN c.expires_at <= n.now THEN c.reserved ELSE c.remaining END AS live
                  FROM credit_grants c WHERE c.user_id = a.user_id AND c.remaining > 0) c
-       ) g
+        GROUP BY c.user_id
+       ) g ON true
  WHERE a.user_id = $1
 """
 PAGE_SQL = f"SELECT {ENTRY_COLUMNS} FROM credit_transactions WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
