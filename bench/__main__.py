@@ -215,12 +215,13 @@ def _run_variants(
     repeated = [name for name in selected if name in settings.REPEATED_WORKLOADS]
     rounds: dict[str, list[dict[str, dict]]] = {name: [] for name in variants}
     for round_index in range(context.plan.rounds if repeated else 0):
-        for variant, env in variants.items():
-            context.use_env(env, databases[variant])
-            found: dict[str, dict] = {}
-            for name in repeated:
-                failures += _run_one(context, name, concurrency, found, round_index, variant)
-            rounds[variant].append(found)
+        found: dict[str, dict[str, dict]] = {variant: {} for variant in variants}
+        for name in repeated:  # each workload in every variant back to back: a pair seconds apart, not minutes
+            for variant, env in variants.items():
+                context.use_env(env, databases[variant])
+                failures += _run_one(context, name, concurrency, found[variant], round_index, variant)
+        for variant in variants:
+            rounds[variant].append(found[variant])
     results: dict[str, dict[str, Any]] = {}
     for variant, env in variants.items():
         context.use_env(env, databases[variant])
