@@ -18,6 +18,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,72 +133,118 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     with work_directory() as work_dir:
         print(f"bench: logs and scratch files in {work_dir}", file=sys.stderr)
-        database = BenchDatabase.create(work_dir)
-        context = Context(database, work_dir, plan, args.load_processes, sql_driver)
-        context.webhook_sender = args.webhook_sender
-        context.webhook_rates = tuple(int(rate) for rate in args.webhook_rates.split(",") if rate)
-        context.postmaster_pid = database.postmaster_pid()
-        document: dict[str, Any] = {
-            "started_at": report.now_iso(),
-            "plan": {**plan.__dict__, "concurrency": args.concurrency, "quick": args.quick},
-            "service_env": list(variants.values())[-1],
-            "machine": report.machine_info(database.server_version(), args.load_processes),
-            "workloads": {},
-            "ratios": {},
-        }
-        if args.keep_database:
-            document["database"] = database.name  # kept: where to look at what the run wrote
-        failures = 0
+        databases: dict[str | None, BenchDatabase] = {}
         try:
-            failures += _run_variants(context, selected, args.concurrency, variants, document)
-            if plan.sweep or args.sweep_only:
-                context.use_env(list(variants.values())[-1])
-                document["sweep"] = _sweep(context, plan)
-                report.write_json(output, document)
-                from bench.plot import plot_sweep
-
-                plot_sweep(document["sweep"], args.plot, _plot_title(document))
-                print(f"bench: sweep plot written to {args.plot}", file=sys.stderr)
+            # One database per server: a variant's BENCH_DATABASE_ADMIN_URL (a Citus coordinator, say) gets its own.
+            for env in variants.values():
+                admin_url = env.get(settings.ADMIN_URL_ENV)
+                if admin_url not in databases:
+                    databases[admin_url] = BenchDatabase.create(work_dir, admin_url)
+            variant_databases = {name: databases[env.get(settings.ADMIN_URL_ENV)] for name, env in variants.items()}
+            outcome = _run(args, plan, output, selected, sql_driver, variants, variant_databases, work_dir)
         finally:
-            context.stop()
             if not args.keep_database:
-                database.drop()
+                for database in databases.values():
+                    database.drop()
+    document = outcome.document
+    if args.keep_database:
+        document["database"] = ", ".join(database.name for database in databases.values())
     document["total_seconds"] = round(time.monotonic() - started, 1)
     report.write_json(output, document)
     if any(name.startswith("post_batch_") for name in document["workloads"]) and not args.quick:
         _plot_batches(document, args.batch_plot)
     _print_summary(document, output)
-    return 1 if failures else 0
+    return 1 if outcome.failures else 0
+
+
+@dataclass
+class _Outcome:
+    document: dict[str, Any]
+    failures: int  # workloads that failed
+
+
+def _run(
+    args: argparse.Namespace,
+    plan: settings.Plan,
+    output: Path,
+    selected: list[str],
+    sql_driver: str,
+    variants: dict[str, dict[str, str]],
+    databases: dict[str, BenchDatabase],
+    work_dir: Path,
+) -> _Outcome:
+    last = list(variants)[-1]
+    database = databases[last]
+    context = Context(database, work_dir, plan, args.load_processes, sql_driver)
+    context.webhook_sender = args.webhook_sender
+    context.webhook_rates = tuple(int(rate) for rate in args.webhook_rates.split(",") if rate)
+    document: dict[str, Any] = {
+        "started_at": report.now_iso(),
+        "plan": {**plan.__dict__, "concurrency": args.concurrency, "quick": args.quick},
+        "service_env": variants[last],
+        "machine": report.machine_info(database.server_version(), args.load_processes),
+        "workloads": {},
+        "ratios": {},
+    }
+    failures = 0
+    try:
+        failures += _run_variants(context, selected, args.concurrency, variants, databases, document)
+        if plan.sweep or args.sweep_only:
+            context.use_env(variants[last], database)
+            document["sweep"] = _sweep(context, plan)
+            report.write_json(output, document)
+            from bench.plot import plot_sweep
+
+            plot_sweep(document["sweep"], args.plot, _plot_title(document))
+            print(f"bench: sweep plot written to {args.plot}", file=sys.stderr)
+    finally:
+        context.stop()
+    return _Outcome(document, failures)
 
 
 def _run_variants(
-    context: Context, selected: list[str], concurrency: int, variants: dict[str, dict[str, str]], document: dict
+    context: Context,
+    selected: list[str],
+    concurrency: int,
+    variants: dict[str, dict[str, str]],
+    databases: dict[str, BenchDatabase],
+    document: dict,
 ) -> int:
     """Rounds of every variant's repeatable workloads (interleaved), then each variant's run-once ones."""
     failures = 0
     repeated = [name for name in selected if name in settings.REPEATED_WORKLOADS]
     rounds: dict[str, list[dict[str, dict]]] = {name: [] for name in variants}
     for round_index in range(context.plan.rounds if repeated else 0):
-        for variant, env in variants.items():
-            context.use_env(env)
-            found: dict[str, dict] = {}
-            for name in repeated:
-                failures += _run_one(context, name, concurrency, found, round_index, variant)
-            rounds[variant].append(found)
+        found: dict[str, dict[str, dict]] = {variant: {} for variant in variants}
+        for name in repeated:  # each workload in every variant back to back: a pair seconds apart, not minutes
+            for variant, env in variants.items():
+                context.use_env(env, databases[variant])
+                failures += _run_one(context, name, concurrency, found[variant], round_index, variant)
+        for variant in variants:
+            rounds[variant].append(found[variant])
     results: dict[str, dict[str, Any]] = {}
     for variant, env in variants.items():
-        context.use_env(env)
+        context.use_env(env, databases[variant])
         workloads = report.median_round(rounds[variant]) if rounds[variant] else {}
         for name in selected:
             if name not in settings.REPEATED_WORKLOADS:
                 failures += _run_one(context, name, concurrency, workloads, 0, variant)
         ratios = report.median_ratios(rounds[variant]) if rounds[variant] else report.ratios(workloads)
-        results[variant] = {"env": env, "workloads": workloads, "ratios": ratios}
+        results[variant] = {
+            "env": env,
+            "database": databases[variant].describe(),
+            "workloads": workloads,
+            "ratios": ratios,
+        }
     last = results[list(variants)[-1]]
     document["workloads"], document["ratios"] = last["workloads"], last["ratios"]
     document["targets"] = report.targets(last["workloads"], last["ratios"])
     if len(variants) > 1:
         document["variants"] = results
+        document["variant_ratios"] = report.variant_ratios(
+            {variant: rounds[variant] for variant in variants},
+            {variant: found["workloads"] for variant, found in results.items()},
+        )
     return failures
 
 
@@ -277,6 +324,9 @@ def _print_summary(document: dict[str, Any], output: Path) -> None:
         print(report.table(found["workloads"]))
         for name, ratio in found["ratios"].items():
             print(f"  {name} = {report.value_text(ratio['value'])}  rounds {ratio.get('rounds', [])}")
+        print()
+    if document.get("variant_ratios"):
+        print(report.variant_table(document["variants"], document["variant_ratios"]))
         print()
     print(report.table(document["workloads"]))
     print()

@@ -122,6 +122,111 @@ def median_ratios(rounds: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str
     return merged
 
 
+# --- variants side by side (`--variant`): each against the first ------------------------------------
+
+
+def cpu_ms_per_op_total(figures: Mapping[str, Any], prefix: str = "") -> float | None:
+    """CPU milliseconds per operation of every process whose name starts with `prefix` ("": all of them,
+    "postgres": the single server, or Citus's coordinator and workers together)."""
+    if figures.get("failed") or not figures.get("ops") or not figures.get("ops_per_second"):
+        return None
+    seconds = sum(value for process, value in figures.get("cpu_seconds", {}).items() if process.startswith(prefix))
+    return round(seconds * 1000.0 / figures["ops"], 4) if seconds else None
+
+
+def _throughput(figures: Mapping[str, Any]) -> float | None:
+    return None if figures.get("failed") else figures.get("ops_per_second") or None
+
+
+# Figures compared between variants: (name in `variant_ratios`, how it is read from a workload's figures).
+VARIANT_FIGURES: tuple[tuple[str, Any], ...] = (
+    ("ops_per_second", _throughput),
+    ("cpu_ms_per_op_total", cpu_ms_per_op_total),
+    ("cpu_ms_per_op_postgres", lambda figures: cpu_ms_per_op_total(figures, "postgres")),
+)
+
+
+def variant_ratios(
+    rounds: Mapping[str, Sequence[Mapping[str, Mapping[str, Any]]]],
+    workloads: Mapping[str, Mapping[str, Mapping[str, Any]]],
+) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    """`{"<variant> / <first variant>": {workload: {figure: {"value", "rounds"}}}}` for every later variant.
+
+    A repeated workload's ratio is taken inside each round (the two variants ran back to back) and the median
+    reported; a run-once workload (webhook_e2e) gives the ratio of its one run in each variant.
+    """
+    names = list(workloads)
+    found: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    if len(names) < 2:
+        return found
+    base = names[0]
+    for variant in names[1:]:
+        pair: dict[str, dict[str, dict[str, Any]]] = {}
+        for workload in workloads[variant]:
+            if workload not in workloads[base]:
+                continue
+            same_rounds = [
+                (mine[workload], theirs[workload])
+                for mine, theirs in zip(rounds.get(variant, ()), rounds.get(base, ()), strict=False)
+                if workload in mine and workload in theirs
+            ] or [(workloads[variant][workload], workloads[base][workload])]
+            figures: dict[str, dict[str, Any]] = {}
+            for figure, read in VARIANT_FIGURES:
+                values = []
+                for mine, theirs in same_rounds:
+                    top, bottom = read(mine), read(theirs)
+                    if top is not None and bottom:
+                        values.append(round(top / bottom, 3))
+                if values:
+                    figures[figure] = {"value": sorted(values)[(len(values) - 1) // 2]}
+                    if len(values) > 1:
+                        figures[figure]["rounds"] = values
+            pair[workload] = figures
+        found[f"{variant} / {base}"] = pair
+    return found
+
+
+def variant_table(variants: Mapping[str, Mapping[str, Any]], found_ratios: Mapping[str, Any]) -> str:
+    """Per workload, a row per variant (throughput, p99, CPU ms per op of every process and in all), then
+    each variant's ratios to the first."""
+    processes: list[str] = []
+    for found in variants.values():
+        for figures in found["workloads"].values():
+            processes.extend(name for name in figures.get("cpu_seconds", {}) if name not in processes)
+    header = (
+        f"{'workload':<16} {'variant':<10} {'ops/s':>9} {'p99 ms':>8} {'errors':>7}  "
+        + " ".join(f"{name:>16}" for name in processes)
+        + f" {'total':>8}   (cpu ms per op)"
+    )
+    rows = [header, "-" * len(header)]
+    workloads = list(dict.fromkeys(name for found in variants.values() for name in found["workloads"]))
+    for workload in workloads:
+        for variant, found in variants.items():
+            figures = found["workloads"].get(workload)
+            if figures is None:
+                continue
+            ops = figures.get("ops") or 0
+            cpu = figures.get("cpu_seconds", {})
+            usable = bool(ops) and not figures.get("failed")
+            per_op = [
+                f"{cpu[name] * 1000.0 / ops:>16.4f}" if usable and name in cpu else f"{'-':>16}" for name in processes
+            ]
+            total = cpu_ms_per_op_total(figures)
+            rows.append(
+                f"{workload:<16} {variant:<10} {_number(_throughput(figures), 9, 1)} "
+                f"{_number(figures.get('latency_ms_p99'), 8, 2)} {figures.get('errors', 0):>7}  "
+                + " ".join(per_op)
+                + f" {_number(total, 8, 4)}"
+                + ("   FAILED" if figures.get("failed") else "")
+            )
+        for pair, by_workload in found_ratios.items():
+            ratios_text = ", ".join(
+                f"{figure} {value_text(ratio['value'])}" for figure, ratio in by_workload.get(workload, {}).items()
+            )
+            rows.append(f"{'':<16} {pair:<10} {ratios_text or '(no ratio: a side did no work)'}")
+    return "\n".join(rows)
+
+
 def _webhook_issue_20_targets(workloads: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Issue 20's: the open loop's p99 at 1,000 events/s, and a load generator that costs little."""
     lines = []

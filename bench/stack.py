@@ -2,10 +2,12 @@
 
 - `BenchDatabase`: a new database on the local PostgreSQL (BENCH_DATABASE_ADMIN_URL, default
   postgres@127.0.0.1:5432), or on an embedded one (pgserver) when none answers; migrated with the
-  project's Alembic migrations; dropped at the end.
+  project's Alembic migrations; dropped at the end. On a Citus coordinator (scripts/citus.py) the database
+  is made on every node and the migration distributes its tables.
 - `Service`: `python -m services.ledger` / `python -m services.webhook_gateway` with their
   production defaults (only addresses, tokens and secrets are set), logs to a file, stopped by SIGTERM.
-- `CpuMeter`: CPU seconds (user + system) of process trees, sampled at the edges of a window.
+- `CpuMeter`: CPU seconds (user + system) of process trees, sampled at the edges of a window; a PostgreSQL
+  server counts its own processes and the backends of the benchmark's database only (`ServerRoot`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psutil
 import psycopg
@@ -71,6 +73,21 @@ def database_url_for(admin_url: str, name: str) -> str:
     return f"{base}/{name}{question}{query}"
 
 
+class ServerRoot(NamedTuple):
+    """The processes of one PostgreSQL server that work for one database: its postmaster's own processes,
+    the client backends of `database`, and Citus's maintenance daemon of that database (`database_oid`)."""
+
+    postmaster_pid: int
+    database: str
+    database_oid: int | None = None
+
+
+# The PostgreSQL processes of a run, by the name they carry in `cpu_seconds` / `cpu_ms_per_op`: the single
+# server, or a Citus coordinator, is "postgres"; a Citus worker is "postgres_worker<i>" (1, 2, ...: by port).
+POSTGRES_PROCESS = "postgres"
+POSTGRES_WORKER_PROCESS = "postgres_worker{index}"
+
+
 @dataclass
 class BenchDatabase:
     admin_url: str
@@ -78,21 +95,40 @@ class BenchDatabase:
     url: str
     embedded: bool
     _embedded_server: object | None = field(default=None, repr=False)
+    citus_workers: list[int] | None = None  # the workers' ports when admin_url is a Citus coordinator
+    _server_roots: dict[str, ServerRoot] | None = field(default=None, repr=False)
 
     @classmethod
-    def create(cls, work_dir: Path) -> BenchDatabase:
-        admin_url = os.environ.get(settings.ADMIN_URL_ENV, settings.ADMIN_URL_DEFAULT)
+    def create(cls, work_dir: Path, admin_url: str | None = None) -> BenchDatabase:
+        """A fresh, migrated database on `admin_url` (given: it must answer), else on BENCH_DATABASE_ADMIN_URL
+        or the default, else on an embedded server."""
         server = None
-        if not _answers(admin_url):
-            import pgserver  # the embedded fallback, only where no server answers
+        if admin_url is not None:
+            if not _answers(admin_url):
+                raise RuntimeError(f"bench: no PostgreSQL answers at {admin_url}")
+        else:
+            admin_url = os.environ.get(settings.ADMIN_URL_ENV, settings.ADMIN_URL_DEFAULT)
+            if not _answers(admin_url):
+                import pgserver  # the embedded fallback, only where no server answers
 
-            server = pgserver.get_server(work_dir / "pgdata", cleanup_mode="stop")
-            admin_url = str(server.get_uri("postgres"))
+                server = pgserver.get_server(work_dir / "pgdata", cleanup_mode="stop")
+                admin_url = str(server.get_uri("postgres"))
+        from scripts import citus
+
         name = f"credits_bench_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        database = cls(admin_url, name, database_url_for(admin_url, name), server is not None, server)
-        database.migrate()
+        workers = citus.worker_ports(admin_url)
+        if workers is not None:
+            url = citus.create_database(admin_url, name)  # on every node, joined; the migration distributes
+        else:
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            url = database_url_for(admin_url, name)
+        database = cls(admin_url, name, url, server is not None, server, workers)
+        try:
+            database.migrate()
+        except BaseException:
+            database.drop()
+            raise
         return database
 
     def migrate(self) -> None:
@@ -104,6 +140,11 @@ class BenchDatabase:
         command.upgrade(config, "head")
 
     def drop(self) -> None:
+        if self.citus_workers is not None:
+            from scripts import citus
+
+            citus.drop_database(self.admin_url, self.name)
+            return
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
@@ -111,6 +152,15 @@ class BenchDatabase:
         with psycopg.connect(self.url) as conn:
             row = conn.execute("SHOW server_version").fetchone()
         return str(row[0]) if row else "?"
+
+    def describe(self) -> dict[str, Any]:
+        """What the JSON says of this database: where, which server, and Citus's workers."""
+        return {
+            "admin_url": self.admin_url,
+            "server_version": self.server_version(),
+            "citus_workers": self.citus_workers,
+            "postgres_processes": list(self.server_roots()),
+        }
 
     def connections_free(self) -> int:
         """Connections the server would still accept now (a shared server: other people's tests use some)."""
@@ -122,13 +172,36 @@ class BenchDatabase:
             ).fetchone()
         return int(row[0]) if row else 0
 
-    def postmaster_pid(self) -> int | None:
-        with psycopg.connect(self.url) as conn:  # asked while this backend is alive: its parent is the postmaster
-            row = conn.execute("SELECT pg_backend_pid()").fetchone()
-            try:
-                return psutil.Process(int(row[0])).ppid() if row else None
-            except psutil.Error:
-                return None
+    def server_roots(self) -> dict[str, ServerRoot]:
+        """Every PostgreSQL server serving this database, by process name (POSTGRES_PROCESS, then each Citus
+        worker's); a server whose postmaster is not a process of this machine is left out."""
+        if self._server_roots is None:
+            urls = {POSTGRES_PROCESS: self.url}
+            if self.citus_workers is not None:
+                from scripts import citus
+
+                for index, port in enumerate(self.citus_workers, start=1):
+                    urls[POSTGRES_WORKER_PROCESS.format(index=index)] = citus.node_url(self.url, port, self.name)
+            roots = {}
+            for process, url in urls.items():
+                root = _server_root(url)
+                if root is not None:
+                    roots[process] = root
+            self._server_roots = roots
+        return self._server_roots
+
+
+def _server_root(url: str) -> ServerRoot | None:
+    with psycopg.connect(url) as conn:  # asked while this backend is alive: its parent is the postmaster
+        row = conn.execute(
+            "SELECT pg_backend_pid(), oid, current_database() FROM pg_database WHERE datname = current_database()"
+        ).fetchone()
+        if row is None:
+            return None
+        try:
+            return ServerRoot(psutil.Process(int(row[0])).ppid(), str(row[2]), int(row[1]))
+        except psutil.Error:
+            return None
 
 
 # --- services ---------------------------------------------------------------------------------------
@@ -173,6 +246,7 @@ def start_service(module: str, name: str, env: Mapping[str, str], port: int, wor
     log_path = work_dir / f"{name}.log"
     child_env = {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "LEDGER_"))}
     child_env.update(env)
+    child_env.pop(settings.ADMIN_URL_ENV, None)  # the harness's (a variant's database), not the services'
     root = Path(child_env.pop(ROOT_OVERRIDE_ENV, settings.ROOT))
     if root != settings.ROOT:
         child_env["PYTHONPATH"] = str(root)
@@ -264,16 +338,19 @@ def _wait_http_ready(service: Service, url: str) -> None:
 # A PostgreSQL client backend's title: "postgres: [<cluster>: ]<user> <database> <host>(<port>) <state>".
 _BACKEND_TITLE = re.compile(r"^postgres: (?:[^:]+: )?\S+ (\S+) (?:\S+\(\d+\)|\[local\])")
 
-Root = int | tuple[int, str]  # a pid, or (postmaster pid, database name): only that database's backends
+# Citus's maintenance daemon, one per database: "postgres: Citus Maintenance Daemon: <database oid>/<user oid>".
+_CITUS_DAEMON_TITLE = re.compile(r"^postgres: (?:[^:]+: )?Citus Maintenance Daemon: (\d+)/")
+
+Root = int | ServerRoot  # a pid (its tree), or a server's processes that work for one database
 
 
 def _tree_cpu_seconds(root: Root) -> dict[int, float]:
     """CPU seconds (user + system) of a process and all its descendants, by pid.
 
-    For (postmaster, database): the server's own processes and the backends of that database only,
+    For a ServerRoot: the server's own processes and that database's backends (and Citus daemon) only,
     so other databases on a shared server (other people's tests) are not counted.
     """
-    root_pid, database = (root, None) if isinstance(root, int) else root
+    root_pid, server = (root, None) if isinstance(root, int) else (root.postmaster_pid, root)
     seconds: dict[int, float] = {}
     try:
         parent = psutil.Process(root_pid)
@@ -282,16 +359,20 @@ def _tree_cpu_seconds(root: Root) -> dict[int, float]:
         return seconds
     for process in processes:
         with contextlib.suppress(psutil.Error):
-            if database is not None and not _counts_for(process, database):
+            if server is not None and not _counts_for(process, server):
                 continue
             times = process.cpu_times()
             seconds[process.pid] = times.user + times.system
     return seconds
 
 
-def _counts_for(process: psutil.Process, database: str) -> bool:
-    backend = _BACKEND_TITLE.match(" ".join(process.cmdline()).strip())
-    return backend is None or backend.group(1) == database
+def _counts_for(process: psutil.Process, server: ServerRoot) -> bool:
+    title = " ".join(process.cmdline()).strip()
+    daemon = _CITUS_DAEMON_TITLE.match(title)
+    if daemon is not None:
+        return int(daemon.group(1)) == server.database_oid
+    backend = _BACKEND_TITLE.match(title)
+    return backend is None or backend.group(1) == server.database
 
 
 CPU_POLL_SECONDS = 0.25

@@ -59,7 +59,6 @@ class Context:
     sql_driver: str  # "pgbench" or "asyncpg"
     run_tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     ledger: Service | None = None
-    postmaster_pid: int | None = None
     service_env: dict[str, str] = field(default_factory=dict)  # extra environment of the ledger and gateway
     webhook_sender: str = "wrk"  # webhook_e2e's load generator: "wrk" (bench/webhook_wrk.py) or "python" (load.py)
     webhook_rates: tuple[int, ...] = settings.WEBHOOK_OPEN_RATES_DEFAULT  # the webhook_open_<rate> workloads
@@ -70,11 +69,14 @@ class Context:
             self.ledger = start_ledger(self.database.url, self.work_dir, self.service_env)
         return self.ledger
 
-    def use_env(self, env: dict[str, str]) -> None:
-        """Services started from now on get `env`; a running ledger with another environment is stopped."""
-        if env != self.service_env:
+    def use_env(self, env: dict[str, str], database: BenchDatabase | None = None) -> None:
+        """Services started from now on get `env` (and `database`, when given); a running ledger with another
+        environment or database is stopped."""
+        if env != self.service_env or (database is not None and database is not self.database):
             self.stop()
             self.service_env = dict(env)
+            if database is not None:
+                self.database = database
 
     def stop(self) -> None:
         if self.ledger is not None:
@@ -93,9 +95,9 @@ class Context:
         return roots
 
     def postgres_root(self) -> dict[str, Root]:
-        if self.postmaster_pid is None:
-            return {}
-        return {"postgres": (self.postmaster_pid, self.database.name)}
+        """PostgreSQL's processes for this database: "postgres" (the server, or Citus's coordinator), and
+        "postgres_worker<i>" for each Citus worker."""
+        return dict(self.database.server_roots())
 
 
 # --- seeding (SQL, through the ledger's own function: every invariant holds) ------------------------
@@ -427,7 +429,7 @@ def _sum_counts(counts: Any) -> dict[str, int]:
 def reconcile(context: Context, concurrency: int) -> dict[str, dict]:
     """On a database and ledger of its own: the ledger pass must see only this workload's payments."""
     context.stop()  # its pool's connections count against max_connections
-    database = BenchDatabase.create(context.work_dir)
+    database = BenchDatabase.create(context.work_dir, context.database.admin_url)
     own = Context(
         database,
         context.work_dir,
@@ -435,7 +437,6 @@ def reconcile(context: Context, concurrency: int) -> dict[str, dict]:
         context.load_processes,
         context.sql_driver,
         service_env=context.service_env,
-        postmaster_pid=context.postmaster_pid,
     )
     try:
         return _reconcile(own)
