@@ -53,7 +53,7 @@ def citus_cluster() -> Iterator[citus.Cluster]:
     try:
         citus.installed()
     except citus.NotInstalled as exc:
-        pytest.skip(f"Citus not installed: {exc}")
+        pytest.skip(f"needs a Citus cluster: {exc}")
     folder = Path(tempfile.mkdtemp(prefix="credits-citus-", dir="/tmp"))
     cluster = citus.Cluster(folder, free_base_port(1 + citus.WORKERS))
     try:

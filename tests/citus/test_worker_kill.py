@@ -77,7 +77,7 @@ POLL_SECONDS: Final = 0.05
 # Phase bounds: each phase ends as soon as its condition holds, and fails the test if it never does.
 WARM_OK_MIN: Final = 100  # acknowledged calls before the kill
 WARM_SECONDS_MAX: Final = 60.0
-OUTAGE_UNKNOWN_MIN: Final = 20  # calls without an answer during the outage before the restart
+OUTAGE_UNKNOWN_MIN: Final = 20  # calls needing the killed worker without an answer, before it is restarted
 OUTAGE_SECONDS_MIN: Final = 2.0  # the outage lasts at least this long (failures come fast: connection refused)
 OUTAGE_SECONDS_MAX: Final = 30.0
 RECOVERED_OK_MIN: Final = 40  # acknowledged calls on the restarted worker's users, started after recovery
@@ -112,9 +112,6 @@ class Placement:
 
     users_by_port: dict[int, list[str]]
 
-    def port_of(self, user_id: str) -> int:
-        return next(port for port, users in self.users_by_port.items() if user_id in users)
-
     @property
     def users(self) -> list[str]:
         return [user for users in self.users_by_port.values() for user in users]
@@ -137,7 +134,8 @@ class LedgerLog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         exc = record.exc_info[1] if record.exc_info else None
-        self.failures.append((record.name, f"{record.getMessage()}: {type(exc).__name__}: {exc}"))
+        cause = f": {type(exc).__name__}: {exc}" if exc is not None else ""
+        self.failures.append((record.name, f"{record.getMessage()}{cause}"))
 
 
 class Load:
@@ -149,7 +147,7 @@ class Load:
         self.history = history
         self.placement = placement
         self.seen = Errors()
-        self.in_flight = 0
+        self.in_flight: dict[int, list[Op]] = {}  # the calls sent and not answered yet, by their first op's id
 
     async def run(self, stop: asyncio.Event, caller: int) -> None:
         rng = random.Random(SEED * 1_000 + caller)
@@ -214,13 +212,13 @@ class Load:
         self, ops: list[Op], send: Callable[[], Awaitable[list[tuple[Outcome, str, int, bool]]]], *, resolving: bool
     ) -> None:
         """One call; records its answer on each of its ops (a call without an answer: every op unknown)."""
-        self.in_flight += 1
+        self.in_flight[ops[0].op_id] = ops
         try:
             answers = await send()
         except errors.LedgerError as exc:
             answers = [self._classify(exc, resolving=resolving)] * len(ops)
         finally:
-            self.in_flight -= 1
+            del self.in_flight[ops[0].op_id]
         for op, (outcome, detail, transaction_id, replayed) in zip(ops, answers, strict=True):
             if resolving:
                 op.resolved, op.resolution_detail = outcome, detail
@@ -370,7 +368,7 @@ class Timeline:
 
     load_started: float = 0.0
     kill: float = 0.0
-    in_flight_at_kill: int = 0
+    in_flight_at_kill: list[list[Op]] = field(default_factory=list)  # the calls sent and unanswered at the SIGKILL
     killed: float = 0.0  # the postmaster is gone
     restart_begun: float = 0.0
     restarted: float = 0.0
@@ -457,14 +455,20 @@ async def run_fault(run: Run) -> None:
     timeline.load_started = history.now()
     callers = [asyncio.create_task(load.run(stop, caller)) for caller in range(CALLERS)]
     try:
-        await wait_for(lambda: ok_count(history, 0.0) >= WARM_OK_MIN and load.in_flight > 0, WARM_SECONDS_MAX, "warm")
-        timeline.in_flight_at_kill, timeline.kill = load.in_flight, history.now()
+        await wait_for(
+            lambda: ok_count(history, timeline.load_started) >= WARM_OK_MIN and bool(load.in_flight),
+            WARM_SECONDS_MAX,
+            "calls acknowledged before the kill",
+        )
+        # In the event loop's thread, not another: no answer is taken between the snapshot of the calls in flight
+        # and the signal (and the postmaster is gone within one of its polls).
+        timeline.in_flight_at_kill, timeline.kill = list(load.in_flight.values()), history.now()
         fault = history.fault("kill -9", f"{run.victim.name} (port {run.victim.port})")
-        await asyncio.to_thread(run.cluster.kill, run.victim)
+        run.cluster.kill(run.victim)
         timeline.killed = history.now()
         await wait_for(
             lambda: (
-                unknown_count(history, timeline.kill) >= OUTAGE_UNKNOWN_MIN
+                len(failed_on_victim(run, timeline.kill, history.now())) >= OUTAGE_UNKNOWN_MIN
                 and history.now() - timeline.kill >= OUTAGE_SECONDS_MIN
             ),
             OUTAGE_SECONDS_MAX,
@@ -495,12 +499,17 @@ def ok_count(history: History, since: float, users: Sequence[str] | None = None)
     )
 
 
-def unknown_count(history: History, since: float, until: float | None = None) -> int:
-    return sum(
-        1
-        for op in history.ops
-        if op.outcome is Outcome.UNKNOWN and since <= op.start_seconds and (until is None or op.start_seconds < until)
-    )
+def touches_victim(run: Run, op: Op) -> bool:
+    return op.batch_id is not None or op.user_id in run.victim_users
+
+
+def failed_on_victim(run: Run, since: float, until: float) -> list[Op]:
+    """The calls needing the killed worker, started in [since, until), that got no answer."""
+    return [
+        op
+        for op in run.history.ops
+        if op.outcome is Outcome.UNKNOWN and since <= op.start_seconds < until and touches_victim(run, op)
+    ]
 
 
 def measure(run: Run) -> dict[str, Any]:
@@ -520,7 +529,7 @@ def measure(run: Run) -> dict[str, Any]:
             return "batch_both_workers"
         return "killed_worker" if op.user_id in victim_users else "surviving_worker"
 
-    failed = [op for op in ops if op.outcome is Outcome.UNKNOWN and op.start_seconds >= timeline.kill]
+    failed = failed_on_victim(run, timeline.kill, timeline.recovered)
     back = [
         op.end_seconds
         for op in ops
@@ -535,11 +544,9 @@ def measure(run: Run) -> dict[str, Any]:
         ),
         "unknown_resolved_as": dict(Counter(str(op.resolved) for op in ops if op.outcome is Outcome.UNKNOWN)),
         "unknown_found_applied_on_retry": sum(1 for op in ops if op.outcome is Outcome.UNKNOWN and op.replayed),
-        "in_flight_at_kill": timeline.in_flight_at_kill,
-        "in_flight_across_kill_by_outcome": dict(
-            Counter(
-                str(op.outcome) for op in ops if op.start_seconds < timeline.kill < timeline.killed < op.end_seconds
-            )
+        "calls_in_flight_at_kill": len(timeline.in_flight_at_kill),
+        "postings_in_flight_at_kill_by_outcome": dict(
+            Counter(f"{worker(op)}/{op.outcome}" for call in timeline.in_flight_at_kill for op in call)
         ),
         "phases_s": {
             "opening_credits": timeline.load_started,
@@ -563,20 +570,14 @@ def measure(run: Run) -> dict[str, Any]:
     }
 
 
-def touches_victim(run: Run, op: Op) -> bool:
-    return op.batch_id is not None or op.user_id in run.victim_users
-
-
 def check_fault_happened(run: Run) -> None:
     """The kill came in the middle of work, calls failed for it, nothing that needs the dead worker was acknowledged
     while it was down, and the restarted worker took work again."""
     ops, timeline = run.history.ops, run.timeline
-    across = [op for op in ops if op.start_seconds < timeline.kill and op.end_seconds > timeline.killed]
-    assert across, "no call was in flight when the worker died"
-    failed = [
-        op for op in ops if op.outcome is Outcome.UNKNOWN and timeline.kill <= op.start_seconds < timeline.recovered
-    ]
-    assert len([op for op in failed if touches_victim(run, op)]) >= OUTAGE_UNKNOWN_MIN
+    assert timeline.in_flight_at_kill, "no call was in flight when the worker was killed"
+    in_flight = [op for call in timeline.in_flight_at_kill for op in call]
+    assert all(op.outcome is not None and op.end_seconds >= timeline.kill for op in in_flight), in_flight[:5]
+    assert len(failed_on_victim(run, timeline.kill, timeline.recovered)) >= OUTAGE_UNKNOWN_MIN
     while_down = [
         op
         for op in ops
