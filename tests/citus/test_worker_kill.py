@@ -8,14 +8,18 @@ The run: a ledger (in this process, on a real port) on a fresh database of the s
 conftest.py); concurrent callers through the real client (LedgerClient, one attempt per call) send Credit and Debit
 for users on both workers and PostBatch batches (atomic or not) that always span both workers, so that their
 commits are two-phase; each call's outcome goes into a history (tests/faults/history.py). Mid-load one worker's
-postmaster is SIGKILLed; the load goes on until calls have failed for the outage, the worker is restarted,
-the prepared transactions left on the nodes are counted and `recover_prepared_transactions()` resolves them,
-and the load goes on until calls on the restarted worker's users succeed again. Then every call that got no
-answer is retried with its key until it answers, and the database, read directly, is checked against the
-history (tests/faults/checker.py: each acknowledged posting once, with the acknowledged id; refused ones absent;
-an atomic batch all or nothing; no entry nobody asked for; balance == SUM(delta), the balance_after chain), each
-account against the history's acknowledged sum, the grants' rows against the journal (tests/ledger/
-grant_helpers.py), and GetBalance against the table.
+postmaster is SIGKILLed; the load goes on until calls needing it have failed, the worker is restarted, the
+prepared transactions no running transaction owns (the crash's leftovers) are listed and
+`recover_prepared_transactions()` resolves them, and the load goes on until calls on the restarted worker's users
+succeed again. Then every call that got no answer is retried with its keys until it answers, and:
+- the fault happened: calls were in flight at the SIGKILL, calls needing the dead worker failed while it was down
+  and none of them was acknowledged, calls on its users were acknowledged after the restart;
+- the ledger said UNAVAILABLE when it had no answer (INTERNAL only for the Citus causes CITUS_WORKER_LOST names);
+- no prepared transaction is left on any node once recovery has run;
+- the database, read directly, agrees with the history (tests/faults/checker.py: each acknowledged posting once,
+  with the acknowledged id; refused ones absent; an atomic batch all or nothing; no entry nobody asked for;
+  balance == SUM(delta), the balance_after chain); each balance is the history's acknowledged sum, and so is the
+  total; the grants' rows agree with the journal (tests/ledger/grant_helpers.py); GetBalance agrees with the table.
 
 Phases end on what was observed (calls in flight, failures seen, successes after the restart), each within a
 bound; the figures (how long errors lasted, which status and message the client saw, prepared transactions left)
