@@ -53,6 +53,9 @@ NODE_SETTINGS: Final = {
     "unix_socket_directories": "",
     "max_connections": str(CONNECTIONS_MAX),
     "max_prepared_transactions": str(CONNECTIONS_MAX),
+    # Citus runs a maintenance daemon per database on every node (2PC recovery, distributed deadlock detection):
+    # PostgreSQL's default of 8 background workers runs out after a few databases.
+    "max_worker_processes": "128",
     "shared_buffers": "128MB",
     "wal_level": "logical",  # shard moves without blocking writes (citus_rebalance_start)
     "log_min_messages": "warning",
@@ -127,7 +130,18 @@ class Cluster:
     def _init(self, bindir: Path, node: Node) -> None:
         node.data.mkdir(parents=True, exist_ok=True)
         self._own(node.data)
-        self._run([str(bindir / "initdb"), "-D", str(node.data), "-U", SUPERUSER, "--auth=trust", "--encoding=utf8"])
+        self._run(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(node.data),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=utf8",
+                "--no-sync",
+            ]
+        )
         with (node.data / "postgresql.conf").open("a") as conf:
             conf.write("\n# scripts/citus.py\n")
             for name, value in {**NODE_SETTINGS, "port": str(node.port)}.items():
@@ -136,8 +150,9 @@ class Cluster:
     def start_node(self, node: Node) -> None:
         bindir, _ = installed()
         log = self.folder / f"{node.name}.log"
-        self._run([str(bindir / "pg_ctl"), "-D", str(node.data), "-w", "-t", str(PG_CTL_SECONDS_MAX), "-l", str(log),
-                   "start"])
+        self._run(
+            [str(bindir / "pg_ctl"), "-D", str(node.data), "-w", "-t", str(PG_CTL_SECONDS_MAX), "-l", str(log), "start"]
+        )
 
     def running(self, node: Node) -> bool:
         return self.postmaster_pid(node) is not None
@@ -176,8 +191,9 @@ class Cluster:
         if self.system_user is not None:
             command = ["runuser", "-u", self.system_user, "--", *command]
         with tempfile.TemporaryFile() as output:
-            result = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, timeout=PG_CTL_SECONDS_MAX + 5,
-                                    check=False, cwd="/")
+            result = subprocess.run(
+                command, stdout=output, stderr=subprocess.STDOUT, timeout=PG_CTL_SECONDS_MAX + 5, check=False, cwd="/"
+            )
             if result.returncode != 0:
                 output.seek(0)
                 text = output.read().decode(errors="replace")[-2000:]

@@ -104,6 +104,20 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "not_on_citus(reason): cannot hold when the run's databases are on Citus (docs/citus.md names each)"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _not_on_citus(request: pytest.FixtureRequest) -> None:
+    """Skips a test marked not_on_citus, with its reason, when TEST_DATABASE_ADMIN_URL is a Citus coordinator."""
+    marker = request.node.get_closest_marker("not_on_citus")
+    if marker is not None and request.getfixturevalue("databases").citus:
+        pytest.skip(f"not on Citus: {marker.args[0]}")
+
+
 @pytest.fixture(scope="session")
 def databases(postgres_admin_url: str) -> Iterator[DatabaseFactory]:
     factory = DatabaseFactory(postgres_admin_url)

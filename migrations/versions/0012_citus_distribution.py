@@ -10,10 +10,14 @@ row only (it refuses an UPDATE or DELETE of that row), so firing on the shard th
 
 **Functions.** Citus refuses a VOLATILE function inside an UPDATE of a distributed table: `updated_at =
 clock_timestamp()` becomes the clock read into a variable first (payment_save, payment_record_paid,
-payment_refunds_save, ledger_payment_apply_refunds, ledger_anonymize: the same instant, one statement's worth
-earlier). Citus refuses FOR UPDATE over rows of several shards: the sweepers (ledger_expire_holds,
-ledger_expire_grants) now lock one account at a time, still SKIP LOCKED, in ascending user id, still bounded by
-p_limit. On plain PostgreSQL all of it behaves as before.
+ledger_payment_apply_refunds, ledger_anonymize: the same instant, one statement's worth earlier);
+payment_refunds_save's ON CONFLICT takes the inserted row's updated_at (its default, the clock, read on the
+coordinator), since Citus sends a variable there to the shard as a parameter of unknown type, and it is PL/pgSQL:
+Citus cannot plan a SQL function's INSERT with parameters. Citus refuses FOR UPDATE over rows of several shards:
+the sweepers (ledger_expire_holds, ledger_expire_grants) now lock one account at a time, still SKIP LOCKED, in
+ascending user id, still bounded by p_limit. hold_expire_due (every debit, reserve, capture and release) first
+reads whether anything is due: its data-modifying statement is one Citus runs in steps, with a transaction on every
+worker, and most calls have nothing to expire. On plain PostgreSQL all of it behaves as before.
 
 Downgrade restores the functions as 0011 left them and drops ledger_distribute; tables stay where they are
 (distribution is placement, not schema: `undistribute_table` brings them back to the coordinator).
@@ -83,8 +87,8 @@ BEGIN
         'accounts', 'credit_transactions', 'transaction_metadata', 'admin_actions', 'payments', 'payment_refunds',
         'holds', 'hold_events', 'credit_grants', 'grant_movements', 'hold_grants'] LOOP
         CONTINUE WHEN EXISTS (SELECT 1 FROM pg_dist_partition d WHERE d.logicalrelid = v_table::regclass);
-        PERFORM create_distributed_table(v_table, 'user_id',
-                                         colocate_with => CASE v_table WHEN 'accounts' THEN 'default' ELSE 'accounts' END);
+        PERFORM create_distributed_table(
+            v_table, 'user_id', colocate_with => CASE v_table WHEN 'accounts' THEN 'default' ELSE 'accounts' END);
         v_done := v_done + 1;
     END LOOP;
     IF NOT EXISTS (SELECT 1 FROM pg_dist_partition d WHERE d.logicalrelid = 'processed_events'::regclass) THEN
@@ -96,7 +100,8 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION payment_record_paid(p payments, p_amount_paid_minor bigint, p_amount_tax_minor bigint, p_amount_discount_minor bigint, p_settle_refusal text)
+CREATE OR REPLACE FUNCTION payment_record_paid(p payments, p_amount_paid_minor bigint, p_amount_tax_minor bigint,
+    p_amount_discount_minor bigint, p_settle_refusal text)
  RETURNS payments
  LANGUAGE plpgsql
 AS $$
@@ -157,7 +162,11 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION ledger_payment_apply_refunds(p_user_id text, p_session_id text, p_intent_id text, p_charge_id text, p_package_id text, p_credits bigint, p_amount_minor bigint, p_currency_code text, p_customer_email text, p_customer_id text, p_charge_amount_refunded_minor bigint, p_refund_ids text[], p_refund_amounts_minor bigint[], p_refund_statuses text[], p_event_id text, p_event_type text, p_payload_sha256 bytea)
+CREATE OR REPLACE FUNCTION ledger_payment_apply_refunds(p_user_id text, p_session_id text, p_intent_id text,
+    p_charge_id text, p_package_id text, p_credits bigint, p_amount_minor bigint, p_currency_code text,
+    p_customer_email text, p_customer_id text, p_charge_amount_refunded_minor bigint, p_refund_ids text[],
+    p_refund_amounts_minor bigint[], p_refund_statuses text[], p_event_id text, p_event_type text,
+    p_payload_sha256 bytea)
  RETURNS payment_result
  LANGUAGE plpgsql
 AS $$
@@ -218,7 +227,8 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION ledger_anonymize(p_user_id text)
- RETURNS TABLE(already_anonymized boolean, payments_scrubbed_count integer, metadata_erased_count integer, balance bigint)
+ RETURNS TABLE(already_anonymized boolean, payments_scrubbed_count integer, metadata_erased_count integer,
+    balance bigint)
  LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -243,18 +253,57 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION payment_refunds_save(p payments, p_refund_ids text[], p_amounts_minor bigint[], p_statuses text[])
+CREATE OR REPLACE FUNCTION payment_refunds_save(p payments, p_refund_ids text[], p_amounts_minor bigint[],
+    p_statuses text[])
  RETURNS void
  LANGUAGE plpgsql
 AS $$
-DECLARE
-    v_now timestamptz := clock_timestamp();
 BEGIN
     INSERT INTO payment_refunds AS t (user_id, refund_id, payment_id, amount_minor, status)
     SELECT p.user_id, g.refund_id, p.id, g.amount_minor, g.status
       FROM unnest(p_refund_ids, p_amounts_minor, p_statuses) AS g(refund_id, amount_minor, status)
-    ON CONFLICT (user_id, refund_id) DO UPDATE SET status = excluded.status, updated_at = v_now
+    ON CONFLICT (user_id, refund_id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at
      WHERE payment_refund_rank(excluded.status) > payment_refund_rank(t.status);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION hold_expire_due(p_user_id text, p_now timestamp with time zone, p_limit integer)
+ RETURNS integer
+ LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_count     integer;
+    v_released  bigint;
+    v_ids       bigint[];
+BEGIN
+    -- Most calls find nothing due: a plain read says so on the user's shard. The statement below is one Citus
+    -- plans in steps, sending its intermediate results to every worker (a transaction on each).
+    IF NOT EXISTS (SELECT 1 FROM holds h
+                    WHERE h.user_id = p_user_id AND h.status = 'active' AND h.expires_at <= p_now) THEN
+        RETURN 0;
+    END IF;
+    WITH due AS (
+        SELECT h.id FROM holds h
+         WHERE h.user_id = p_user_id AND h.status = 'active' AND h.expires_at <= p_now
+         ORDER BY h.expires_at, h.id
+         LIMIT p_limit
+    ), expired AS (
+        UPDATE holds h SET status = 'expired', ended_at = h.expires_at
+          FROM due
+         WHERE h.user_id = p_user_id AND h.id = due.id AND h.status = 'active'
+        RETURNING h.id, h.amount
+    ), events AS (
+        INSERT INTO hold_events AS e (user_id, hold_id, kind, held_delta, created_at)
+        SELECT p_user_id, x.id, 'expired', -x.amount, p_now FROM expired x
+        RETURNING e.held_delta, e.hold_id
+    )
+    SELECT count(*), COALESCE(-sum(events.held_delta), 0), array_agg(events.hold_id)
+      INTO v_count, v_released, v_ids FROM events;
+    IF v_count > 0 THEN
+        UPDATE accounts a SET held = a.held - v_released WHERE a.user_id = p_user_id;
+        PERFORM grant_unreserve(p_user_id, v_ids);
+    END IF;
+    RETURN v_count;
 END
 $$;
 
@@ -334,6 +383,7 @@ RESTORED_FROM = {
     "ledger_anonymize": "0001_ledger_schema.py",
     "payment_refunds_save": "0005_refunds.py",
     "ledger_expire_holds": "0003_holds.py",
+    "hold_expire_due": "0011_credit_grants.py",
     "ledger_expire_grants": "0011_credit_grants.py",
     "refuse_change_to_append_only_table": "0001_ledger_schema.py",
 }
@@ -355,14 +405,14 @@ CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}
     )
     + """
 DROP TRIGGER holds_no_delete ON holds;
-CREATE TRIGGER holds_no_delete BEFORE DELETE ON holds FOR EACH ROW EXECUTE FUNCTION refuse_change_to_append_only_table();
+CREATE TRIGGER holds_no_delete BEFORE DELETE ON holds
+    FOR EACH ROW EXECUTE FUNCTION refuse_change_to_append_only_table();
 """
 )
 
 
 def downgrade() -> None:
     op.execute(DOWNGRADE_SQL)
-    # payment_refunds_save changes language (plpgsql back to sql): CREATE OR REPLACE allows that.
     for name, revision_file in RESTORED_FROM.items():
         text = Path(__file__).with_name(revision_file).read_text(encoding="utf-8")
         op.execute(_as_replacement(text, name))

@@ -14,6 +14,14 @@
   real application); pg_isready and redis-cli match their images.
 - depends_on: valid conditions; `service_healthy` targets have a healthcheck, `service_completed_successfully`
   targets are one-shot; no cycle; the start order PostgreSQL -> migrate -> ledger -> gateway / reconciler.
+- Profiles: the model `docker compose [--profile P] up` starts, as compose builds it (a service runs when it has no
+  profile or one of the active ones; a `required: false` dependency on a service left out is dropped, a required
+  one makes compose refuse the project). Without a profile, the deployment is the one it always was.
+- Profile citus (docs/citus-deploy.md): a coordinator and two workers of the pinned official citusdata/citus image,
+  each with its own volume, healthy only once the image's init scripts ran; a one-shot citus-init running
+  deploy/citus/join.sql with exactly the variables that file reads; migrate waits for it; with
+  LEDGER_DATABASE_HOST=citus-coordinator, migrate and the ledger reach the coordinator with the nodes' user,
+  password and database. Every variable the nodes set is one the image (or libpq) reads.
 - Secrets: tokens, keys, passwords only through ${VAR} (no literal, no non-empty default); .env.example lists
   exactly the variables compose references, with obvious placeholders.
 - Dockerfile: COPY sources exist and survive .dockerignore; CMD names a runnable module; an unprivileged USER;
@@ -56,6 +64,23 @@ APP_SERVICES = ("migrate", "ledger", "gateway", "reconciler", "creditsctl")
 IMAGE_SERVICES = {"postgres": "postgres:16", "redis": "redis:7"}
 # Variables the official images read (hub.docker.com/_/postgres); nothing of ours reads them.
 IMAGE_VARIABLES = {"postgres": {"POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD"}, "redis": set()}
+# Profile citus: Citus 13 (the suite's major version) for PostgreSQL 15 or 16, pinned to a release. Its tags are
+# <citus version>-pg<postgres major> (citusdata/docker's postgres-NN/Dockerfile, published as such).
+CITUS_PROFILE = "citus"
+CITUS_IMAGE = "citusdata/citus:13.2.0-pg16"
+CITUS_IMAGE_PATTERN = re.compile(r"citusdata/citus:13\.\d+\.\d+-pg1[56]")
+CITUS_COORDINATOR = "citus-coordinator"
+CITUS_WORKERS = ("citus-worker1", "citus-worker2")
+CITUS_NODES = (CITUS_COORDINATOR, *CITUS_WORKERS)
+CITUS_INIT = "citus-init"
+CITUS_SERVICES = (*CITUS_NODES, CITUS_INIT)
+# The postgres image's variables, and PGPASSWORD: libpq's, read by the Citus node's own connections to the other
+# nodes (the citusdata/citus entrypoint keeps it in the server's environment) and by psql in citus-init.
+CITUS_NODE_VARIABLES = IMAGE_VARIABLES["postgres"] | {"PGPASSWORD"}
+CITUS_INIT_VARIABLES = {"PGPASSWORD"}
+POSTGRES_PORT = 5432  # the images' own (nothing here changes it)
+DATA_DIRECTORY = "/var/lib/postgresql/data"  # the postgres image's PGDATA
+PSQL_VARIABLE = re.compile(r":'?([a-z_]+)'?")
 # Read by the OpenTelemetry SDK itself (SPEC §6: "the standard OTEL_* variables").
 STANDARD_PREFIXES = ("OTEL_",)
 # The gateway needs exactly one of these: from_env itself refuses none or several, so each is optional alone.
@@ -302,7 +327,7 @@ def caller_roles(token: str) -> set[str]:
 
 
 def test_the_services_and_the_image() -> None:
-    assert set(compose()["services"]) == {*APP_SERVICES, *IMAGE_SERVICES}
+    assert set(compose()["services"]) == {*APP_SERVICES, *IMAGE_SERVICES, *CITUS_SERVICES}
     for name, image in IMAGE_SERVICES.items():
         assert service(name)["image"] == image
     images = {service(name)["image"] for name in APP_SERVICES}
@@ -408,6 +433,12 @@ def test_image_services_set_only_their_image_variables(name: str) -> None:
     assert set(raw_environment(name)) <= IMAGE_VARIABLES[name]
 
 
+@pytest.mark.parametrize("name", CITUS_SERVICES)
+def test_citus_services_set_only_variables_their_image_reads(name: str) -> None:
+    expected = CITUS_INIT_VARIABLES if name == CITUS_INIT else CITUS_NODE_VARIABLES
+    assert set(raw_environment(name)) == expected
+
+
 @pytest.mark.parametrize("name", APP_SERVICES)
 def test_each_service_starts_with_its_environment(name: str) -> None:
     build_settings(name, environment(name))  # ConfigError (the service's start-up refusal) fails the test
@@ -424,8 +455,24 @@ def test_every_required_variable_is_given_for_sure(name: str) -> None:
             build_settings(name, {key: value for key, value in full.items() if key != variable})
         except ConfigError as exc:
             assert variable in str(exc), f"{name}: removing {variable} failed for another reason: {exc}"
-            optional = [ref for ref in references(raw) if not ref[1].endswith("?")]
+            optional = [ref for ref in references(raw) if may_be_empty(*ref)]
             assert not optional, f"{name}: {variable} is required but compose may leave it empty: {raw!r}"
+
+
+def may_be_empty(name: str, operator: str, argument: str) -> bool:
+    """Whether compose may put an empty string for this reference: only ${VAR:?...} and ${VAR:-non-empty} cannot."""
+    del name
+    return not (operator.endswith("?") or (operator == ":-" and argument != ""))
+
+
+def test_the_emptiness_check_refuses_what_compose_may_leave_empty() -> None:
+    assert not may_be_empty("HOST", ":-", "postgres")
+    assert not may_be_empty("TOKEN", ":?", "set TOKEN")
+    assert may_be_empty("HOST", "-", "postgres"), "${HOST-postgres} is empty when HOST is set empty"
+    assert may_be_empty("HOST", ":-", "")
+    assert may_be_empty("HOST", "", "")
+    assert interpolate("${HOST-postgres}", {"HOST": ""}) == ""
+    assert interpolate("${HOST:-postgres}", {"HOST": ""}) == "postgres"
 
 
 def test_required_variables_really_are_refused_when_missing() -> None:
@@ -552,7 +599,7 @@ def test_depends_on_conditions_are_valid() -> None:
 
 
 def test_start_order() -> None:
-    assert dependencies("migrate") == {"postgres": "service_healthy"}
+    assert model_dependencies("migrate", set()) == {"postgres": "service_healthy"}
     assert dependencies("ledger") == {"migrate": "service_completed_successfully"}
     assert dependencies("gateway")["ledger"] == "service_healthy"
     assert dependencies("reconciler") == {"ledger": "service_healthy"}
@@ -566,6 +613,226 @@ def test_no_dependency_cycle() -> None:
 
     for name in compose()["services"]:
         visit(name, ())
+
+
+# --- profiles ------------------------------------------------------------------------------------
+
+PROFILE_SETS = [set(), {"tools"}, {CITUS_PROFILE}, {"tools", CITUS_PROFILE}]
+
+
+def profiles_of(definition: Mapping[str, Any]) -> set[str]:
+    return set(definition.get("profiles", []))
+
+
+def model(profiles: set[str], services: Mapping[str, Any] | None = None) -> set[str]:
+    """The services `docker compose --profile P... up` starts: those without profiles and those of an active one."""
+    services = compose()["services"] if services is None else services
+    return {name for name, spec in services.items() if not profiles_of(spec) or profiles_of(spec) & profiles}
+
+
+def model_dependencies(name: str, profiles: set[str], services: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """`name`'s depends_on in that model: compose drops a `required: false` dependency on a service left out, and
+    refuses the whole project over a required one."""
+    services = compose()["services"] if services is None else services
+    active = model(profiles, services)
+    kept: dict[str, str] = {}
+    for target, spec in services[name].get("depends_on", {}).items():
+        if target in active:
+            kept[target] = spec["condition"]
+        else:
+            assert spec.get("required", True) is False, (
+                f"{name} requires {target}, which profiles {sorted(profiles)} leave out: compose refuses the project"
+            )
+    return kept
+
+
+@pytest.mark.parametrize("profiles", PROFILE_SETS, ids=lambda profiles: "+".join(sorted(profiles)) or "none")
+def test_every_profile_gives_a_valid_model(profiles: set[str]) -> None:
+    for name in model(profiles):
+        model_dependencies(name, profiles)
+
+
+def test_the_model_check_refuses_a_required_dependency_left_out() -> None:
+    services: dict[str, Any] = {
+        "app": {"depends_on": {"db": {"condition": "service_started"}}},
+        "db": {"profiles": ["extra"]},
+    }
+    assert model(set(), services) == {"app"}
+    with pytest.raises(AssertionError, match="compose refuses the project"):
+        model_dependencies("app", set(), services)
+    assert model_dependencies("app", {"extra"}, services) == {"db": "service_started"}
+    services["app"]["depends_on"]["db"]["required"] = False
+    assert model_dependencies("app", set(), services) == {}
+
+
+def test_without_a_profile_the_deployment_is_the_one_it_always_was() -> None:
+    assert model(set()) == {"postgres", "migrate", "ledger", "gateway", "reconciler", "redis"}
+    assert model({"tools"}) == model(set()) | {"creditsctl"}
+    for name in model(set()):
+        assert model_dependencies(name, set()) == {
+            target: condition for target, condition in dependencies(name).items() if target not in CITUS_SERVICES
+        }
+    unset = {key: value for key, value in env_example().items() if key != "LEDGER_DATABASE_HOST"}
+    for variables in (env_example(), unset):
+        for name in ("migrate", "ledger"):
+            url = urlsplit(environment(name, variables)["DATABASE_URL"])
+            assert (url.hostname, url.port) == ("postgres", POSTGRES_PORT), f"{name}: {url.hostname}"
+
+
+# --- profile citus -------------------------------------------------------------------------------
+
+
+def test_the_citus_services_run_only_under_their_profile() -> None:
+    for name in CITUS_SERVICES:
+        assert service(name)["profiles"] == [CITUS_PROFILE], name
+    for profiles in PROFILE_SETS:
+        started = model(profiles) & set(CITUS_SERVICES)
+        assert started == (set(CITUS_SERVICES) if CITUS_PROFILE in profiles else set()), sorted(profiles)
+    assert model({CITUS_PROFILE}) == model(set()) | set(CITUS_SERVICES)
+
+
+def test_the_citus_services_use_the_pinned_official_image() -> None:
+    assert CITUS_IMAGE_PATTERN.fullmatch(CITUS_IMAGE)
+    for name in CITUS_SERVICES:
+        assert service(name)["image"] == CITUS_IMAGE, name
+        assert "build" not in service(name) and "entrypoint" not in service(name), f"{name}: the image as published"
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "citusdata/citus",
+        "citusdata/citus:latest",
+        "citusdata/citus:13",
+        "citusdata/citus:13.2-pg16",
+        "citusdata/citus:13.2.0",
+        "citusdata/citus:13.2.0-pg17",
+        "citusdata/citus:14.1.0-pg16",
+        "someone/citus:13.2.0-pg16",
+    ],
+)
+def test_the_image_check_refuses_a_floating_or_other_image(image: str) -> None:
+    assert not CITUS_IMAGE_PATTERN.fullmatch(image)
+
+
+@pytest.mark.parametrize("name", CITUS_NODES)
+def test_each_citus_node_holds_the_ledgers_database(name: str) -> None:
+    node, postgres = environment(name), environment("postgres")
+    for variable in ("POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD"):
+        assert node[variable] == postgres[variable], f"{name}: {variable} differs from the service postgres"
+    raw = raw_environment(name)
+    assert raw["PGPASSWORD"] == raw["POSTGRES_PASSWORD"], "the nodes connect to each other with their own password"
+    assert service(name)["restart"] == "unless-stopped"
+
+
+@pytest.mark.parametrize("name", CITUS_NODES)
+def test_each_citus_node_runs_the_server_with_the_suites_settings(name: str) -> None:
+    from scripts.citus import NODE_SETTINGS
+
+    words = command_words(name)
+    assert words[0] == "postgres", "the image's entrypoint initialises the database, then runs the server"
+    options = words[1:]
+    assert options[::2] == ["-c"] * (len(options) // 2) and len(options) % 2 == 0, f"{name}: -c name=value pairs"
+    settings = dict(option.split("=", 1) for option in options[1::2])
+    assert settings, f"{name}: no settings"
+    for setting, value in settings.items():
+        assert NODE_SETTINGS.get(setting) == value, f"{name}: {setting}={value}, scripts/citus.py says {setting}="
+
+
+def test_each_citus_node_keeps_its_data_in_its_own_volume() -> None:
+    volumes = []
+    for name in CITUS_NODES:
+        (mount,) = service(name)["volumes"]
+        volume, _, target = mount.partition(":")
+        assert target == DATA_DIRECTORY, f"{name}: {mount}"
+        assert volume in compose()["volumes"], f"{name}: volume {volume} is not declared"
+        volumes.append(volume)
+    assert len(set(volumes)) == len(CITUS_NODES) and "pgdata" not in volumes
+
+
+@pytest.mark.parametrize("name", CITUS_NODES)
+def test_a_citus_node_is_healthy_once_its_init_scripts_ran(name: str) -> None:
+    words, env = healthcheck_words(name), environment(name)
+    assert words[0] == "pg_isready"
+    # TCP: the image runs its init scripts (CREATE EXTENSION citus) on a server listening on the socket only.
+    assert words[words.index("-h") + 1] == "127.0.0.1"
+    assert words[words.index("-U") + 1] == env["POSTGRES_USER"]
+    assert words[words.index("-d") + 1] == env["POSTGRES_DB"]
+
+
+def psql_arguments(words: list[str]) -> tuple[dict[str, str], list[str], list[str]]:
+    """psql's --set=NAME=VALUE variables, its other options, and its positional arguments."""
+    assert words[0] == "psql"
+    variables: dict[str, str] = {}
+    options: list[str] = []
+    positional: list[str] = []
+    for word in words[1:]:
+        if word.startswith("--set="):
+            name, _, value = word.removeprefix("--set=").partition("=")
+            variables[name] = value
+        elif word.startswith("-"):
+            assert word.startswith("--"), f"write psql's options long and joined ({word})"
+            options.append(word)
+        else:
+            positional.append(word)
+    return variables, options, positional
+
+
+def psql_variables_read(sql: str) -> set[str]:
+    """The psql variables a script interpolates (:name, :'name'), comments left out; `::type` is a cast.
+
+    String literals are not parsed: a colon before a word inside one would count (join.sql has none)."""
+    code = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    return {match.group(1) or match.group(2) for match in re.finditer(r"(?<!:):(?:'(\w+)'|([a-z_]\w*))", code)}
+
+
+def test_the_psql_variable_reader_sees_variables_not_casts() -> None:
+    assert psql_variables_read("SELECT :'a', :b, x::integer, ':', 1\n-- :d") == {"a", "b"}
+
+
+def test_citus_init_joins_the_nodes_with_join_sql() -> None:
+    assert service(CITUS_INIT)["restart"] == "no", "a one-shot that migrate waits for"
+    variables, options, positional = psql_arguments(command_words(CITUS_INIT))
+    (file_option,) = [option for option in options if option.startswith("--file=")]
+    container_path = file_option.removeprefix("--file=")
+    (mount,) = service(CITUS_INIT)["volumes"]
+    source, target, mode = mount.split(":")
+    assert target == container_path and mode == "ro"
+    script = (ROOT / source).resolve()
+    assert script == ROOT / "deploy" / "citus" / "join.sql" and script.is_file()
+    assert set(variables) == psql_variables_read(script.read_text(encoding="utf-8")) == {"coordinator", "workers"}
+    assert variables["coordinator"] == f"{CITUS_COORDINATOR}:{POSTGRES_PORT}"
+    assert variables["workers"] == ",".join(f"{worker}:{POSTGRES_PORT}" for worker in CITUS_WORKERS)
+    assert "--no-psqlrc" in options
+    (url,) = positional
+    parts, node = urlsplit(url), environment(CITUS_COORDINATOR)
+    assert (parts.hostname, parts.port, parts.password) == (CITUS_COORDINATOR, POSTGRES_PORT, None)
+    assert (parts.username, parts.path) == (node["POSTGRES_USER"], "/" + node["POSTGRES_DB"])
+    assert environment(CITUS_INIT)["PGPASSWORD"] == node["POSTGRES_PASSWORD"]
+    assert dependencies(CITUS_INIT) == dict.fromkeys(CITUS_NODES, "service_healthy")
+
+
+def test_migrate_waits_for_the_cluster_only_under_the_profile() -> None:
+    assert service("migrate")["depends_on"][CITUS_INIT] == {
+        "condition": "service_completed_successfully",
+        "required": False,
+    }
+    assert model_dependencies("migrate", {CITUS_PROFILE}) == {
+        "postgres": "service_healthy",
+        CITUS_INIT: "service_completed_successfully",
+    }
+
+
+def test_with_the_coordinator_named_the_ledger_reaches_it_as_the_nodes_user() -> None:
+    variables = {**env_example(), "LEDGER_DATABASE_HOST": CITUS_COORDINATOR}
+    node = environment(CITUS_COORDINATOR, variables)
+    for name in ("migrate", "ledger"):
+        env = environment(name, variables)
+        url = urlsplit(env["DATABASE_URL"])
+        assert (url.hostname, url.port) == (CITUS_COORDINATOR, POSTGRES_PORT)
+        assert (url.username, url.password) == (node["POSTGRES_USER"], node["POSTGRES_PASSWORD"])
+        assert url.path == "/" + node["POSTGRES_DB"]
+        build_settings(name, env)
 
 
 # --- secrets and .env.example --------------------------------------------------------------------

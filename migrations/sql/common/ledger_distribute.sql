@@ -15,8 +15,8 @@ BEGIN
         'accounts', 'credit_transactions', 'transaction_metadata', 'admin_actions', 'payments', 'payment_refunds',
         'holds', 'hold_events', 'credit_grants', 'grant_movements', 'hold_grants'] LOOP
         CONTINUE WHEN EXISTS (SELECT 1 FROM pg_dist_partition d WHERE d.logicalrelid = v_table::regclass);
-        PERFORM create_distributed_table(v_table, 'user_id',
-                                         colocate_with => CASE v_table WHEN 'accounts' THEN 'default' ELSE 'accounts' END);
+        PERFORM create_distributed_table(
+            v_table, 'user_id', colocate_with => CASE v_table WHEN 'accounts' THEN 'default' ELSE 'accounts' END);
         v_done := v_done + 1;
     END LOOP;
     IF NOT EXISTS (SELECT 1 FROM pg_dist_partition d WHERE d.logicalrelid = 'processed_events'::regclass) THEN

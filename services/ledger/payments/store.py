@@ -73,7 +73,12 @@ PAYMENT_COLUMNS = (
     "id, user_id, checkout_session_id, payment_intent_id, charge_id, package_id, credits, amount_minor, "
     "currency_code, status, amount_refunded_minor, credits_clawed_back, dispute_status, dispute_id, "
     "adjustment_count, credit_transaction_id, anonymized, created_at, updated_at, credited_at, "
-    "charge_amount_refunded_minor, payment_refunds_json(user_id, id) AS refunds, "
+    "charge_amount_refunded_minor, "
+    # payment_refunds_json's query, inline: on Citus a lookup without a user runs on every shard, where a function
+    # that reads another distributed table cannot run (nested distributed execution).
+    "(SELECT jsonb_agg(jsonb_build_object('refund_id', r.refund_id, 'amount_minor', r.amount_minor, "
+    "'status', r.status) ORDER BY r.created_at, r.refund_id) FROM payment_refunds r "
+    "WHERE r.user_id = payments.user_id AND r.payment_id = payments.id) AS refunds, "
     "amount_paid_minor, amount_tax_minor, amount_discount_minor, settle_refusal"
 )
 # GetPayment: one payment per id in practice; ids are unique per user, so the oldest wins a tie.
