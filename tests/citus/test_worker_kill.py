@@ -446,6 +446,7 @@ async def test_worker_killed_mid_load_loses_nothing_and_leaves_no_prepared_trans
         run.timeline.recovered_after_load = await recover_until_none_left(run.cluster, coordinator, run.database)
         print(f"\ncitus worker kill, seed {SEED}: {json.dumps(measure(run), default=str)}")
         check_fault_happened(run)
+        check_refusals(run)
         check_ledger_answers(run)
         await check_no_prepared_transaction(run)
         await check_journal_and_totals(run)
@@ -608,7 +609,22 @@ def check_fault_happened(run: Run) -> None:
     acknowledged = [op for op in while_down if op.outcome is not Outcome.UNKNOWN]
     assert not acknowledged, f"answered while the worker holding them was down: {acknowledged[:5]}"
     assert ok_count(run.history, timeline.recovered, run.victim_users) >= RECOVERED_OK_MIN
-    assert any(op.final is Outcome.REFUSED for op in run.history.ops), "no refusal: the overdrafts never reached"
+
+
+def check_refusals(run: Run) -> None:
+    """Every overdraft refused (no balance comes near it), every refusal one the workload can cause, and some."""
+    ops = run.history.ops
+    refused = [op for op in ops if op.final is Outcome.REFUSED]
+    assert refused, "no refusal in the run"
+    assert {op.final_detail for op in refused} <= {"INSUFFICIENT_CREDITS", "BATCH_ABORTED"}, Counter(
+        op.final_detail for op in refused
+    )
+    overdrafts = [op for op in ops if op.delta == -OVERDRAFT_AMOUNT]
+    assert overdrafts, "no overdraft in the run"
+    assert all(op.final is Outcome.REFUSED for op in overdrafts), [op for op in overdrafts if op.final is Outcome.OK]
+    in_atomic = {op.batch_id for op in overdrafts if op.atomic}
+    aborted = [op for op in ops if op.batch_id in in_atomic and op.final is not Outcome.REFUSED]
+    assert not aborted, f"postings of atomic batches holding an overdraft not refused: {aborted[:5]}"
 
 
 def check_ledger_answers(run: Run) -> None:
