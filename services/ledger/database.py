@@ -25,6 +25,14 @@ log = logging.getLogger(__name__)
 # 08 connection exception, 53 insufficient resources, 57 operator intervention (shutdown, restart),
 # and 40 transaction rollback (serialization failure, deadlock): all safe to retry with the same key.
 _RETRYABLE_SQLSTATE_CLASSES = ("08", "53", "57", "40")
+# Citus reports a worker lost during a call as XX000 (internal error) with one of these messages (tests/citus's
+# worker kill): a broken connection like any other, so the outcome is unknown and a retry with the same key is safe.
+_CITUS_WORKER_LOST = (
+    "failure on connection marked as essential",
+    "terminating connection due to unexpected postmaster exit",
+    "server closed the connection unexpectedly",
+    "connection to the remote node",
+)
 # min_size 0: connections open lazily (the pool starts even while the database is down; health reports
 # NOT_SERVING until it answers).
 POOL_SIZE_MIN = 0
@@ -48,7 +56,9 @@ def translate_database_error(exc: BaseException) -> errors.LedgerError:
     """Maps a foreign database failure to the most specific error of ours."""
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate = exc.sqlstate or ""
-        if sqlstate.startswith(_RETRYABLE_SQLSTATE_CLASSES):
+        if sqlstate.startswith(_RETRYABLE_SQLSTATE_CLASSES) or (
+            sqlstate == "XX000" and str(exc).startswith(_CITUS_WORKER_LOST)
+        ):
             return errors.Unavailable(f"database unavailable ({sqlstate}); retry with the same idempotency key")
         return errors.Internal("database error")
     # InternalClientError: asyncpg found the connection in a state it cannot use (a statement cut off by a

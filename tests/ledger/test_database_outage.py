@@ -287,9 +287,24 @@ async def wait_until(condition) -> None:
             asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
             id="connection-closed-mid-operation",
         ),
+        pytest.param(
+            asyncpg.InternalServerError("failure on connection marked as essential: 127.0.0.1:9701"),
+            id="citus-worker-lost-before-commit",
+        ),
+        pytest.param(
+            asyncpg.InternalServerError("terminating connection due to unexpected postmaster exit"),
+            id="citus-worker-died-mid-statement",
+        ),
     ],
 )
 def test_a_broken_connection_is_unavailable_not_internal(failure):
     # Found by tests/faults: after a PostgreSQL restart asyncpg raised InternalClientError on a pooled
-    # connection; it escaped the translation and the call was answered INTERNAL (a webhook 500).
+    # connection; it escaped the translation and the call was answered INTERNAL (a webhook 500). Citus says
+    # XX000 for a worker lost mid-call (tests/citus/test_worker_kill.py).
     assert isinstance(translate_database_error(failure), errors.Unavailable)
+
+
+def test_any_other_internal_error_stays_internal():
+    # XX000 is Unavailable only for a lost connection; anything else is a bug to see, not a retry to make.
+    failure = asyncpg.InternalServerError("cache lookup failed for relation 16384")
+    assert isinstance(translate_database_error(failure), errors.Internal)
