@@ -95,6 +95,9 @@ BEGIN
         PERFORM create_reference_table('processed_events');
         v_done := v_done + 1;
     END IF;
+    -- New sessions take payment_events_lock() before recording an event (the ledger opens its pool after this).
+    EXECUTE format('ALTER DATABASE %I SET credits.events_lock = on', current_database());
+    PERFORM set_config('credits.events_lock', 'on', false);
     PERFORM set_config('citus.enable_unsafe_triggers', 'off', true);
     RETURN v_done;
 END
@@ -177,6 +180,7 @@ DECLARE
     v_merged   record;
     v_now      timestamptz := clock_timestamp();
 BEGIN
+    PERFORM payment_events_lock();  -- before any account: processed_events may be a reference table
     ASSERT cardinality(p_refund_ids) = cardinality(p_refund_amounts_minor)
        AND cardinality(p_refund_ids) = cardinality(p_refund_statuses), 'refund arrays of different lengths';
     SELECT * INTO STRICT v_open FROM payment_open_for_event(
@@ -307,6 +311,281 @@ BEGIN
 END
 $$;
 
+-- On Citus processed_events is a reference table: a write to it takes a cluster-wide lock at the moment of the
+-- write, after the call has locked its accounts, and two settle batches of overlapping users then wait on each
+-- other (one for an account the other holds, the other for that lock). Every call that records an event takes
+-- this lock first, before any account; ledger_distribute() turns it on. On one PostgreSQL it does nothing.
+CREATE FUNCTION payment_events_lock() RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('credits.events_lock', true) = 'on' THEN
+        PERFORM pg_advisory_xact_lock(7322201);  -- the ledger's only advisory lock
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger_payment_settle(p_user_id text, p_session_id text, p_intent_id text,
+    p_charge_id text, p_package_id text, p_credits bigint, p_amount_minor bigint, p_currency_code text,
+    p_customer_email text, p_customer_id text, p_event_id text, p_event_type text, p_payload_sha256 bytea,
+    p_amount_paid_minor bigint, p_amount_tax_minor bigint, p_amount_discount_minor bigint,
+    p_grant_valid_days integer DEFAULT 0)
+ RETURNS payment_result
+ LANGUAGE plpgsql
+AS $$
+DECLARE
+    r          payment_result;
+    v_account  accounts;
+    v_event    processed_events;
+    v_payment  payments;
+    v_entry    credit_transactions;
+    v_credited boolean := false;
+BEGIN
+    PERFORM payment_events_lock();  -- before any account: processed_events may be a reference table
+    v_account := payment_lock_account(p_user_id);
+    v_event := payment_event_find(p_event_id);
+    IF v_event.event_id IS NOT NULL THEN
+        RETURN payment_event_replay(v_event, p_payload_sha256, p_user_id, p_session_id, p_intent_id);
+    END IF;
+    r := payment_match(p_user_id, p_session_id, p_intent_id, p_charge_id, p_package_id, p_credits, p_amount_minor,
+                       p_currency_code, p_customer_email, p_customer_id, v_account.status = 'active');
+    IF r.outcome = 'conflict' THEN
+        RETURN r;
+    END IF;
+    v_payment := r.payment;
+    IF r.outcome = 'missing' THEN
+        v_payment := payment_insert(p_user_id, p_session_id, p_intent_id, p_charge_id, p_package_id, p_credits,
+                                    p_amount_minor, p_currency_code, p_customer_email, p_customer_id,
+                                    v_account.status = 'active', 'INIT');
+    END IF;
+    IF p_grant_valid_days > 0 AND v_payment.grant_valid_days <> p_grant_valid_days
+       AND NOT payment_is_paid(v_payment) THEN
+        -- How long the pack's credits stay valid (the catalog's valid_days), known by the time it is paid.
+        UPDATE payments p SET grant_valid_days = p_grant_valid_days
+         WHERE p.user_id = v_payment.user_id AND p.id = v_payment.id;
+        v_payment.grant_valid_days := p_grant_valid_days;
+    END IF;
+    IF v_payment.status = 'EXPIRED' THEN
+        v_payment.status := 'INIT';  -- A late proof of payment: the expired session was paid after all.
+    END IF;
+    IF NOT payment_is_paid(v_payment) THEN
+        v_payment.status := 'PAID';
+        IF v_account.status = 'active' THEN
+            v_entry := payment_journal(p_user_id, v_payment.id, v_payment.credits, 'purchase',
+                                       format('payment:%s:purchase', v_payment.id),
+                                       format('purchase of package %s', v_payment.package_id));
+            v_payment.credit_transaction_id := v_entry.id;
+            v_payment.credited_at := v_entry.created_at;
+            v_credited := true;
+        END IF;
+    END IF;
+    r := payment_apply(v_payment);
+    v_payment := payment_record_paid(
+        r.payment, p_amount_paid_minor, p_amount_tax_minor, p_amount_discount_minor,
+        CASE WHEN (r.payment).credit_transaction_id IS NULL THEN 'account_anonymized' END);
+    r.payment := v_payment;
+    IF v_payment.credit_transaction_id IS NULL THEN
+        IF p_event_id IS NOT NULL THEN
+            INSERT INTO processed_events (event_id, event_type, outcome, payload_sha256, user_id, payment_id,
+                                          payment_intent_id, detail)
+            VALUES (p_event_id, p_event_type, 'refused', p_payload_sha256, p_user_id, v_payment.id,
+                    v_payment.payment_intent_id,
+                    format('account_anonymized: payment %s paid, not credited (the account was anonymized); refund it',
+                           v_payment.id))
+            ON CONFLICT (event_id) DO NOTHING;
+            IF NOT FOUND THEN
+                RAISE EXCEPTION 'event % was recorded concurrently', p_event_id USING ERRCODE = 'serialization_failure';
+            END IF;
+        END IF;
+        r.outcome := 'purchase_account_anonymized';
+        r.detail := v_payment.id::text;
+        r.credited := false;
+        r.credits_moved := 0;
+        RETURN r;
+    END IF;
+    IF NOT v_credited THEN
+        SELECT * INTO STRICT v_entry FROM credit_transactions t
+         WHERE t.user_id = p_user_id AND t.id = v_payment.credit_transaction_id;
+    END IF;
+    PERFORM payment_event_applied(p_event_id, p_event_type, p_payload_sha256, p_user_id, v_payment.id,
+                                  v_payment.payment_intent_id);
+    r.entry := v_entry;
+    r.credited := v_credited;
+    r.credits_moved := CASE WHEN v_credited THEN v_payment.credits ELSE 0 END;
+    RETURN r;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger_payment_expire(p_user_id text, p_session_id text, p_event_id text,
+    p_event_type text, p_payload_sha256 bytea)
+ RETURNS payment_result
+ LANGUAGE plpgsql
+AS $$
+DECLARE
+    r          payment_result;
+    v_account  accounts;
+    v_event    processed_events;
+    v_payment  payments;
+BEGIN
+    PERFORM payment_events_lock();  -- before any account: processed_events may be a reference table
+    v_account := payment_lock_account(p_user_id);
+    v_event := payment_event_find(p_event_id);
+    IF v_event.event_id IS NOT NULL THEN
+        RETURN payment_event_replay(v_event, p_payload_sha256, p_user_id, p_session_id, NULL);
+    END IF;
+    SELECT * INTO v_payment FROM payments t
+     WHERE t.user_id = p_user_id AND t.checkout_session_id = p_session_id FOR UPDATE;
+    IF v_payment.id IS NOT NULL AND v_payment.status = 'INIT' THEN
+        v_payment.status := 'EXPIRED';
+        v_payment := payment_save(v_payment);
+    END IF;
+    PERFORM payment_event_applied(p_event_id, p_event_type, p_payload_sha256, p_user_id, v_payment.id,
+                                  v_payment.payment_intent_id);
+    r.payment := CASE WHEN v_payment.id IS NOT NULL THEN v_payment END;
+    r.outcome := 'applied';
+    RETURN r;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger_payment_fail(p_user_id text, p_session_id text, p_intent_id text, p_charge_id text,
+    p_package_id text, p_credits bigint, p_amount_minor bigint, p_currency_code text, p_customer_email text,
+    p_customer_id text, p_event_id text, p_event_type text, p_payload_sha256 bytea)
+ RETURNS payment_result
+ LANGUAGE plpgsql
+AS $$
+DECLARE
+    r          payment_result;
+    v_account  accounts;
+    v_event    processed_events;
+    v_payment  payments;
+BEGIN
+    PERFORM payment_events_lock();  -- before any account: processed_events may be a reference table
+    v_account := payment_lock_account(p_user_id);
+    v_event := payment_event_find(p_event_id);
+    IF v_event.event_id IS NOT NULL THEN
+        RETURN payment_event_replay(v_event, p_payload_sha256, p_user_id, p_session_id, p_intent_id);
+    END IF;
+    r := payment_match(p_user_id, p_session_id, p_intent_id, p_charge_id, p_package_id, p_credits, p_amount_minor,
+                       p_currency_code, p_customer_email, p_customer_id, v_account.status = 'active');
+    IF r.outcome = 'conflict' THEN
+        RETURN r;
+    END IF;
+    v_payment := r.payment;
+    IF r.outcome = 'missing' THEN
+        v_payment := payment_insert(p_user_id, p_session_id, p_intent_id, p_charge_id, p_package_id, p_credits,
+                                    p_amount_minor, p_currency_code, p_customer_email, p_customer_id,
+                                    v_account.status = 'active', 'FAILED');
+    ELSIF v_payment.status = 'INIT' THEN
+        v_payment.status := 'FAILED';
+        v_payment := payment_save(v_payment);
+    END IF;
+    PERFORM payment_event_applied(p_event_id, p_event_type, p_payload_sha256, p_user_id, v_payment.id,
+                                  v_payment.payment_intent_id);
+    r.payment := v_payment;
+    r.outcome := 'applied';
+    RETURN r;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger_payment_dispute(p_user_id text, p_session_id text, p_intent_id text,
+    p_charge_id text, p_package_id text, p_credits bigint, p_amount_minor bigint, p_currency_code text,
+    p_customer_email text, p_customer_id text, p_dispute_id text, p_dispute_status text, p_event_id text,
+    p_event_type text, p_payload_sha256 bytea)
+ RETURNS payment_result
+ LANGUAGE plpgsql
+AS $$
+DECLARE
+    r          payment_result;
+    v_payment  payments;
+    v_open     record;
+BEGIN
+    PERFORM payment_events_lock();  -- before any account: processed_events may be a reference table
+    SELECT * INTO STRICT v_open FROM payment_open_for_event(
+        p_user_id, p_session_id, p_intent_id, p_charge_id, p_package_id, p_credits, p_amount_minor, p_currency_code,
+        p_customer_email, p_customer_id, p_event_id, p_payload_sha256);
+    IF v_open.done THEN
+        RETURN v_open.answer;
+    END IF;
+    p_user_id := v_open.p_user_id;
+    p_session_id := v_open.p_session_id;
+    p_intent_id := v_open.p_intent_id;
+    r := v_open.answer;
+    v_payment := v_open.target;
+    IF payment_dispute_rank(p_dispute_status) > payment_dispute_rank(v_payment.dispute_status) THEN
+        v_payment.dispute_status := p_dispute_status;
+        v_payment.dispute_id := p_dispute_id;
+    END IF;
+    r := payment_apply(v_payment);
+    v_payment := r.payment;
+    PERFORM payment_event_applied(p_event_id, p_event_type, p_payload_sha256, p_user_id, v_payment.id,
+                                  v_payment.payment_intent_id);
+    RETURN r;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger_event_record(p_event_id text, p_event_type text, p_payload_sha256 bytea,
+    p_outcome text, p_detail text, p_user_id text, p_intent_id text)
+ RETURNS TABLE(result text, recorded_outcome text)
+ LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_payment_id  bigint;
+    v_event       processed_events;
+BEGIN
+    PERFORM payment_events_lock();  -- before any account: processed_events may be a reference table
+    SELECT t.id INTO v_payment_id FROM payments t
+     WHERE t.payment_intent_id = p_intent_id AND (p_user_id IS NULL OR t.user_id = p_user_id)
+     ORDER BY t.id
+     LIMIT 1;
+    INSERT INTO processed_events AS e (event_id, event_type, outcome, payload_sha256, user_id, payment_id,
+                                       payment_intent_id, detail)
+    VALUES (p_event_id, p_event_type, p_outcome, p_payload_sha256, p_user_id, v_payment_id, p_intent_id, p_detail)
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING e.* INTO v_event;
+    IF v_event.event_id IS NOT NULL THEN
+        result := 'applied';
+        recorded_outcome := p_outcome;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    v_event := payment_event_find(p_event_id);
+    result := CASE WHEN v_event.payload_sha256 = p_payload_sha256 THEN 'duplicate_event'
+                   ELSE 'event_payload_mismatch' END;
+    recorded_outcome := v_event.outcome;
+    RETURN NEXT;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger_payment_open(p_user_id text, p_session_id text, p_intent_id text, p_charge_id text,
+    p_package_id text, p_credits bigint, p_amount_minor bigint, p_currency_code text, p_customer_email text,
+    p_customer_id text)
+ RETURNS payment_result
+ LANGUAGE plpgsql
+AS $$
+DECLARE
+    r          payment_result;
+    v_account  accounts;
+BEGIN
+    PERFORM payment_events_lock();  -- before any account: processed_events may be a reference table
+    v_account := payment_lock_account(p_user_id);
+    IF v_account.status = 'anonymized' THEN
+        r.outcome := 'account_anonymized';
+        RETURN r;
+    END IF;
+    r := payment_match(p_user_id, p_session_id, p_intent_id, p_charge_id, p_package_id, p_credits,
+                       p_amount_minor, p_currency_code, p_customer_email, p_customer_id, true);
+    IF r.outcome = 'conflict' THEN
+        RETURN r;
+    END IF;
+    r.replayed := r.outcome = 'found';
+    IF NOT r.replayed THEN
+        r.payment := payment_insert(p_user_id, p_session_id, p_intent_id, p_charge_id, p_package_id, p_credits,
+                                    p_amount_minor, p_currency_code, p_customer_email, p_customer_id, true, 'INIT');
+    END IF;
+    r.outcome := 'applied';
+    RETURN r;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION ledger_expire_holds(p_now timestamptz, p_limit integer) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -384,6 +663,12 @@ RESTORED_FROM = {
     "payment_refunds_save": "0005_refunds.py",
     "ledger_expire_holds": "0003_holds.py",
     "hold_expire_due": "0011_credit_grants.py",
+    "ledger_payment_settle": "0011_credit_grants.py",
+    "ledger_payment_expire": "0006_checkout_outcomes.py",
+    "ledger_payment_fail": "0002_payment_lifecycle.py",
+    "ledger_payment_dispute": "0008_payment_change_opening.py",
+    "ledger_event_record": "0002_payment_lifecycle.py",
+    "ledger_payment_open": "0002_payment_lifecycle.py",
     "ledger_expire_grants": "0011_credit_grants.py",
     "refuse_change_to_append_only_table": "0001_ledger_schema.py",
 }
@@ -392,6 +677,8 @@ RESTORED_FROM = {
 # One statement per execute: Citus refuses a SET among several commands sent at once.
 DOWNGRADE_STATEMENTS = (
     "DROP FUNCTION ledger_distribute()",
+    "DROP FUNCTION payment_events_lock()",
+    "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I RESET credits.events_lock', current_database()); END $$",
     "DROP TYPE grant_shown",
     "SET LOCAL citus.enable_unsafe_triggers = on",  # a placeholder setting on plain PostgreSQL, harmless
     *(

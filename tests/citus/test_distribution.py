@@ -9,6 +9,8 @@ refusal naming a shard instead of its table.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -27,6 +29,7 @@ from tests.ledger.grant_helpers import ts
 from tests.ledger.payment_helpers import MEDIUM_AMOUNT_MINOR, MEDIUM_CREDITS, Ids, details, source
 
 USERS_PER_WORKER = 3
+BATCHES = 12  # settle batches at once, each of 4 of the same 8 users
 DISTRIBUTED = (
     "accounts",
     "admin_actions",
@@ -53,12 +56,17 @@ def citus_database(citus_cluster: citus.Cluster) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-async def citus_ledger(citus_database: str) -> AsyncIterator[LedgerClient]:
+async def citus_ledger_target(citus_database: str) -> AsyncIterator[str]:
     server = await app.start(ledger_settings(citus_database))
-    client = LedgerClient(f"127.0.0.1:{server.port}", ALL_ROLES_TOKEN)
+    yield f"127.0.0.1:{server.port}"
+    await server.stop(grace_seconds=1.0)
+
+
+@pytest.fixture(scope="module")
+async def citus_ledger(citus_ledger_target: str) -> AsyncIterator[LedgerClient]:
+    client = LedgerClient(citus_ledger_target, ALL_ROLES_TOKEN)
     yield client
     await client.close()
-    await server.stop(grace_seconds=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +197,36 @@ async def test_payments_refunds_disputes_and_erasure(citus_ledger: LedgerClient,
         assert found.payment.anonymized and [r.refund_id for r in found.payment.refunds] == [refund.refund_id]
         email = await coordinator.fetchval("SELECT customer_email FROM payments WHERE user_id = $1", user_id)
         assert email is None
+
+
+async def test_settle_batches_of_overlapping_users_never_deadlock(
+    citus_ledger_target: str, coordinator: asyncpg.Pool
+) -> None:
+    """Every settlement records its event in processed_events, a reference table: a write to it takes a
+    cluster-wide lock. Batches of different but overlapping users, locking their accounts in ascending order,
+    would each hold an account and the lock the other waits for, unless the lock is taken first."""
+    by_worker = await users_on_each_worker(coordinator, 4)
+    users = [user for group in by_worker.values() for user in group]
+    rng = random.Random(22)
+
+    def settlement(user_id: str) -> pb.SettlePaymentRequest:
+        ids = Ids.new()
+        paid = details(user_id, session=ids.session, intent=ids.intent, charge=ids.charge)
+        return pb.SettlePaymentRequest(details=paid, source=source("checkout.session.completed"))
+
+    batches = [[settlement(user) for user in rng.sample(users, 4)] for _ in range(BATCHES)]
+    # One attempt each: the client retries UNAVAILABLE, which a deadlock (40P01) is, and would hide it.
+    async with LedgerClient(citus_ledger_target, ALL_ROLES_TOKEN, deadline_seconds=60, attempts_max=1) as client:
+        answers = await asyncio.gather(*(client.settle_payment_batch(b) for b in batches), return_exceptions=True)
+
+    failed = [answer for answer in answers if isinstance(answer, BaseException)]
+    assert not failed, failed[:3]
+    results = [result for answer in answers for result in answer.results]  # type: ignore[union-attr]
+    assert all(result.HasField("settled") and result.settled.credited for result in results)
+    purchases = await coordinator.fetchval(
+        "SELECT count(*) FROM credit_transactions WHERE user_id = ANY($1) AND kind = 'purchase'", users
+    )
+    assert purchases == BATCHES * 4
 
 
 async def test_append_only_refusal_names_the_table_not_the_shard(

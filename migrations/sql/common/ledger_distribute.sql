@@ -23,6 +23,9 @@ BEGIN
         PERFORM create_reference_table('processed_events');
         v_done := v_done + 1;
     END IF;
+    -- New sessions take payment_events_lock() before recording an event (the ledger opens its pool after this).
+    EXECUTE format('ALTER DATABASE %I SET credits.events_lock = on', current_database());
+    PERFORM set_config('credits.events_lock', 'on', false);
     PERFORM set_config('citus.enable_unsafe_triggers', 'off', true);
     RETURN v_done;
 END

@@ -1,4 +1,4 @@
--- ledger_event_record: current definition (last changed by migrations/versions/0002_payment_lifecycle.py).
+-- ledger_event_record: current definition (last changed by migrations/versions/0012_citus_distribution.py).
 CREATE OR REPLACE FUNCTION public.ledger_event_record(p_event_id text, p_event_type text, p_payload_sha256 bytea, p_outcome text, p_detail text, p_user_id text, p_intent_id text)
  RETURNS TABLE(result text, recorded_outcome text)
  LANGUAGE plpgsql
@@ -7,6 +7,7 @@ DECLARE
     v_payment_id  bigint;
     v_event       processed_events;
 BEGIN
+    PERFORM payment_events_lock();  -- before any account: processed_events may be a reference table
     SELECT t.id INTO v_payment_id FROM payments t
      WHERE t.payment_intent_id = p_intent_id AND (p_user_id IS NULL OR t.user_id = p_user_id)
      ORDER BY t.id

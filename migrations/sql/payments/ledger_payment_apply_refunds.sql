@@ -10,6 +10,7 @@ DECLARE
     v_merged   record;
     v_now      timestamptz := clock_timestamp();
 BEGIN
+    PERFORM payment_events_lock();  -- before any account: processed_events may be a reference table
     ASSERT cardinality(p_refund_ids) = cardinality(p_refund_amounts_minor)
        AND cardinality(p_refund_ids) = cardinality(p_refund_statuses), 'refund arrays of different lengths';
     SELECT * INTO STRICT v_open FROM payment_open_for_event(

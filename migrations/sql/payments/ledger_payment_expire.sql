@@ -1,4 +1,4 @@
--- ledger_payment_expire: current definition (last changed by migrations/versions/0006_checkout_outcomes.py).
+-- ledger_payment_expire: current definition (last changed by migrations/versions/0012_citus_distribution.py).
 CREATE OR REPLACE FUNCTION public.ledger_payment_expire(p_user_id text, p_session_id text, p_event_id text, p_event_type text, p_payload_sha256 bytea)
  RETURNS payment_result
  LANGUAGE plpgsql
@@ -9,6 +9,7 @@ DECLARE
     v_event    processed_events;
     v_payment  payments;
 BEGIN
+    PERFORM payment_events_lock();  -- before any account: processed_events may be a reference table
     v_account := payment_lock_account(p_user_id);
     v_event := payment_event_find(p_event_id);
     IF v_event.event_id IS NOT NULL THEN

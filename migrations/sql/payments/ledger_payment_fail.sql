@@ -1,4 +1,4 @@
--- ledger_payment_fail: current definition (last changed by migrations/versions/0002_payment_lifecycle.py).
+-- ledger_payment_fail: current definition (last changed by migrations/versions/0012_citus_distribution.py).
 CREATE OR REPLACE FUNCTION public.ledger_payment_fail(p_user_id text, p_session_id text, p_intent_id text, p_charge_id text, p_package_id text, p_credits bigint, p_amount_minor bigint, p_currency_code text, p_customer_email text, p_customer_id text, p_event_id text, p_event_type text, p_payload_sha256 bytea)
  RETURNS payment_result
  LANGUAGE plpgsql
@@ -9,6 +9,7 @@ DECLARE
     v_event    processed_events;
     v_payment  payments;
 BEGIN
+    PERFORM payment_events_lock();  -- before any account: processed_events may be a reference table
     v_account := payment_lock_account(p_user_id);
     v_event := payment_event_find(p_event_id);
     IF v_event.event_id IS NOT NULL THEN

@@ -1,4 +1,4 @@
--- ledger_payment_open: current definition (last changed by migrations/versions/0002_payment_lifecycle.py).
+-- ledger_payment_open: current definition (last changed by migrations/versions/0012_citus_distribution.py).
 CREATE OR REPLACE FUNCTION public.ledger_payment_open(p_user_id text, p_session_id text, p_intent_id text, p_charge_id text, p_package_id text, p_credits bigint, p_amount_minor bigint, p_currency_code text, p_customer_email text, p_customer_id text)
  RETURNS payment_result
  LANGUAGE plpgsql
@@ -7,6 +7,7 @@ DECLARE
     r          payment_result;
     v_account  accounts;
 BEGIN
+    PERFORM payment_events_lock();  -- before any account: processed_events may be a reference table
     v_account := payment_lock_account(p_user_id);
     IF v_account.status = 'anonymized' THEN
         r.outcome := 'account_anonymized';

@@ -1,4 +1,4 @@
--- ledger_payment_settle: current definition (last changed by migrations/versions/0011_credit_grants.py).
+-- ledger_payment_settle: current definition (last changed by migrations/versions/0012_citus_distribution.py).
 CREATE OR REPLACE FUNCTION public.ledger_payment_settle(p_user_id text, p_session_id text, p_intent_id text, p_charge_id text, p_package_id text, p_credits bigint, p_amount_minor bigint, p_currency_code text, p_customer_email text, p_customer_id text, p_event_id text, p_event_type text, p_payload_sha256 bytea, p_amount_paid_minor bigint, p_amount_tax_minor bigint, p_amount_discount_minor bigint, p_grant_valid_days integer DEFAULT 0)
  RETURNS payment_result
  LANGUAGE plpgsql
@@ -11,6 +11,7 @@ DECLARE
     v_entry    credit_transactions;
     v_credited boolean := false;
 BEGIN
+    PERFORM payment_events_lock();  -- before any account: processed_events may be a reference table
     v_account := payment_lock_account(p_user_id);
     v_event := payment_event_find(p_event_id);
     IF v_event.event_id IS NOT NULL THEN
