@@ -82,12 +82,17 @@ class WorldDatabases:
     DROP_CONCURRENCY_MAX = 16
 
     def __init__(self, databases: DatabaseFactory) -> None:
+        self.databases = databases
         self.admin_url = databases.admin_url
         template_url = databases.create()  # migrated; dropped by the shared factory
         self.template = template_url.rsplit("/", 1)[-1].split("?", 1)[0]
         self.names: list[str] = []
 
     def clone(self) -> str:
+        if self.databases.citus:
+            # On Citus a database is one per node, and each node's Citus daemon keeps a session on the template
+            # (CREATE DATABASE ... TEMPLATE refuses a template in use): a fresh database, migrated, instead.
+            return self.databases.create()
         name = f"credits_reconciler_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
