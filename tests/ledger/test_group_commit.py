@@ -127,6 +127,7 @@ async def test_a_debit_of_an_unknown_account_is_refused_and_creates_nothing(stor
     assert await db.fetchval("SELECT count(*) FROM accounts WHERE user_id = $1", user) == 0
 
 
+@pytest.mark.not_on_citus("each worker numbers its own transactions: a batch over two workers has an xmin on each")
 async def test_the_batch_is_one_transaction_per_call(store, db):
     """Every entry of one batch carries the same transaction id: one commit for all of them."""
     users = [new_user() for _ in range(5)]
