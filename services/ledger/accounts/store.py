@@ -42,8 +42,8 @@ ENTRY_COLUMNS = (
 # held: the active holds not yet past their expiry at the ledger's clock (accounts.held may still count
 # holds that expired and that nothing has expired yet: migrations/versions/0003_holds.py). balance and the
 # grants never count credits past their grant's expiry, whether the sweeper wrote that yet or not (their
-# reserved part stays the holds': migrations/versions/0011_credit_grants.py). Written so that Citus runs it on the
-# user's shard in one statement: the clock is read on the coordinator (n), the grants are aggregated per user
+# reserved part stays the holds': migrations/versions/0011_credit_grants.py). Written so that Citus sends it whole
+# to the user's shard (where the clock n is the worker's: docs/citus.md): the grants are aggregated per user
 # (GROUP BY, LEFT JOIN: an account with no grant left has no row g), and each grant is a named type (grant_shown,
 # migration 0012): a worker cannot send back an anonymous record.
 GRANTS_SHOWN_MAX = 100  # GetBalance lists the first grants in burn order (the totals count every grant)
