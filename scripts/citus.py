@@ -19,6 +19,7 @@ and each database holds its own cluster metadata (`create_database` below, which
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import pwd
 import shutil
@@ -74,7 +75,7 @@ def pg_config(option: str) -> str:
         raise NotInstalled(f"pg_config ({command}) did not answer {option}: {exc}") from exc
 
 
-def installed() -> tuple[Path, str]:
+def installed() -> Path:
     """PostgreSQL's binaries folder when Citus is installed into that PostgreSQL; NotInstalled otherwise."""
     bindir, libdir = Path(pg_config("--bindir")), Path(pg_config("--pkglibdir"))
     if not (libdir / "citus.so").exists():
@@ -82,7 +83,7 @@ def installed() -> tuple[Path, str]:
             f"Citus is not installed for {pg_config('--version')} ({libdir} has no citus.so): install Citus 13 "
             "for that PostgreSQL (Citus's packages, or its source as its README says), or set CITUS_PG_CONFIG"
         )
-    return bindir, pg_config("--version")
+    return bindir
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,11 @@ class Cluster:
         self.nodes = [Node(name, port + i, folder / name) for i, name in enumerate(names)]
         self.system_user = SYSTEM_USER_WHEN_ROOT if os.geteuid() == 0 else None
 
+    @functools.cached_property
+    def bindir(self) -> Path:
+        """PostgreSQL's binaries, asked of pg_config once (NotInstalled when Citus is not there)."""
+        return installed()
+
     @property
     def coordinator(self) -> Node:
         return self.nodes[0]
@@ -114,12 +120,13 @@ class Cluster:
 
     def start(self) -> None:
         """Initializes the nodes that have no data yet, starts those not running, and joins the workers."""
-        bindir, _ = installed()
+        if not self.bindir.is_dir():  # asked first: NotInstalled before anything is made, when Citus is missing
+            raise NotInstalled(f"pg_config's binaries folder {self.bindir} is not a folder")
         self.folder.mkdir(parents=True, exist_ok=True)
         self._own(self.folder)
         for node in self.nodes:
             if not (node.data / "PG_VERSION").exists():
-                self._init(bindir, node)
+                self._init(node)
             if not self.running(node):
                 self.start_node(node)
         for node in self.nodes:
@@ -127,12 +134,12 @@ class Cluster:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS citus")
         join(self.coordinator.url(), self.coordinator.port, [w.port for w in self.workers])
 
-    def _init(self, bindir: Path, node: Node) -> None:
+    def _init(self, node: Node) -> None:
         node.data.mkdir(parents=True, exist_ok=True)
         self._own(node.data)
         self._run(
             [
-                str(bindir / "initdb"),
+                str(self.bindir / "initdb"),
                 "-D",
                 str(node.data),
                 "-U",
@@ -148,10 +155,19 @@ class Cluster:
                 conf.write(f"{name} = '{value}'\n")
 
     def start_node(self, node: Node) -> None:
-        bindir, _ = installed()
         log = self.folder / f"{node.name}.log"
         self._run(
-            [str(bindir / "pg_ctl"), "-D", str(node.data), "-w", "-t", str(PG_CTL_SECONDS_MAX), "-l", str(log), "start"]
+            [
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(node.data),
+                "-w",
+                "-t",
+                str(PG_CTL_SECONDS_MAX),
+                "-l",
+                str(log),
+                "start",
+            ]
         )
 
     def running(self, node: Node) -> bool:
@@ -174,10 +190,9 @@ class Cluster:
                 time.sleep(0.05)
 
     def stop(self) -> None:
-        bindir, _ = installed()
         for node in reversed(self.nodes):
             if self.running(node):
-                self._run([str(bindir / "pg_ctl"), "-D", str(node.data), "-m", "fast", "-w", "stop"])
+                self._run([str(self.bindir / "pg_ctl"), "-D", str(node.data), "-m", "fast", "-w", "stop"])
 
     def _own(self, path: Path) -> None:
         if self.system_user is not None:

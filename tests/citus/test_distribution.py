@@ -24,6 +24,7 @@ from credits.ledger.v1 import ledger_service_pb2 as pb
 from scripts import citus
 from services.ledger import app
 from services.ledger.client import LedgerClient
+from tests.citus.placement import users_on_each_worker
 from tests.conftest import ALL_ROLES_TOKEN, alembic_config, ledger_settings
 from tests.ledger.grant_helpers import ts
 from tests.ledger.payment_helpers import MEDIUM_AMOUNT_MINOR, MEDIUM_CREDITS, Ids, details, source
@@ -76,20 +77,10 @@ async def coordinator(citus_database: str) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
-async def users_on_each_worker(db: asyncpg.Pool, count: int) -> dict[int, list[str]]:
+async def users_by_worker(db: asyncpg.Pool, count: int) -> dict[int, list[str]]:
     """`count` fresh user ids whose shard is on each worker, by the worker's port."""
-    found: dict[int, list[str]] = {}
-    workers = await db.fetchval("SELECT count(*) FROM pg_dist_node WHERE groupid <> 0")
-    while len(found) < workers or any(len(users) < count for users in found.values()):
-        user_id = f"user-{uuid.uuid4().hex}"
-        port = await db.fetchval(
-            "SELECT s.nodeport FROM citus_shards s"
-            " WHERE s.shardid = get_shard_id_for_distribution_column('accounts', $1::text)",
-            user_id,
-        )
-        if len(found.setdefault(port, [])) < count:
-            found[port].append(user_id)
-    return found
+    ports = [row["nodeport"] for row in await db.fetch("SELECT nodeport FROM pg_dist_node WHERE groupid <> 0")]
+    return await users_on_each_worker(db, ports, count, lambda: f"user-{uuid.uuid4().hex}")
 
 
 def test_every_table_is_distributed_by_user_id_beside_accounts(citus_database: str) -> None:
@@ -110,7 +101,7 @@ def test_every_table_is_distributed_by_user_id_beside_accounts(citus_database: s
 
 
 async def test_postings_and_reads_on_both_workers(citus_ledger: LedgerClient, coordinator: asyncpg.Pool) -> None:
-    by_worker = await users_on_each_worker(coordinator, USERS_PER_WORKER)
+    by_worker = await users_by_worker(coordinator, USERS_PER_WORKER)
     users = [user for group in by_worker.values() for user in group]
     run = uuid.uuid4().hex
     credits = [
@@ -148,7 +139,7 @@ async def test_postings_and_reads_on_both_workers(citus_ledger: LedgerClient, co
 async def test_sweepers_expire_across_shards_in_bounded_batches(
     citus_ledger: LedgerClient, coordinator: asyncpg.Pool
 ) -> None:
-    by_worker = await users_on_each_worker(coordinator, 2)
+    by_worker = await users_by_worker(coordinator, 2)
     users = [user for group in by_worker.values() for user in group]
     run = uuid.uuid4().hex
     expires = datetime.now(UTC) + timedelta(days=1)
@@ -169,7 +160,7 @@ async def test_sweepers_expire_across_shards_in_bounded_batches(
 
 
 async def test_payments_refunds_disputes_and_erasure(citus_ledger: LedgerClient, coordinator: asyncpg.Pool) -> None:
-    by_worker = await users_on_each_worker(coordinator, 1)
+    by_worker = await users_by_worker(coordinator, 1)
     for user_id in (group[0] for group in by_worker.values()):
         ids = Ids.new()
         paid = details(user_id, session=ids.session, intent=ids.intent, charge=ids.charge, email="a@example.com")
@@ -205,7 +196,7 @@ async def test_settle_batches_of_overlapping_users_never_deadlock(
     """Every settlement records its event in processed_events, a reference table: a write to it takes a
     cluster-wide lock. Batches of different but overlapping users, locking their accounts in ascending order,
     would each hold an account and the lock the other waits for, unless the lock is taken first."""
-    by_worker = await users_on_each_worker(coordinator, 4)
+    by_worker = await users_by_worker(coordinator, 4)
     users = [user for group in by_worker.values() for user in group]
     rng = random.Random(22)
 

@@ -49,6 +49,7 @@ from credits.ledger.v1 import ledger_service_pb2 as pb
 from scripts import citus
 from services.ledger import app, errors
 from services.ledger.client import LedgerClient
+from tests.citus.placement import users_on_each_worker
 from tests.conftest import ALL_ROLES_TOKEN, DatabaseFactory, ledger_settings
 from tests.faults import checker
 from tests.faults.history import History, Op, OpKind, Outcome
@@ -58,7 +59,6 @@ SEED_DEFAULT: Final = 22
 SEED: Final = int(os.environ.get("CITUS_FAULT_SEED") or SEED_DEFAULT)
 TEST_SECONDS_MAX: Final = 240  # a guard against a hang (the cluster's start included); a run takes well under 90 s
 USERS_PER_WORKER: Final = 16
-USER_PICKS_MAX: Final = 400  # user ids tried until each worker holds USERS_PER_WORKER of them
 CALLERS: Final = 12
 CALL_DEADLINE_SECONDS: Final = 5.0
 PATIENT_DEADLINE_SECONDS: Final = 30.0
@@ -98,10 +98,6 @@ DETAILS_SHOWN_MAX: Final = 30
 UNEXPECTED_FAILURE_LOGGER: Final = "services.ledger.rpc.status"  # a non-LedgerError escaping a handler
 DATABASE_LOGGER: Final = "services.ledger.database"
 
-PLACEMENT_SQL: Final = (
-    "SELECT nodeport FROM citus_shards "
-    "WHERE table_name = 'accounts'::regclass AND shardid = get_shard_id_for_distribution_column('accounts', $1::text)"
-)
 PREPARED_SQL: Final = "SELECT gid, database FROM pg_prepared_xacts ORDER BY gid"
 # The distributed transactions running on the coordinator: their prepared transactions are work in flight, not stuck.
 ACTIVE_TRANSACTIONS_SQL: Final = (
@@ -296,15 +292,10 @@ def _posting_answer(result: pb.PostingResult) -> tuple[Outcome, str, int, bool]:
 async def place_users(conn: asyncpg.Connection, ports: Sequence[int]) -> Placement:
     """USERS_PER_WORKER user ids on each worker, drawn from the seed."""
     rng = random.Random(SEED)
-    users_by_port: dict[int, list[str]] = {port: [] for port in ports}
-    for _ in range(USER_PICKS_MAX):
-        user_id = f"citus-fault-{SEED}-{rng.getrandbits(32):08x}"
-        port = await conn.fetchval(PLACEMENT_SQL, user_id)
-        if len(users_by_port[port]) < USERS_PER_WORKER:
-            users_by_port[port].append(user_id)
-        if all(len(users) == USERS_PER_WORKER for users in users_by_port.values()):
-            return Placement(users_by_port)
-    raise AssertionError(f"{USER_PICKS_MAX} user ids did not fill {USERS_PER_WORKER} per worker: {users_by_port}")
+    users_by_port = await users_on_each_worker(
+        conn, ports, USERS_PER_WORKER, lambda: f"citus-fault-{SEED}-{rng.getrandbits(32):08x}"
+    )
+    return Placement(users_by_port)
 
 
 async def prepared_transactions(cluster: citus.Cluster, database: str) -> dict[str, list[str]]:

@@ -211,7 +211,7 @@ def cluster() -> Iterator[citus.Cluster]:
 
 def stop_now(cluster: citus.Cluster) -> None:
     """pg_ctl's immediate shutdown (no checkpoint: the folder is deleted next), as the user that runs the nodes."""
-    bindir, _ = citus.installed()
+    bindir = citus.installed()
     runner = ["runuser", "-u", cluster.system_user, "--"] if cluster.system_user is not None else []
     for node in cluster.nodes:
         if cluster.running(node):
@@ -221,7 +221,7 @@ def stop_now(cluster: citus.Cluster) -> None:
 
 def block_environment(cluster: citus.Cluster, **values: str) -> dict[str, str]:
     """This process's environment without libpq's variables, the cluster's PostgreSQL tools first on the PATH."""
-    bindir, _ = citus.installed()
+    bindir = citus.installed()
     env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
     env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
     env["PGUSER"] = citus.SUPERUSER
